@@ -1,0 +1,219 @@
+"""The build recipe: what to prune, quantize, export and serve, and the accuracy gate.
+
+This module is the single source of truth for the recipe. The operator image (no torch)
+imports it to embed the recipe schema in its CRD, so it imports only the standard library
+and pydantic (PyYAML is imported lazily inside ``load_recipe``). Every model follows the
+rules of a Kubernetes structural schema: camelCase aliases, no free-form maps, no unions of
+models, a description on every field and a default wherever a field is not required.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+SUMMARY_MAX_BYTES = 4096
+"""Kubernetes caps a termination message at 4 KiB; the one-line summary must fit in it."""
+
+PruneMethod = Literal["none", "magnitude", "channel"]
+QuantizeMode = Literal["none", "fp16", "int8-dynamic", "int8-static"]
+ExportFormat = Literal["onnx", "torchscript"]
+Backend = Literal["onnxruntime", "tensorrt", "pytorch", "python"]
+InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
+TensorDtype = Literal["float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool"]
+
+
+class _Spec(BaseModel):
+    """Base for all recipe models: camelCase aliases, unknown fields are an error."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Prune(_Spec):
+    """Pruning applied to the PyTorch model before export."""
+
+    method: PruneMethod = Field(
+        "none",
+        description="none; magnitude: global unstructured L1 pruning made permanent (zeros, same shapes); "
+        "channel: structured channel pruning (torch-pruning) that shrinks conv/linear layers.",
+    )
+    amount: float = Field(0.0, ge=0.0, le=0.95, description="Fraction of weights (or channels) to remove.")
+    ignore_layers: list[str] = Field(
+        default_factory=list,
+        description="Qualified module names never pruned by channel pruning (the output layer always is).",
+    )
+
+
+class Quantize(_Spec):
+    """Numeric precision of the exported model."""
+
+    mode: QuantizeMode = Field(
+        "none",
+        description="none; fp16 (float16 weights, float32 inputs/outputs kept); int8-dynamic "
+        "(onnxruntime dynamic quantization of weights); int8-static (QDQ with calibration samples).",
+    )
+    calibration_samples: int = Field(
+        64, ge=1, le=100_000, description="Number of samples used to calibrate int8-static."
+    )
+    calibration_data_path: str | None = Field(
+        None,
+        description="Optional .npz of calibration inputs keyed by input name; else validation data or "
+        "generated inputs are used.",
+    )
+    per_channel: bool = Field(False, description="Per-channel weight scales for int8 quantization.")
+
+
+class Export(_Spec):
+    """Serialized model format and the Triton backend that serves it."""
+
+    format: ExportFormat = Field(
+        "onnx", description="onnx for onnxruntime/tensorrt/python; torchscript for pytorch."
+    )
+    opset: int = Field(17, ge=17, le=23, description="ONNX opset version (>= 17).")
+    backend: Backend = Field(
+        "onnxruntime",
+        description="Triton backend: onnxruntime, tensorrt, pytorch, or python (runs the ONNX file "
+        "through onnxruntime, for CPU-only Triton builds).",
+    )
+
+
+class DynamicBatching(_Spec):
+    """Triton dynamic batcher settings."""
+
+    enabled: bool = Field(True, description="Enable Triton's dynamic batcher.")
+    max_queue_delay_microseconds: int = Field(
+        100, ge=0, le=10_000_000, description="Longest time a request waits to be batched."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list, description="Batch sizes the batcher tries to form (each <= maxBatchSize)."
+    )
+
+
+class Triton(_Spec):
+    """Settings rendered into config.pbtxt."""
+
+    max_batch_size: int = Field(8, ge=0, le=4096, description="Triton max_batch_size; 0 disables batching.")
+    dynamic_batching: DynamicBatching = Field(
+        default_factory=DynamicBatching, description="Dynamic batcher settings."
+    )
+    instance_kind: InstanceKind = Field("KIND_GPU", description="Run instances on GPU or CPU.")
+    instance_count: int = Field(1, ge=1, le=64, description="Model instances per device.")
+    tensorrt_fp16: bool = Field(
+        False, description="onnxruntime backend only: enable the TensorRT execution accelerator with FP16."
+    )
+    warmup: bool = Field(True, description="Add a model_warmup entry built from a sample input.")
+
+
+class TensorSpec(_Spec):
+    """One input or output tensor; used when the model does not carry this information."""
+
+    name: str = Field(..., min_length=1, description="Tensor name.")
+    dtype: TensorDtype = Field("float32", description="Element type.")
+    shape: list[int] = Field(
+        default_factory=list,
+        description="Shape of ONE sample, without the batch dimension (always dim 0 and dynamic); "
+        "-1 marks a dynamic axis.",
+    )
+
+
+class Io(_Spec):
+    """Optional tensor specs. Inputs are required for TorchScript and torch.export sources."""
+
+    inputs: list[TensorSpec] = Field(default_factory=list, description="Model inputs, in call order.")
+    outputs: list[TensorSpec] = Field(
+        default_factory=list,
+        description="Model outputs, in return order (names; dtypes are read from the model).",
+    )
+
+
+class Validation(_Spec):
+    """Data used to compare the original and the compressed model."""
+
+    data_path: str | None = Field(
+        None,
+        description=".npz with one array per input name (batch first) and optional 'labels'; "
+        "else inputs are generated.",
+    )
+    samples: int = Field(32, ge=1, le=100_000, description="Number of samples to generate or use.")
+    seed: int = Field(0, ge=0, description="Seed for generated inputs.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Batch size used when running the models.")
+    int_high: int = Field(100, ge=1, description="Generated integer inputs are drawn from [0, intHigh).")
+
+
+class Gate(_Spec):
+    """Accuracy thresholds; a metric left unset is reported but not enforced."""
+
+    max_abs_error: float | None = Field(
+        None, ge=0.0, description="Largest allowed max |a-b| over all outputs."
+    )
+    mean_abs_error: float | None = Field(None, ge=0.0, description="Largest allowed mean |a-b|.")
+    min_cosine: float | None = Field(
+        0.99, ge=-1.0, le=1.0, description="Smallest allowed mean per-sample cosine similarity."
+    )
+    min_top1_agreement: float | None = Field(
+        None, ge=0.0, le=1.0, description="Smallest allowed fraction of samples with the same argmax."
+    )
+    max_accuracy_drop: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Largest allowed top-1 accuracy drop (fraction) when labels are given.",
+    )
+
+
+class Recipe(_Spec):
+    """The whole build recipe."""
+
+    prune: Prune = Field(default_factory=Prune, description="Pruning step.")
+    quantize: Quantize = Field(default_factory=Quantize, description="Quantization step.")
+    export: Export = Field(default_factory=Export, description="Export step.")
+    triton: Triton = Field(default_factory=Triton, description="Triton model configuration.")
+    io: Io = Field(default_factory=Io, description="Input/output tensor specs.")
+    validation: Validation = Field(default_factory=Validation, description="Validation data.")
+    gate: Gate = Field(default_factory=Gate, description="Accuracy gate.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        fmt, backend, mode = self.export.format, self.export.backend, self.quantize.mode
+        if backend == "pytorch" and fmt != "torchscript":
+            raise ValueError("export.backend 'pytorch' needs export.format 'torchscript'")
+        if backend != "pytorch" and fmt != "onnx":
+            raise ValueError(f"export.backend {backend!r} needs export.format 'onnx'")
+        if fmt == "torchscript" and mode in ("int8-dynamic", "int8-static"):
+            raise ValueError(f"quantize.mode {mode!r} needs export.format 'onnx'")
+        if self.triton.tensorrt_fp16 and backend != "onnxruntime":
+            raise ValueError("triton.tensorrtFp16 applies to the onnxruntime backend only")
+        bad = [
+            b
+            for b in self.triton.dynamic_batching.preferred_batch_sizes
+            if b < 1 or b > self.triton.max_batch_size
+        ]
+        if bad:
+            raise ValueError(f"triton.dynamicBatching.preferredBatchSizes {bad} not within 1..maxBatchSize")
+        return self
+
+
+def canonical_json(recipe: Recipe) -> str:
+    """Stable JSON of a recipe (sorted keys, camelCase, no spaces); hashed into the build key."""
+    return json.dumps(recipe.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+
+
+def parse_recipe_text(text: str) -> Recipe:
+    """Parse a YAML or JSON document into a Recipe (raises ValueError / pydantic.ValidationError)."""
+    import yaml  # lazy: keeps this module's import-time dependencies to stdlib + pydantic
+
+    data = yaml.safe_load(text) if text.strip() else {}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError("a recipe must be a mapping")
+    return Recipe.model_validate(data)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe from a .yaml/.yml/.json file."""
+    return parse_recipe_text(Path(path).read_text(encoding="utf-8"))
