@@ -1,0 +1,1 @@
+"""The ModelDeployment API: typed models (types), CEL rules (rules) and the CRD generator (crdgen)."""

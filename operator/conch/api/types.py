@@ -1,0 +1,269 @@
+"""The ModelDeployment API as typed Python: the single source of truth for the CRD (see crdgen).
+
+Pydantic models parse the spec inside the operator; `crdgen` turns the same models into the
+structural OpenAPI schema (with CEL rules from `rules`) that the apiserver validates against, so a
+bad spec is rejected with a field path before the operator ever sees it. Field defaults live here,
+not in the CRD, so a stored object shows what its author wrote and `status` shows what is in effect.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+from conch.api import rules
+
+GROUP = "serving.conch.dev"
+VERSION = "v1alpha1"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ["md"]
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+DEFAULT_BUILDER_IMAGE = "ghcr.io/conch-dev/model-repo-builder:0.1.0"
+
+# A Kubernetes quantity ("500m", "2Gi", 4): int-or-string in the schema.
+Quantity = Annotated[int | str, WithJsonSchema({"x-kubernetes-int-or-string": True})]
+# An object passed through to Kubernetes unchanged (tolerations, affinity): the apiserver keeps it.
+FreeForm = Annotated[
+    dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+]
+Labels = Annotated[dict[str, str], Field(max_length=64)]
+NAME_PATTERN = r"^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?$"
+
+
+class Model(BaseModel):
+    """Base: camelCase on the wire, unknown fields refused (the CRD prunes them first anyway)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class ModelSource(Model):
+    """Where the PyTorch model comes from: a path on the model store or an https URL."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.SOURCE})
+    path: str | None = Field(
+        None, max_length=1024, pattern=r"^[^/]", description="Path relative to the model-store volume root."
+    )
+    url: str | None = Field(None, max_length=2048, pattern=r"^https://", description="An https URL.")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Hex digest; required for url.")
+
+
+class TensorSpec(Model):
+    """One input or output of the model, for models whose signature cannot be inferred."""
+
+    name: str = Field(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+    data_type: str = Field("TYPE_FP32", pattern=r"^TYPE_[A-Z0-9]+$", max_length=32)
+    dims: list[int] = Field(max_length=16)
+
+
+class ModelRef(Model):
+    """The model to build: its Triton name, where it is, and (optionally) its I/O signature."""
+
+    name: str = Field(
+        max_length=63, pattern=r"^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$", description="Triton model name."
+    )
+    source: ModelSource
+    format: Literal["auto", "torchscript", "pt2", "onnx"] = "auto"
+    inputs: list[TensorSpec] | None = Field(None, max_length=32)
+    outputs: list[TensorSpec] | None = Field(None, max_length=32)
+
+
+class Build(Model):
+    """How the builder Job runs: image, time limit and retries."""
+
+    image: str = Field(DEFAULT_BUILDER_IMAGE, max_length=512, min_length=1)
+    active_deadline_seconds: int = Field(3600, ge=30, le=86400)
+    backoff_limit: int = Field(1, ge=0, le=10)
+    resources: dict[str, dict[str, Quantity]] | None = None
+    node_selector: Labels | None = None
+
+
+class DynamicBatching(Model):
+    """Triton dynamic batching: on/off and the longest a request may wait to be batched."""
+
+    enabled: bool = True
+    max_queue_delay_microseconds: int = Field(100, ge=0, le=10_000_000)
+    preferred_batch_sizes: list[int] | None = Field(None, max_length=16)
+
+
+class Serving(Model):
+    """How Triton serves the model: image, batching, instances, GPUs and scheduling."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.SERVING})
+    image: str = Field(DEFAULT_TRITON_IMAGE, max_length=512, min_length=1)
+    backend: Literal["onnxruntime", "tensorrt", "pytorch", "python"] = "onnxruntime"
+    max_batch_size: int = Field(8, ge=0, le=4096)
+    dynamic_batching: DynamicBatching = DynamicBatching()
+    instances: int = Field(1, ge=1, le=64, description="Model instances per Triton pod.")
+    gpus: int = Field(1, ge=0, le=16, description="GPUs per pod (nvidia.com/gpu); 0 serves on CPU.")
+    resources: dict[str, dict[str, Quantity]] | None = None
+    node_selector: Labels | None = None
+    tolerations: list[FreeForm] | None = Field(None, max_length=32)
+    affinity: FreeForm | None = None
+    startup_timeout_seconds: int = Field(
+        600, ge=10, le=7200, description="Budget for loading the model before the startupProbe gives up."
+    )
+
+
+class QueueTimeTarget(Model):
+    """Scale on Triton's average queue time per request, read from the custom metrics API."""
+
+    average_microseconds: int = Field(ge=1, le=60_000_000)
+    metric_name: str = Field("triton_queue_time_us", max_length=128)
+
+
+class Autoscaling(Model):
+    """An HPA: replica bounds and a CPU and/or queue-time target."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.AUTOSCALING})
+    min_replicas: int = Field(1, ge=1, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+    target_cpu_utilization_percentage: int | None = Field(
+        None, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+    )
+    queue_time: QueueTimeTarget | None = None
+
+
+class Rollout(Model):
+    """How a new version rolls: surge pods (each takes serving.gpus GPUs), deadline, auto rollback."""
+
+    progress_deadline_seconds: int = Field(600, ge=5, le=86400)
+    max_surge: int = Field(1, ge=1, le=100, description="Extra pods during a rollout; never unavailable.")
+    auto_rollback: bool = True
+
+
+class ServiceMonitorSpec(Model):
+    """A Prometheus Operator ServiceMonitor for Triton's metrics port."""
+
+    enabled: bool = False
+    interval: str = Field("30s", pattern=r"^[0-9]+(ms|s|m|h)$", max_length=16)
+    labels: Labels | None = None
+
+
+class Monitoring(Model):
+    """Monitoring integrations."""
+
+    service_monitor: ServiceMonitorSpec = ServiceMonitorSpec()
+
+
+class Storage(Model):
+    """The model-store volume: sources are read from it, repositories are published to it."""
+
+    claim_name: str = Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    repository_path: str = Field(
+        "repositories", max_length=256, pattern=r"^[^/]", description="Folder of repositories in the store."
+    )
+
+
+class ModelDeploymentSpec(Model):
+    """What to serve and how. Editing `version` rolls forward, or back to a version in history."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.SPEC})
+    version: str = Field(max_length=63, pattern=NAME_PATTERN, description="The version to serve.")
+    model: ModelRef
+    compression: FreeForm = Field(default_factory=dict, description="The builder recipe.")
+    build: Build = Build()
+    serving: Serving = Serving()
+    replicas: int | None = Field(None, ge=0, le=1000, description="Pods; exclusive with autoscaling.")
+    autoscaling: Autoscaling | None = None
+    rollout: Rollout = Rollout()
+    revision_history_limit: int = Field(10, ge=1, le=100)
+    monitoring: Monitoring = Monitoring()
+    storage: Storage
+
+    def effective_replicas(self) -> int | None:
+        """Replicas the Deployment should carry; None when the HPA owns the count."""
+        if self.autoscaling is not None:
+            return None
+        return 1 if self.replicas is None else self.replicas
+
+    def min_replicas(self) -> int:
+        """The fewest pods this spec allows (used for the PodDisruptionBudget)."""
+        if self.autoscaling is not None:
+            return self.autoscaling.min_replicas
+        return 1 if self.replicas is None else self.replicas
+
+
+# ---- status -------------------------------------------------------------------------------------
+
+ConditionType = Literal["Ready", "Built", "Progressing", "Degraded", "Monitoring"]
+Phase = Literal["Pending", "Building", "RollingOut", "Serving", "Degraded", "Failed"]
+BuildResult = Literal["Building", "Succeeded", "Failed"]
+
+
+class Condition(Model):
+    """A Kubernetes condition."""
+
+    type: str = Field(max_length=64)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(max_length=128)
+    message: str = Field("", max_length=4096)
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class BuildSummary(Model):
+    """What the builder reported in its one-line summary (a subset of build.json)."""
+
+    model_config = ConfigDict(extra="ignore")
+    build_key: str = ""
+    repository: str = ""
+    model_name: str = ""
+    cached: bool = False
+    builder_version: str = ""
+    source_digest: str = ""
+    size_before: int = 0
+    size_after: int = 0
+    compression_ratio: float = 0.0
+    gate: FreeForm | None = None
+
+
+class HistoryEntry(Model):
+    """One version this ModelDeployment has built (or tried to)."""
+
+    version: str
+    spec_key: str
+    job_name: str
+    result: BuildResult
+    build_key: str | None = None
+    model_name: str
+    message: str | None = Field(None, max_length=4096)
+    summary: BuildSummary | None = None
+    started_at: str
+    finished_at: str | None = None
+
+
+class Endpoints(Model):
+    """In-cluster addresses of the Triton Service."""
+
+    http: str
+    grpc: str
+    metrics: str
+
+
+class ModelDeploymentStatus(Model):
+    """What the operator observed and decided; written only by the operator."""
+
+    phase: Phase | None = None
+    current_version: str | None = None
+    target_version: str | None = None
+    failed_version: str | None = None
+    rollout_started_at: str | None = None
+    history: list[HistoryEntry] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    selector: str | None = None
+    endpoints: Endpoints | None = None
+
+    def entry(self, version: str) -> HistoryEntry | None:
+        """The history entry of `version`, if any."""
+        return next((h for h in self.history if h.version == version), None)
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of this type, if set."""
+        return next((c for c in self.conditions if c.type == type_), None)

@@ -1,0 +1,31 @@
+"""The operator's domain errors. Handlers translate them to kopf's retry semantics; nothing else does."""
+
+from __future__ import annotations
+
+
+class ConchError(Exception):
+    """Base of every error the operator raises on purpose."""
+
+
+class InvalidSpecError(ConchError):
+    """The spec cannot be acted on (the CRD schema should have caught it); waits for a spec change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"spec.{field}: {message}")
+        self.field = field
+
+
+class BadSummaryError(ConchError):
+    """The builder's termination message is not a valid summary."""
+
+
+class KubeError(ConchError):
+    """An API call failed; retried with backoff."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConflictError(KubeError):
+    """Someone else changed the object between our read and write; retry at once."""

@@ -1,0 +1,153 @@
+"""The Triton Deployment: serves one immutable repository; a new version is a new pod template.
+
+maxUnavailable is 0 so serving never drops during a rollout, and maxSurge bounds the extra pods
+(each taking `serving.gpus` GPUs) a rollout needs. With autoscaling the replicas field is left out,
+so the HPA owns it and an apply never fights it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conch.render import common
+from conch.render.common import Obj, Owner
+
+CONTAINER = "triton"
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+GPU_RESOURCE = "nvidia.com/gpu"
+STARTUP_PERIOD = 10
+REPLICASET_HISTORY = 3
+
+
+@dataclass(frozen=True)
+class Served:
+    """The built version a Deployment serves."""
+
+    version: str
+    build_key: str
+    model_name: str
+
+
+def args(owner: Owner, served: Served) -> list[str]:
+    """tritonserver's arguments: the version's repository, fixed ports, strict readiness."""
+    return [
+        f"--model-repository={common.repository_root(owner.spec)}/{served.build_key}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        "--log-verbose=0",
+    ]
+
+
+def resources(owner: Owner) -> Obj:
+    """The user's requests/limits plus the GPU limit (GPUs are requested through limits only)."""
+    user = owner.spec.serving.resources or {}
+    out: Obj = {kind: dict(values) for kind, values in user.items()}
+    gpus = owner.spec.serving.gpus
+    if gpus > 0:
+        out.setdefault("limits", {})[GPU_RESOURCE] = gpus
+        out.get("requests", {}).pop(GPU_RESOURCE, None)
+    return out
+
+
+def probes(owner: Owner, served: Served) -> Obj:
+    """startup sized for model load; readiness on the model itself; liveness on the server."""
+    live = {"httpGet": {"path": "/v2/health/live", "port": "http"}}
+    startup_failures = max(1, -(-owner.spec.serving.startup_timeout_seconds // STARTUP_PERIOD))
+    return {
+        "startupProbe": {**live, "periodSeconds": STARTUP_PERIOD, "failureThreshold": startup_failures},
+        "readinessProbe": {
+            "httpGet": {"path": f"/v2/models/{served.model_name}/ready", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {**live, "periodSeconds": 10, "failureThreshold": 6},
+    }
+
+
+def tolerations(owner: Owner) -> list[Obj]:
+    """The user's tolerations plus the GPU taint's, for GPU pods."""
+    out = list(owner.spec.serving.tolerations or [])
+    if owner.spec.serving.gpus > 0:
+        out.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return out
+
+
+def container(owner: Owner, served: Served) -> Obj:
+    """The triton container."""
+    return {
+        "name": CONTAINER,
+        "image": owner.spec.serving.image,
+        "command": ["tritonserver"],
+        "args": args(owner, served),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        **probes(owner, served),
+        "resources": resources(owner),
+        "securityContext": common.restricted_container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+    }
+
+
+def pod_template(owner: Owner, served: Served) -> Obj:
+    """The pod template: a pure function of (serving spec, served version); rollback reuses a ReplicaSet."""
+    spec = owner.spec.serving
+    return {
+        "metadata": {
+            "labels": {
+                **common.labels(owner, "triton"),
+                common.LABEL_VERSION: served.version,
+            },
+            "annotations": {common.ANNOTATION_BUILD_KEY: served.build_key},
+        },
+        "spec": {
+            "securityContext": common.restricted_pod_security(),
+            "nodeSelector": spec.node_selector,
+            "tolerations": tolerations(owner),
+            "affinity": spec.affinity,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 30,
+            "containers": [container(owner, served)],
+            "volumes": [
+                common.store_volume(owner, read_only=True),
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            ],
+        },
+    }
+
+
+def render_deployment(owner: Owner, served: Served) -> Obj:
+    """The Deployment serving `served`."""
+    spec = owner.spec
+    deploy_spec: Obj = {
+        "replicas": spec.effective_replicas(),
+        "selector": {"matchLabels": common.selector(owner)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": spec.rollout.max_surge},
+        },
+        "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+        "revisionHistoryLimit": REPLICASET_HISTORY,
+        "template": pod_template(owner, served),
+    }
+    deployment: Obj = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": common.metadata(owner, owner.name, "triton"),
+        "spec": deploy_spec,
+    }
+    result: Obj = common.prune(deployment)
+    return result

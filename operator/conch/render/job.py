@@ -1,0 +1,88 @@
+"""The builder Job: runs `model-repo-builder build` for one version; reports via its termination message."""
+
+from __future__ import annotations
+
+from conch.api import keys
+from conch.render import common
+from conch.render.common import Obj, Owner
+
+CONTAINER = "builder"
+EXIT_BAD_INPUT = 2
+EXIT_GATE_FAILED = 3
+
+
+def source_argument(owner: Owner) -> str:
+    """SOURCE for the builder: a path inside the mounted store, or the URL."""
+    source = owner.spec.model.source
+    if source.url is not None:
+        return source.url
+    return f"{common.STORE_MOUNT}/{(source.path or '').lstrip('/')}"
+
+
+def command(owner: Owner) -> list[str]:
+    """The builder command line (the builder's CLI contract)."""
+    spec = owner.spec
+    cmd = [
+        "model-repo-builder", "build", source_argument(owner),
+        "--out", common.repository_root(spec),
+        "--recipe-json", keys.recipe_json(spec),
+        "--model-name", spec.model.name,
+        "--summary-file", "/dev/termination-log",
+    ]  # fmt: skip
+    if spec.model.source.sha256 is not None:
+        cmd[-2:-2] = ["--sha256", spec.model.source.sha256]
+    return cmd
+
+
+def render_job(owner: Owner, version: str, spec_key: str) -> Obj:
+    """The Job that builds `version` (whose spec key is `spec_key`)."""
+    spec = owner.spec
+    name = keys.job_name(owner.name, spec_key)
+    pod_labels = {**common.labels(owner, "builder"), common.LABEL_VERSION: version}
+    annotations = {common.ANNOTATION_SPEC_KEY: spec_key}
+    container: Obj = {
+        "name": CONTAINER,
+        "image": spec.build.image,
+        "command": command(owner),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": spec.build.resources,
+        "securityContext": common.restricted_container_security(),
+        "volumeMounts": [
+            {"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    job: Obj = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": common.metadata(owner, name, "builder", annotations=annotations),
+        "spec": {
+            "backoffLimit": spec.build.backoff_limit,
+            "activeDeadlineSeconds": spec.build.active_deadline_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    {  # bad input and a failed gate are deterministic: retrying cannot help
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [EXIT_BAD_INPUT, EXIT_GATE_FAILED],
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": annotations},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": common.restricted_pod_security(),
+                    "nodeSelector": spec.build.node_selector,
+                    "containers": [container],
+                    "volumes": [common.store_volume(owner, read_only=False), {"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    result: Obj = common.prune(job)
+    return result

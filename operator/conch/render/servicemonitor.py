@@ -1,0 +1,27 @@
+"""The Prometheus Operator ServiceMonitor for Triton's metrics port (only where that API is served)."""
+
+from __future__ import annotations
+
+from conch.render import common
+from conch.render.common import Obj, Owner
+
+API_GROUP_VERSION = "monitoring.coreos.com/v1"
+
+
+def render_servicemonitor(owner: Owner) -> Obj | None:
+    """The ServiceMonitor, or None when monitoring.serviceMonitor.enabled is false."""
+    monitor = owner.spec.monitoring.service_monitor
+    if not monitor.enabled:
+        return None
+    meta = common.metadata(owner, owner.name, "triton")
+    meta["labels"] = {**(monitor.labels or {}), **meta["labels"]}
+    return {
+        "apiVersion": API_GROUP_VERSION,
+        "kind": "ServiceMonitor",
+        "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": common.labels(owner, "triton")},
+            "namespaceSelector": {"matchNames": [owner.namespace]},
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": monitor.interval}],
+        },
+    }
