@@ -12,14 +12,48 @@ import hashlib
 import json
 from typing import Any
 
+import pydantic
+
+from conch import errors
 from conch.api import types
+from model_repo_builder import recipe
 
 JOB_KEY_CHARS = 10
 
 
+def effective_recipe(spec: types.ModelDeploymentSpec) -> recipe.Recipe:
+    """spec.compression with the serving overrides and the model's I/O merged in.
+
+    Triton settings end up in the repository's config.pbtxt, so they are part of the build; the
+    instance kind follows from whether the pods get GPUs.
+    """
+    data = spec.compression.model_dump(mode="json", by_alias=True)
+    serving = spec.serving
+    triton = data["triton"]
+    if serving.backend is not None:
+        data["export"]["backend"] = serving.backend
+    if serving.max_batch_size is not None:
+        triton["maxBatchSize"] = serving.max_batch_size
+    if serving.dynamic_batching is not None:
+        triton["dynamicBatching"] = serving.dynamic_batching.model_dump(mode="json", by_alias=True)
+    if serving.instances is not None:
+        triton["instanceCount"] = serving.instances
+    triton["instanceKind"] = "KIND_GPU" if serving.gpus > 0 else "KIND_CPU"
+    for side in ("inputs", "outputs"):
+        tensors = getattr(spec.model, side)
+        if tensors is not None:
+            data["io"][side] = [t.model_dump(mode="json", by_alias=True) for t in tensors]
+    try:
+        return recipe.Recipe.model_validate(data)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "compression"
+        raise errors.InvalidSpecError(f"compression.{where}".rstrip("."), first["msg"]) from exc
+
+
 def recipe_json(spec: types.ModelDeploymentSpec) -> str:
-    """The recipe as canonical JSON: sorted keys, no spaces (what the builder receives)."""
-    return canonical(spec.compression)
+    """The effective recipe as canonical JSON (what the builder receives and what is hashed)."""
+    return recipe.canonical_json(effective_recipe(spec))
 
 
 def canonical(value: Any) -> str:
@@ -30,7 +64,8 @@ def canonical(value: Any) -> str:
 def spec_key(spec: types.ModelDeploymentSpec) -> str:
     """sha256 hex of what decides the build's output."""
     payload = {
-        "model": spec.model.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "modelName": spec.model.name,
+        "source": spec.model.source.model_dump(mode="json", by_alias=True, exclude_none=True),
         "recipe": json.loads(recipe_json(spec)),
         "builderImage": spec.build.image,
     }

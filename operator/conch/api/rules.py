@@ -43,18 +43,18 @@ AUTOSCALING: Rules = [
     },
 ]
 
-_MBS = "(has(self.maxBatchSize) ? self.maxBatchSize : 8)"
-_DB_ON = "(!has(self.dynamicBatching) || !has(self.dynamicBatching.enabled) || self.dynamicBatching.enabled)"
+_DB_OFF = "(has(self.dynamicBatching) && has(self.dynamicBatching.enabled) && !self.dynamicBatching.enabled)"
 
 SERVING: Rules = [
     {
-        "rule": f"{_MBS} > 0 || !{_DB_ON}",
+        "rule": f"!has(self.maxBatchSize) || self.maxBatchSize > 0 || {_DB_OFF}",
         "message": "dynamic batching needs maxBatchSize > 0 (or set dynamicBatching.enabled: false)",
         "fieldPath": ".maxBatchSize",
     },
     {
-        "rule": "!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSizes) || "
-        f"self.dynamicBatching.preferredBatchSizes.all(s, s >= 1 && s <= {_MBS})",
+        "rule": "!has(self.maxBatchSize) || !has(self.dynamicBatching) || "
+        "!has(self.dynamicBatching.preferredBatchSizes) || "
+        "self.dynamicBatching.preferredBatchSizes.all(s, s >= 1 && s <= self.maxBatchSize)",
         "message": "preferredBatchSizes must be between 1 and maxBatchSize",
         "fieldPath": ".dynamicBatching.preferredBatchSizes",
     },
@@ -65,5 +65,12 @@ SPEC: Rules = [
         "rule": "!(has(self.replicas) && has(self.autoscaling))",
         "message": "set replicas or autoscaling, not both: with autoscaling the HPA owns the replica count",
         "fieldPath": ".replicas",
+    },
+    {
+        "rule": "!has(self.serving) || !has(self.serving.backend) || (self.serving.backend == 'pytorch') == "
+        "(has(self.compression) && has(self.compression.export) && has(self.compression.export.format) "
+        "&& self.compression.export.format == 'torchscript')",
+        "message": "backend 'pytorch' needs compression.export.format 'torchscript', other backends 'onnx'",
+        "fieldPath": ".serving.backend",
     },
 ]

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from conch.api import rules
+from model_repo_builder import recipe
 
 GROUP = "serving.conch.dev"
 VERSION = "v1alpha1"
@@ -51,24 +52,19 @@ class ModelSource(Model):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Hex digest; required for url.")
 
 
-class TensorSpec(Model):
-    """One input or output of the model, for models whose signature cannot be inferred."""
-
-    name: str = Field(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
-    data_type: str = Field("TYPE_FP32", pattern=r"^TYPE_[A-Z0-9]+$", max_length=32)
-    dims: list[int] = Field(max_length=16)
-
-
 class ModelRef(Model):
-    """The model to build: its Triton name, where it is, and (optionally) its I/O signature."""
+    """The model to build: its Triton name, where it is, and (optionally) its I/O signature.
+
+    The source format is detected by the builder from the file suffix; inputs/outputs, when set,
+    replace the recipe's `io` section.
+    """
 
     name: str = Field(
         max_length=63, pattern=r"^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$", description="Triton model name."
     )
     source: ModelSource
-    format: Literal["auto", "torchscript", "pt2", "onnx"] = "auto"
-    inputs: list[TensorSpec] | None = Field(None, max_length=32)
-    outputs: list[TensorSpec] | None = Field(None, max_length=32)
+    inputs: list[recipe.TensorSpec] | None = Field(None, max_length=32, description="Model inputs.")
+    outputs: list[recipe.TensorSpec] | None = Field(None, max_length=32, description="Model outputs.")
 
 
 class Build(Model):
@@ -81,23 +77,23 @@ class Build(Model):
     node_selector: Labels | None = None
 
 
-class DynamicBatching(Model):
-    """Triton dynamic batching: on/off and the longest a request may wait to be batched."""
-
-    enabled: bool = True
-    max_queue_delay_microseconds: int = Field(100, ge=0, le=10_000_000)
-    preferred_batch_sizes: list[int] | None = Field(None, max_length=16)
-
-
 class Serving(Model):
-    """How Triton serves the model: image, batching, instances, GPUs and scheduling."""
+    """How Triton serves the model: image, batching, instances, GPUs and scheduling.
+
+    backend, maxBatchSize, dynamicBatching and instances end up in the repository's config.pbtxt,
+    so they are merged into the recipe (and changing them builds a new repository).
+    """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.SERVING})
     image: str = Field(DEFAULT_TRITON_IMAGE, max_length=512, min_length=1)
-    backend: Literal["onnxruntime", "tensorrt", "pytorch", "python"] = "onnxruntime"
-    max_batch_size: int = Field(8, ge=0, le=4096)
-    dynamic_batching: DynamicBatching = DynamicBatching()
-    instances: int = Field(1, ge=1, le=64, description="Model instances per Triton pod.")
+    backend: recipe.Backend | None = Field(None, description="Overrides compression.export.backend.")
+    max_batch_size: int | None = Field(None, ge=0, le=4096, description="Overrides triton.maxBatchSize.")
+    dynamic_batching: recipe.DynamicBatching | None = Field(
+        None, description="Overrides compression.triton.dynamicBatching."
+    )
+    instances: int | None = Field(
+        None, ge=1, le=64, description="Model instances per device; overrides triton.instanceCount."
+    )
     gpus: int = Field(1, ge=0, le=16, description="GPUs per pod (nvidia.com/gpu); 0 serves on CPU.")
     resources: dict[str, dict[str, Quantity]] | None = None
     node_selector: Labels | None = None
@@ -164,7 +160,7 @@ class ModelDeploymentSpec(Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.SPEC})
     version: str = Field(max_length=63, pattern=NAME_PATTERN, description="The version to serve.")
     model: ModelRef
-    compression: FreeForm = Field(default_factory=dict, description="The builder recipe.")
+    compression: recipe.Recipe = Field(default_factory=recipe.Recipe, description="The builder recipe.")
     build: Build = Build()
     serving: Serving = Serving()
     replicas: int | None = Field(None, ge=0, le=1000, description="Pods; exclusive with autoscaling.")

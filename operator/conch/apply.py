@@ -1,0 +1,123 @@
+"""The one write path for child objects: server-side apply, skipped when nothing would change.
+
+Every child is applied with `application/apply-patch+yaml`, field manager `conch-operator`,
+force=True. Before writing, the desired object is compared with the live one: the write is skipped
+when (a) the live object carries the hash of exactly this desired object, so nothing we want has
+been added or removed since our last apply, and (b) every field we set still has the value we set
+(so drift by someone else is corrected). The apiserver normalises a few values (quantities), which
+the comparison tolerates. An unchanged spec therefore causes no write at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from conch import kube
+
+Obj = dict[str, Any]
+HASH_ANNOTATION = "serving.conch.dev/applied-hash"
+_QUANTITY = re.compile(r"^([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
+_SUFFIX = {
+    None: Decimal(1), "m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9, "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
+}  # fmt: skip
+
+
+def quantity(value: Any) -> Decimal | None:
+    """A Kubernetes quantity as a number, or None when `value` is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    match = _QUANTITY.match(str(value))
+    if match is None:
+        return None
+    try:
+        return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
+    except InvalidOperation:
+        return None
+
+
+def _scalar_equal(want: Any, have: Any) -> bool:
+    if want == have and type(want) is type(have):
+        return True
+    if isinstance(want, bool) or isinstance(have, bool):
+        return False
+    a, b = quantity(want), quantity(have)
+    return a is not None and a == b
+
+
+def matches(want: Any, have: Any) -> bool:
+    """Whether every field of `want` is present in `have` with the same value (lists: same length)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and matches(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(matches(a, b) for a, b in zip(want, have, strict=True))
+        )
+    return _scalar_equal(want, have)
+
+
+def desired_hash(obj: Obj) -> str:
+    """A short stable hash of the desired object."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def with_hash(obj: Obj) -> Obj:
+    """`obj` with its own hash recorded in an annotation."""
+    meta = dict(obj["metadata"])
+    meta["annotations"] = {**meta.get("annotations", {}), HASH_ANNOTATION: desired_hash(obj)}
+    return {**obj, "metadata": meta}
+
+
+def up_to_date(desired: Obj, live: Obj | None) -> bool:
+    """Whether applying `desired` over `live` would change nothing we manage."""
+    if live is None:
+        return False
+    stamped = with_hash(desired)
+    live_hash = live.get("metadata", {}).get("annotations", {}).get(HASH_ANNOTATION)
+    return live_hash == stamped["metadata"]["annotations"][HASH_ANNOTATION] and matches(stamped, live)
+
+
+def apply(client: kube.Kube, desired: Obj, live: Obj | None = None, fetch: bool = True) -> tuple[bool, Obj]:
+    """Apply `desired` unless the live object already matches; returns (written, live object)."""
+    url = kube.path_of(desired)
+    if live is None and fetch:
+        live = client.get(url)
+    if live is not None and up_to_date(desired, live):
+        return False, live
+    return True, client.apply(url, with_hash(desired))
+
+
+def absent(client: kube.Kube, url: str, owner_uid: str) -> bool:
+    """Delete the object at `url` if it exists and we own it; returns whether a delete was sent."""
+    live = client.get(url)
+    if live is None:
+        return False
+    owners = live.get("metadata", {}).get("ownerReferences", [])
+    if not any(ref.get("uid") == owner_uid for ref in owners):
+        return False
+    client.delete(url)
+    return True
+
+
+def apply_status(client: kube.Kube, owner: Obj, status: Obj) -> bool:
+    """Apply the owner's status subresource unless it is already exactly `status`; returns whether written."""
+    if owner.get("status", {}) == status:
+        return False
+    meta = owner["metadata"]
+    body = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "status": status,
+    }
+    client.apply(kube.path_of(owner) + "/status", body)
+    return True

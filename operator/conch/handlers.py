@@ -1,0 +1,99 @@
+"""Thin kopf wiring: watch events only enqueue keys; the work queue runs `controller.reconcile`.
+
+kopf supplies the watches (ModelDeployments and the children that carry our label), the process
+lifecycle and the liveness probe. Event handlers keep no state on the objects (no finalizers, no
+progress annotations), so an idle operator writes nothing. Domain errors are translated here:
+an invalid spec waits for the next spec change, anything else is retried by the queue with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from conch import controller, errors, kube, metrics, workqueue
+from conch.api import types
+from conch.render import common
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+
+
+@dataclass
+class Runtime:
+    """The operator's process-wide state: API client, queue and its dispatcher task."""
+
+    client: kube.Kube
+    queue: workqueue.WorkQueue
+    task: asyncio.Task[None]
+
+
+_runtime: list[Runtime] = []
+
+
+async def _process(key: Any) -> float | None:
+    namespace, name = key
+    client = _runtime[0].client
+    with metrics.RECONCILE_SECONDS.time():
+        try:
+            delay = await asyncio.to_thread(controller.reconcile, client, namespace, name)
+        except errors.ConchError as exc:
+            metrics.RECONCILES.labels("error").inc()
+            metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
+            raise kopf.TemporaryError(str(exc), delay=1) from exc
+        except Exception as exc:
+            metrics.RECONCILES.labels("error").inc()
+            metrics.RECONCILE_ERRORS.labels("unexpected").inc()
+            raise kopf.TemporaryError(f"unexpected: {exc!r}") from exc
+    metrics.RECONCILES.labels("ok").inc()
+    return delay
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Configure kopf for a level-based controller and start the work queue."""
+    settings.posting.enabled = False  # we post our own Events, on transitions only
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    client = kube.Kube.from_environment()
+    queue = workqueue.WorkQueue(_process)
+    _runtime[:] = [Runtime(client, queue, asyncio.create_task(queue.run()))]
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    """Stop the queue dispatcher."""
+    for runtime in _runtime:
+        runtime.task.cancel()
+
+
+def _enqueue(namespace: str | None, name: str | None) -> None:
+    if _runtime and namespace and name:
+        _runtime[0].queue.add((namespace, name))
+
+
+@kopf.on.event(types.GROUP, types.VERSION, types.PLURAL)
+async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str | None, **_: Any) -> None:
+    """Any change to a ModelDeployment (and the initial listing on start) queues a pass."""
+    if event.get("type") == "DELETED":
+        if _runtime:
+            _runtime[0].queue.forget((namespace or "", name))
+        return
+    _enqueue(namespace, name)
+
+
+_CHILD = {common.LABEL_MD: kopf.PRESENT}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=_CHILD)
+@kopf.on.event("batch", "v1", "jobs", labels=_CHILD)
+@kopf.on.event("", "v1", "pods", labels=_CHILD)
+async def child_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    """A child changed (rollout progress, a build finishing, drift): queue its owner."""
+    _enqueue(namespace, labels.get(common.LABEL_MD))

@@ -1,0 +1,131 @@
+"""A small JSON client over the kubernetes package's transport: raw paths, dicts in and out.
+
+The operator talks to a handful of resources by REST path and works on plain dicts (what the
+renderers produce), so it uses the generated client only for configuration, auth and TLS. Every
+request carries the operator's User-Agent (conch-operator/<version>), which is how the apiserver's
+audit log tells its writes apart from everyone else's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import kubernetes
+
+import conch
+from conch import errors
+
+Obj = dict[str, Any]
+
+# (apiVersion, kind) -> plural; every resource the operator touches is namespaced.
+PLURALS: dict[tuple[str, str], str] = {
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",
+    ("v1", "Event"): "events",
+    ("batch/v1", "Job"): "jobs",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
+    ("serving.conch.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
+}
+DISCOVERY_TTL = 60.0
+
+
+def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """The REST path of a namespaced resource collection, or of one object when `name` is given."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    out = f"{base}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
+    return f"{out}/{quote(name)}" if name else out
+
+
+def path_of(obj: Obj) -> str:
+    """The REST path of an object from its apiVersion, kind and metadata."""
+    meta = obj["metadata"]
+    return path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+
+
+class Kube:
+    """JSON requests against one apiserver."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.api = api
+        self.api.user_agent = conch.USER_AGENT
+        self._served: dict[str, tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster config when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+        configuration = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    def request(
+        self, method: str, url: str, body: Obj | None = None, query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj | None:  # fmt: skip
+        """Send one request; None on 404, the decoded JSON otherwise; KubeError on failure."""
+        if query:
+            url = f"{url}?{urlencode(query)}"
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        method_, full_url, headers_, body_, _ = self.api.param_serialize(
+            method, url, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = self.api.call_api(
+            method_, full_url, header_params=headers_, body=body_, _request_timeout=30
+        )
+        data = response.read()  # type: ignore[no-untyped-call]
+        if response.status == 404:
+            return None
+        if response.status == 409:
+            raise errors.ConflictError(f"{method} {url}: conflict", 409)
+        if response.status >= 300:
+            raise errors.KubeError(f"{method} {url}: HTTP {response.status}: {data[:500]!r}", response.status)
+        decoded: Obj = json.loads(data) if data else {}
+        return decoded
+
+    def get(self, url: str) -> Obj | None:
+        """GET one object (None when absent)."""
+        return self.request("GET", url)
+
+    def list(self, url: str, label_selector: str | None = None) -> list[Obj]:
+        """LIST a collection, optionally by label selector."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        got = self.request("GET", url, query=query) or {}
+        items: list[Obj] = got.get("items", [])
+        return items
+
+    def apply(self, url: str, obj: Obj, field_manager: str = conch.FIELD_MANAGER) -> Obj:
+        """Server-side apply `obj` at `url` with a fixed field manager, taking ownership on conflict."""
+        query = {"fieldManager": field_manager, "force": "true"}
+        got = self.request("PATCH", url, body=obj, query=query, content_type="application/apply-patch+yaml")
+        if got is None:
+            raise errors.KubeError(f"apply {url}: not found (namespace gone?)", 404)
+        return got
+
+    def create(self, url: str, obj: Obj) -> Obj | None:
+        """POST a new object (used for Events only; children are applied)."""
+        return self.request("POST", url, body=obj)
+
+    def delete(self, url: str) -> None:
+        """DELETE an object, letting the garbage collector remove what it owns in the background."""
+        self.request("DELETE", url, body={"propagationPolicy": "Background"})
+
+    def served(self, group_version: str) -> bool:
+        """Whether the apiserver serves this group/version (cached for a minute)."""
+        with self._lock:
+            cached = self._served.get(group_version)
+            if cached is not None and time.monotonic() - cached[0] < DISCOVERY_TTL:
+                return cached[1]
+        found = self.request("GET", f"/apis/{group_version}") is not None
+        with self._lock:
+            self._served[group_version] = (time.monotonic(), found)
+        return found

@@ -1,0 +1,35 @@
+"""Operator metrics on /metrics (prometheus-client): reconciles, errors, durations, builds, rollouts.
+
+`spec_to_serving_seconds` measures what a user waits for: from the moment a new spec.version is
+first seen to the moment the Deployment fully serves it.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+
+RECONCILES = prometheus_client.Counter("conch_reconciles_total", "Reconcile passes", ["result"])
+RECONCILE_ERRORS = prometheus_client.Counter(
+    "conch_reconcile_errors_total", "Reconcile passes that raised", ["kind"]
+)
+RECONCILE_SECONDS = prometheus_client.Histogram(
+    "conch_reconcile_duration_seconds", "Wall time of one reconcile pass"
+)
+WRITES = prometheus_client.Counter("conch_writes_total", "Writes sent to the apiserver", ["kind"])
+BUILDS = prometheus_client.Counter(
+    "conch_builds_total", "Builds by outcome (started, succeeded, failed, reused)", ["outcome"]
+)
+ROLLOUTS = prometheus_client.Counter(
+    "conch_rollouts_total", "Rollouts by outcome (started, completed, failed)", ["outcome"]
+)
+ROLLBACKS = prometheus_client.Counter("conch_rollbacks_total", "Automatic rollbacks after a failed rollout")
+SPEC_TO_SERVING = prometheus_client.Histogram(
+    "conch_spec_to_serving_seconds",
+    "Time from a new spec.version being seen to it serving",
+    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+
+
+def serve(port: int) -> None:
+    """Start the /metrics HTTP server in a background thread."""
+    prometheus_client.start_http_server(port)

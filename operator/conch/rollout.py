@@ -1,0 +1,121 @@
+"""The rollout state machine: from (wanted version, history, observed Deployment) to what to serve.
+
+Pure. `currentVersion` moves only when the Deployment has fully rolled out the version it serves.
+A rollout that exceeds its progress deadline rolls back to the last good version (when
+autoRollback is on) and records the failed version; the failure pins nothing but that version, so
+any other spec.version starts a fresh attempt and nothing deadlocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conch.api import types
+from conch.render import common
+from conch.render.deployment import Served
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """What matters about the live Deployment."""
+
+    exists: bool = False
+    version: str | None = None
+    observed: bool = False
+    desired: int = 0
+    replicas: int = 0
+    updated: int = 0
+    available: int = 0
+    ready: int = 0
+    deadline_exceeded: bool = False
+    message: str = ""
+
+
+def observe(deployment: Obj | None) -> DeploymentState:
+    """Summarise a Deployment object."""
+    if deployment is None:
+        return DeploymentState()
+    meta, spec, status = deployment["metadata"], deployment.get("spec", {}), deployment.get("status", {})
+    labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
+    progressing: Obj = next((c for c in status.get("conditions", []) if c.get("type") == "Progressing"), {})
+    return DeploymentState(
+        exists=True,
+        version=labels.get(common.LABEL_VERSION),
+        observed=status.get("observedGeneration", 0) >= meta.get("generation", 0),
+        desired=spec.get("replicas", 1),
+        replicas=status.get("replicas", 0),
+        updated=status.get("updatedReplicas", 0),
+        available=status.get("availableReplicas", 0),
+        ready=status.get("readyReplicas", 0),
+        deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        message=progressing.get("message", ""),
+    )
+
+
+def rolled_out(state: DeploymentState, version: str) -> bool:
+    """Whether the Deployment fully serves `version` (as `kubectl rollout status` judges)."""
+    return (
+        state.exists
+        and state.version == version
+        and state.observed
+        and state.updated >= state.desired
+        and state.replicas == state.updated
+        and state.available >= state.desired
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the controller should serve and record."""
+
+    serve: Served | None
+    current: str | None
+    failed: str | None
+    rolled_back: bool = False
+    stuck: bool = False
+    reason: str = ""
+
+
+def built(history: list[types.HistoryEntry]) -> dict[str, Served]:
+    """Versions with a successful build, as what a Deployment would serve."""
+    return {
+        h.version: Served(h.version, h.build_key, h.model_name)
+        for h in history
+        if h.result == "Succeeded" and h.build_key
+    }
+
+
+def decide(
+    wanted: str, history: list[types.HistoryEntry], status: types.ModelDeploymentStatus,
+    state: DeploymentState, auto_rollback: bool,
+) -> Decision:  # fmt: skip
+    """The next step of the rollout."""
+    ready = built(history)
+    current = status.current_version if status.current_version in ready else None
+    failed = status.failed_version if status.failed_version == wanted else None  # new version: fresh try
+    serve: Served | None = None
+    rolled_back = stuck = False
+    reason = ""
+    if wanted in ready and failed is None:
+        serve = ready[wanted]
+        if (
+            state.deadline_exceeded
+            and state.version == wanted
+            and state.observed
+            and not rolled_out(state, wanted)
+        ):
+            reason = state.message or "progress deadline exceeded"
+            if auto_rollback and current is not None and current != wanted:
+                failed, serve, rolled_back = wanted, ready[current], True
+            else:
+                stuck = True
+    elif current is not None:
+        serve = ready[current]
+    if serve is not None and rolled_out(state, serve.version):
+        current = serve.version
+    return Decision(
+        serve=serve, current=current, failed=failed, rolled_back=rolled_back, stuck=stuck, reason=reason
+    )

@@ -1,0 +1,111 @@
+"""Status as Kubernetes conditions, the phase, and the Events that transitions deserve.
+
+Pure. A condition keeps its lastTransitionTime unless its status flips, and nothing time-dependent
+is written otherwise, so reconciling an unchanged world produces an identical status (no write).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from conch.api import types
+
+
+@dataclass(frozen=True)
+class Cond:
+    """A wanted condition, before times are filled in."""
+
+    type: str
+    status: bool | None
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post about the ModelDeployment."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def now() -> str:
+    """The current time as RFC 3339 in UTC, to the second (what Kubernetes stores)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_text(value: bool | None) -> str:
+    return "Unknown" if value is None else ("True" if value else "False")
+
+
+def merge(
+    old: list[types.Condition], wanted: list[Cond], generation: int, timestamp: str
+) -> list[types.Condition]:
+    """Conditions for `wanted`, keeping each one's lastTransitionTime while its status is unchanged."""
+    previous = {c.type: c for c in old}
+    out: list[types.Condition] = []
+    for cond in wanted:
+        text = _status_text(cond.status)
+        before = previous.get(cond.type)
+        since = before.last_transition_time if before is not None and before.status == text else timestamp
+        out.append(
+            types.Condition(
+                type=cond.type,
+                status=text,
+                reason=cond.reason,
+                message=cond.message[:4096],
+                last_transition_time=since,
+                observed_generation=generation,
+            )
+        )
+    return out
+
+
+def phase(
+    building: bool, build_failed: bool, serving: str | None, rolling: bool, degraded: bool
+) -> types.Phase:
+    """One word for `kubectl get md`."""
+    if serving is None:
+        if building:
+            return "Building"
+        if build_failed or degraded:
+            return "Failed"
+        return "RollingOut" if rolling else "Pending"
+    if degraded or build_failed:
+        return "Degraded"
+    if building:
+        return "Building"
+    return "RollingOut" if rolling else "Serving"
+
+
+def transitions(old: types.ModelDeploymentStatus, new: types.ModelDeploymentStatus) -> list[Event]:
+    """Events for what changed between two statuses: conditions flipping, versions moving."""
+    events: list[Event] = []
+    before = {c.type: c for c in old.conditions}
+    for cond in new.conditions:
+        prev = before.get(cond.type)
+        if prev is not None and (prev.status, prev.reason) == (cond.status, cond.reason):
+            continue
+        bad = (cond.type == "Degraded") == (cond.status == "True")
+        events.append(
+            Event("Warning" if bad else "Normal", cond.reason, f"{cond.type}={cond.status}: {cond.message}")
+        )
+    if new.current_version != old.current_version and new.current_version is not None:
+        events.append(Event("Normal", "Serving", f"now serving version {new.current_version}"))
+    old_results = {h.version: h.result for h in old.history}
+    for entry in new.history:
+        if old_results.get(entry.version) == entry.result:
+            continue
+        if entry.result == "Building":
+            events.append(
+                Event("Normal", "BuildStarted", f"building version {entry.version} (Job {entry.job_name})")
+            )
+        elif entry.result == "Succeeded":
+            events.append(
+                Event("Normal", "BuildSucceeded", f"built version {entry.version}: {entry.build_key}")
+            )
+        else:
+            events.append(Event("Warning", "BuildFailed", f"version {entry.version}: {entry.message}"))
+    return events

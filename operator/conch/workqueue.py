@@ -1,0 +1,78 @@
+"""A keyed, deduplicating, delayed work queue: the heart of a level-based controller.
+
+Watch events only add keys; one key is never processed by two workers at once; a key added while
+it is being processed runs once more afterwards; failures are retried with capped exponential
+backoff; a successful pass may ask to run again after a delay (a resync). Nothing is lost when
+events arrive in bursts: many adds of one key collapse into one pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = 60.0
+
+Process = Callable[[Hashable], Awaitable[float | None]]
+
+
+class WorkQueue:
+    """Run `process(key)` for added keys, at most `concurrency` at a time."""
+
+    def __init__(self, process: Process, concurrency: int = 4) -> None:
+        self._process = process
+        self._due: dict[Hashable, float] = {}
+        self._running: set[Hashable] = set()
+        self._failures: dict[Hashable, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def add(self, key: Hashable, delay: float = 0.0) -> None:
+        """Schedule `key` to run after `delay` seconds (an earlier schedule wins)."""
+        due = asyncio.get_running_loop().time() + delay
+        if key not in self._due or due < self._due[key]:
+            self._due[key] = due
+        self._wake.set()
+
+    def forget(self, key: Hashable) -> None:
+        """Drop a pending key (its object is gone)."""
+        self._due.pop(key, None)
+        self._failures.pop(key, None)
+
+    async def run(self) -> None:
+        """Dispatch due keys until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            for key in [k for k, due in self._due.items() if due <= now and k not in self._running]:
+                del self._due[key]
+                self._running.add(key)
+                task = asyncio.create_task(self._work(key))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            waiting = [due for k, due in self._due.items() if k not in self._running]
+            timeout = max(0.0, min(waiting) - loop.time()) if waiting else None
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _work(self, key: Hashable) -> None:
+        delay: float | None = None
+        try:
+            async with self._slots:
+                delay = await self._process(key)
+            self._failures.pop(key, None)
+        except Exception:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            delay = min(MAX_BACKOFF, 0.5 * 2**failures)
+            log.exception("reconcile of %s failed (attempt %d); retrying in %.1fs", key, failures, delay)
+        finally:
+            self._running.discard(key)
+            if delay is not None:
+                self.add(key, delay)
+            self._wake.set()
