@@ -18,6 +18,7 @@ import yaml
 from conch.api import rules, types
 
 CRD_FILE = f"{types.PLURAL}.{types.GROUP}.yaml"
+DEFAULT_MAX_ITEMS = 128
 _DROP = {"title", "default", "examples"}
 # Lists whose items are keyed, so server-side apply merges them by key.
 _MAP_LISTS = {"conditions": ["type"], "history": ["version"]}
@@ -62,6 +63,8 @@ def _structural(node: Schema) -> Schema:
         node["x-kubernetes-preserve-unknown-fields"] = True
     if "properties" in node or "additionalProperties" in node:
         node.setdefault("type", "object")
+    if node.get("type") == "array":  # bounded lists keep CEL cost estimates within the budget
+        node.setdefault("maxItems", DEFAULT_MAX_ITEMS)
     for name, keys in _MAP_LISTS.items():
         sub = node.get("properties", {}).get(name)
         if sub is not None and sub.get("type") == "array":

@@ -1,0 +1,94 @@
+"""Golden tests of the pure renderers: each child kind for the examples, compared with tests/operator/golden/.
+
+Regenerate after an intended change with CONCH_UPDATE_GOLDEN=1 and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conch.api import keys, types
+from conch.render import common, deployment, hpa, job, pdb, service, servicemonitor
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+EXAMPLES = ["gpu-resnet", "cpu-digits", "autoscaling-minilm"]
+
+
+def owner(example: str) -> common.Owner:
+    doc = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
+    spec = types.ModelDeploymentSpec.model_validate(doc["spec"])
+    return common.Owner(doc["metadata"]["name"], "ns", "uid-1", spec)
+
+
+def children(o: common.Owner) -> dict[str, Any]:
+    served = deployment.Served(o.spec.version, "bk-0123456789abcdef", o.spec.model.name)
+    return {
+        "job": job.render_job(o, o.spec.version, keys.spec_key(o.spec)),
+        "deployment": deployment.render_deployment(o, served),
+        "service": service.render_service(o),
+        "hpa": hpa.render_hpa(o),
+        "pdb": pdb.render_pdb(o),
+        "servicemonitor": servicemonitor.render_servicemonitor(o),
+    }
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_golden(example: str) -> None:
+    text = yaml.safe_dump(children(owner(example)), sort_keys=True, width=120)
+    path = GOLDEN / f"{example}.yaml"
+    if os.environ.get("CONCH_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.read_text() == text, f"{path.name} differs: rerun with CONCH_UPDATE_GOLDEN=1 and review"
+
+
+def test_gpu_pod_shape() -> None:
+    o = owner("gpu-resnet")
+    dep = deployment.render_deployment(o, deployment.Served("v1", "bk", "resnet"))
+    pod = dep["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/models/resnet/ready"
+    assert triton["startupProbe"]["failureThreshold"] * triton["startupProbe"]["periodSeconds"] >= 600
+    assert "--model-repository=/store/repositories/bk" in triton["args"]
+    assert [p["containerPort"] for p in triton["ports"]] == [8000, 8001, 8002]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+    assert dep["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+def test_cpu_pod_has_no_gpu() -> None:
+    o = owner("cpu-digits")
+    pod = deployment.render_deployment(o, deployment.Served("v1", "bk", "digits"))["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in str(pod)
+    assert pdb.render_pdb(o) is None and hpa.render_hpa(o) is None
+
+
+def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
+    o = owner("autoscaling-minilm")
+    dep = deployment.render_deployment(o, deployment.Served("v1", "bk", "minilm"))
+    assert "replicas" not in dep["spec"]
+    metrics = hpa.render_hpa(o)["spec"]["metrics"]  # type: ignore[index]
+    assert {m["type"] for m in metrics} == {"Resource", "Pods"}
+
+
+def test_builder_job_contract() -> None:
+    o = owner("autoscaling-minilm")
+    rendered = job.render_job(o, o.spec.version, keys.spec_key(o.spec))
+    container = rendered["spec"]["template"]["spec"]["containers"][0]
+    cmd = container["command"]
+    assert cmd[:3] == ["model-repo-builder", "build", o.spec.model.source.url]
+    assert cmd[cmd.index("--sha256") + 1] == o.spec.model.source.sha256
+    assert cmd[cmd.index("--summary-file") + 1] == "/dev/termination-log"
+    assert cmd[cmd.index("--out") + 1] == "/store/repositories"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert rendered["metadata"]["name"] == keys.job_name("minilm", keys.spec_key(o.spec))
+    digits = owner("cpu-digits")
+    assert job.command(digits)[2] == "/store/models/digits.pt2"

@@ -1,0 +1,164 @@
+"""Unit tests of the pure state machines: build results, rollout decisions, conditions, apply's diff."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from conch import apply, build, rollout, status
+from conch.api import types
+from conch.render import common
+
+pytestmark = pytest.mark.unit
+
+
+def summary(ok: bool = True, **over: Any) -> str:
+    data: dict[str, Any] = {
+        "ok": ok, "buildKey": "abc123", "repository": "/store/repositories/abc123", "modelName": "m",
+        "cached": False, "builderVersion": "0.1.0", "sourceDigest": "sha256:00", "sizeBefore": 100,
+        "sizeAfter": 40, "compressionRatio": 2.5, "gate": {"passed": ok, "cosine": 0.999},
+        "error": None if ok else {"kind": "gate-failed", "message": "cosine 0.9 < 0.99"},
+    }  # fmt: skip
+    data.update(over)
+    return json.dumps(data)
+
+
+def job(condition: str | None) -> dict[str, Any]:
+    conds = [{"type": condition, "status": "True", "reason": "R", "message": "m"}] if condition else []
+    return {"metadata": {"name": "j"}, "status": {"conditions": conds}}
+
+
+def pod(message: str | None) -> dict[str, Any]:
+    term = {"exitCode": 0, "finishedAt": "2026-01-01T00:00:00Z", "message": message}
+    return {"status": {"containerStatuses": [{"name": "builder", "state": {"terminated": term}}]}}
+
+
+@pytest.mark.parametrize(
+    ("job_obj", "pods", "result", "message"),
+    [
+        (None, [], "Building", None),
+        (job(None), [], "Building", None),
+        (job("Complete"), [pod(summary())], "Succeeded", None),
+        (job("Failed"), [pod(summary(False))], "Failed", "gate-failed: cosine 0.9 < 0.99"),
+        (job("Failed"), [], "Failed", "R: m"),
+        (job("Complete"), [pod("not json")], "Failed", "termination message is not JSON"),
+        (job("Complete"), [pod('{"no": 1}')], "Failed", "no boolean 'ok'"),
+        (job("Complete"), [pod(summary(buildKey=""))], "Failed", "no buildKey"),
+    ],
+)
+def test_build_outcomes(job_obj: Any, pods: list[Any], result: str, message: str | None) -> None:
+    outcome = build.observe(job_obj, pods)
+    assert outcome.result == result
+    if message is not None:
+        assert outcome.message is not None and message in outcome.message
+    if result == "Succeeded":
+        assert outcome.summary is not None and outcome.summary.build_key == "abc123"
+
+
+def entry(version: str, result: str = "Succeeded") -> types.HistoryEntry:
+    return types.HistoryEntry(
+        version=version, spec_key="k" + version, job_name=f"j-{version}", result=result,  # type: ignore[arg-type]
+        build_key=f"bk-{version}" if result == "Succeeded" else None, model_name="m", started_at="t",
+    )  # fmt: skip
+
+
+def dep(version: str, done: bool = True, deadline: bool = False) -> rollout.DeploymentState:
+    return rollout.DeploymentState(
+        exists=True, version=version, observed=True, desired=2, replicas=2 if done else 3,
+        updated=2 if done else 1, available=2, ready=2, deadline_exceeded=deadline, message="timed out",
+    )  # fmt: skip
+
+
+def st(current: str | None = None, failed: str | None = None) -> types.ModelDeploymentStatus:
+    return types.ModelDeploymentStatus(current_version=current, failed_version=failed)
+
+
+def test_first_rollout_moves_current_only_when_complete() -> None:
+    hist = [entry("v1")]
+    assert rollout.decide("v1", hist, st(), rollout.DeploymentState(), True).current is None
+    progressing = rollout.decide("v1", hist, st(), dep("v1", done=False), True)
+    assert progressing.serve is not None and progressing.serve.build_key == "bk-v1"
+    assert progressing.current is None
+    assert rollout.decide("v1", hist, st(), dep("v1"), True).current == "v1"
+
+
+def test_building_version_keeps_serving_current() -> None:
+    d = rollout.decide("v2", [entry("v1"), entry("v2", "Building")], st("v1"), dep("v1"), True)
+    assert d.serve is not None and d.serve.version == "v1" and d.current == "v1"
+
+
+def test_deadline_rolls_back_then_new_version_is_fresh() -> None:
+    hist = [entry("v1"), entry("v2"), entry("v3")]
+    d = rollout.decide("v2", hist, st("v1"), dep("v2", done=False, deadline=True), True)
+    assert d.rolled_back and d.failed == "v2" and d.serve is not None and d.serve.version == "v1"
+    again = rollout.decide("v2", hist, st("v1", failed="v2"), dep("v1"), True)
+    assert again.serve is not None and again.serve.version == "v1" and not again.rolled_back
+    fresh = rollout.decide("v3", hist, st("v1", failed="v2"), dep("v1"), True)
+    assert fresh.serve is not None and fresh.serve.version == "v3" and fresh.failed is None
+
+
+def test_deadline_without_rollback_is_stuck_not_moved() -> None:
+    d = rollout.decide(
+        "v2", [entry("v1"), entry("v2")], st("v1"), dep("v2", done=False, deadline=True), False
+    )
+    assert d.stuck and d.serve is not None and d.serve.version == "v2" and d.current == "v1"
+
+
+def test_conditions_keep_transition_time() -> None:
+    first = status.merge([], [status.Cond("Ready", True, "Serving")], 1, "t1")
+    same = status.merge(first, [status.Cond("Ready", True, "Serving", "other")], 2, "t2")
+    flipped = status.merge(first, [status.Cond("Ready", False, "Unavailable")], 2, "t3")
+    assert same[0].last_transition_time == "t1" and flipped[0].last_transition_time == "t3"
+
+
+def test_phase_table() -> None:
+    assert status.phase(True, False, None, False, False) == "Building"
+    assert status.phase(False, True, None, False, False) == "Failed"
+    assert status.phase(False, True, "v1", False, False) == "Degraded"
+    assert status.phase(False, False, "v1", True, False) == "RollingOut"
+    assert status.phase(False, False, "v1", False, False) == "Serving"
+
+
+@pytest.mark.parametrize(
+    ("want", "have", "same"),
+    [
+        ({"a": 1}, {"a": 1, "b": 2}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"cpu": "500m"}, {"cpu": "0.5"}, True),
+        ({"gpu": 1}, {"gpu": "1"}, True),
+        ({"mem": "1Gi"}, {"mem": "1073741824"}, True),
+        ({"l": [1, 2]}, {"l": [1]}, False),
+        ({"flag": True}, {"flag": 1}, False),
+        ({"x": {"y": "z"}}, {}, False),
+    ],
+)
+def test_apply_match(want: Any, have: Any, same: bool) -> None:
+    assert apply.matches(want, have) is same
+
+
+def test_up_to_date_needs_our_hash() -> None:
+    desired = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "namespace": "n"},
+        "spec": {"a": 1},
+    }
+    live = apply.with_hash(desired)
+    assert apply.up_to_date(desired, live)
+    removed = {**desired, "spec": {}}  # a field we stopped wanting must still cause a write
+    assert not apply.up_to_date(removed, live)
+    drifted = {**live, "spec": {"a": 2}}
+    assert not apply.up_to_date(desired, drifted)
+
+
+def test_transitions_post_events() -> None:
+    old = st()
+    new = types.ModelDeploymentStatus(
+        current_version="v1", history=[entry("v1")],
+        conditions=status.merge([], [status.Cond("Degraded", True, "BuildFailed")], 1, "t"),
+    )  # fmt: skip
+    reasons = {e.reason: e.type for e in status.transitions(old, new)}
+    assert reasons == {"BuildFailed": "Warning", "Serving": "Normal", "BuildSucceeded": "Normal"}
+    assert common.LABEL_MD == "serving.conch.dev/modeldeployment"
