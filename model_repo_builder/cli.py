@@ -1,0 +1,158 @@
+"""Command line: ``model-repo-builder build|verify`` (also ``python -m model_repo_builder``).
+
+Exit codes: 0 ok, 2 bad input, 3 accuracy gate failed / NaN outputs, 1 internal error. The last
+stdout line is the JSON summary. Heavy modules (torch, onnxruntime) are imported only once a
+build actually starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import BadInput, BuilderError
+from .recipe import Recipe, parse_recipe_text
+from .summary import emit, make_summary, table
+
+# flag -> dotted recipe path (values are applied over --recipe/--recipe-json)
+_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--prune-method", "prune.method", str, "none | magnitude | channel"),
+    ("--prune-amount", "prune.amount", float, "fraction 0..0.95"),
+    ("--quantize", "quantize.mode", str, "none | fp16 | int8-dynamic | int8-static"),
+    ("--calibration-samples", "quantize.calibrationSamples", int, "int8-static calibration samples"),
+    ("--calibration-data", "quantize.calibrationDataPath", str, ".npz of calibration inputs"),
+    ("--export-format", "export.format", str, "onnx | torchscript"),
+    ("--opset", "export.opset", int, "ONNX opset (>= 17)"),
+    ("--backend", "export.backend", str, "onnxruntime | tensorrt | pytorch | python"),
+    ("--max-batch-size", "triton.maxBatchSize", int, "Triton max_batch_size"),
+    ("--max-queue-delay-us", "triton.dynamicBatching.maxQueueDelayMicroseconds", int, "batcher delay"),
+    ("--instance-kind", "triton.instanceKind", str, "KIND_GPU | KIND_CPU"),
+    ("--instance-count", "triton.instanceCount", int, "instances per device"),
+    ("--validation-data", "validation.dataPath", str, ".npz validation inputs (+ labels)"),
+    ("--validation-samples", "validation.samples", int, "validation samples"),
+    ("--seed", "validation.seed", int, "seed for generated inputs"),
+    ("--max-abs-error", "gate.maxAbsError", float, "gate: max |a-b|"),
+    ("--mean-abs-error", "gate.meanAbsError", float, "gate: mean |a-b|"),
+    ("--min-cosine", "gate.minCosine", float, "gate: mean cosine"),
+    ("--min-top1-agreement", "gate.minTop1Agreement", float, "gate: top-1 agreement"),
+    ("--max-accuracy-drop", "gate.maxAccuracyDrop", float, "gate: accuracy drop (needs labels)"),
+]
+_BOOL_FLAGS = [
+    ("--tensorrt-fp16", "triton.tensorrtFp16", True),
+    ("--no-warmup", "triton.warmup", False),
+    ("--no-dynamic-batching", "triton.dynamicBatching.enabled", False),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="model-repo-builder", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="compress a model into a verified Triton repository")
+    b.add_argument("source", help="model path or http(s) URL (.pt TorchScript, .pt2 torch.export, .onnx)")
+    b.add_argument("--out", required=True, type=Path, help="store; the repository goes to STORE/<build key>")
+    group = b.add_mutually_exclusive_group()
+    group.add_argument("--recipe", type=Path, help="recipe file (YAML or JSON)")
+    group.add_argument("--recipe-json", help="recipe as inline JSON")
+    b.add_argument("--model-name", default="model", help="Triton model name")
+    b.add_argument("--sha256", help="expected sha256 of the source (required for URLs)")
+    b.add_argument("--summary-file", help="also write the one-line summary here (/dev/termination-log)")
+    b.add_argument("--input", action="append", default=[], metavar="NAME:DTYPE:D1,D2", help="input spec")
+    b.add_argument("--output", action="append", default=[], metavar="NAME", help="output name")
+    for flag, path, kind, text in _FLAGS:
+        b.add_argument(flag, dest=path, type=kind, default=None, help=text)
+    for flag, path, value in _BOOL_FLAGS:
+        b.add_argument(flag, dest=path, action="store_const", const=value, default=None)
+    v = sub.add_parser("verify", help="re-hash a repository against its build.json")
+    v.add_argument("repository", type=Path)
+    return parser
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[leaf] = value
+
+
+def _tensor(text: str) -> dict[str, Any]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise BadInput(f"--input {text!r}: expected NAME:DTYPE[:D1,D2,...]")
+    shape = [int(d) for d in parts[2].split(",") if d.strip()] if len(parts) == 3 else []
+    return {"name": parts[0], "dtype": parts[1], "shape": shape}
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The recipe file/JSON with command-line flags applied on top."""
+    try:
+        text = args.recipe.read_text(encoding="utf-8") if args.recipe else (args.recipe_json or "")
+        data = parse_recipe_text(text).model_dump(by_alias=True)
+        for dotted, value in vars(args).items():
+            if "." in dotted and value is not None:
+                _set(data, dotted, value)
+        if args.input:
+            _set(data, "io.inputs", [_tensor(t) for t in args.input])
+        if args.output:
+            _set(data, "io.outputs", [{"name": n} for n in args.output])
+        return Recipe.model_validate(data)
+    except (OSError, ValueError) as exc:  # ValidationError and YAML errors are ValueErrors
+        raise BadInput(f"invalid recipe: {_short(exc)}") from exc
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _build(args: argparse.Namespace) -> int:
+    info: dict[str, Any] = {"modelName": args.model_name}
+    try:
+        recipe = recipe_from_args(args)
+        from .pipeline import BuildRequest, Steps, build
+
+        steps = Steps(info=info)
+        result = build(BuildRequest(args.source, args.out, recipe, args.model_name, args.sha256), steps)
+    except BuilderError as exc:
+        return _fail(info, exc.kind, _short(exc), exc.exit_code, args.summary_file)
+    except Exception as exc:  # anything else is a builder bug: report it as internal
+        traceback.print_exc(file=sys.stderr)
+        return _fail(info, "internal", f"{type(exc).__name__}: {_short(exc)}", 1, args.summary_file)
+    sys.stderr.write(
+        ("[builder] cached: " if result.cached else "[builder] built: ") + f"{result.repository}\n"
+    )
+    sys.stderr.write(table(result.record, result.record.get("timings", {})) + "\n")
+    info["repository"] = str(result.repository)
+    emit(make_summary(info, result.record, result.cached, None), sys.stdout, args.summary_file)
+    return 0
+
+
+def _fail(info: dict[str, Any], kind: str, message: str, code: int, summary_file: str | None) -> int:
+    sys.stderr.write(f"error: {kind}: {message}\n")
+    emit(make_summary(info, None, False, (kind, message)), sys.stdout, summary_file)
+    return code
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .repository import verify_repository
+
+    problems = verify_repository(args.repository)
+    for problem in problems:
+        sys.stderr.write(f"error: {problem}\n")
+    sys.stdout.write(
+        json.dumps({"ok": not problems, "repository": str(args.repository), "problems": problems}) + "\n"
+    )
+    return 0 if not problems else 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    return _build(args) if args.command == "build" else _verify(args)
