@@ -1,0 +1,192 @@
+"""Test harness for the operator against the real control plane: the operator as a subprocess,
+polling helpers, a model store per namespace, and playing the builder's part through kwok.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parents[2]
+NS_GLOB = "t-test-op-*"  # the namespace fixture names namespaces t-<test name>-<hex>
+T = TypeVar("T")
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60, every: float = 0.3) -> T:
+    """Poll `fn` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except AssertionError as exc:
+            last = exc
+        if last and not isinstance(last, AssertionError):
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Operator:
+    """`python -m conch` watching the operator tests' namespaces, restartable (kill -9)."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        cmd = [sys.executable, "-m", "conch", "--namespace", NS_GLOB, "--metrics-port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        wait_for("operator /metrics", lambda: self.metric("conch_reconciles_total") is not None, 30)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def metric(self, name: str) -> float | None:
+        """Sum of a metric's samples, or None while /metrics does not answer."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return None
+        pattern = re.compile(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", re.M)
+        return sum(float(m.group(2)) for m in pattern.finditer(text))
+
+
+class Kube:
+    """kubectl helpers bound to one namespace."""
+
+    def __init__(self, cluster: Any, namespace: str) -> None:
+        self.cluster = cluster
+        self.ns = namespace
+
+    def k(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result: subprocess.CompletedProcess[str] = self.cluster.kubectl(
+            "-n", self.ns, *args, input=input, check=check
+        )
+        return result
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        proc = self.k("get", kind, name, "-o", "json", "--show-managed-fields", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    def items(self, kind: str, selector: str | None = None) -> list[dict[str, Any]]:
+        args = ["get", kind, "-o", "json"] + (["-l", selector] if selector else [])
+        items: list[dict[str, Any]] = json.loads(self.k(*args).stdout)["items"]
+        return items
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.k("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(obj))
+
+    def status(self, name: str) -> dict[str, Any]:
+        md = self.get("md", name)
+        return (md or {}).get("status", {})
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        conds = self.status(name).get("conditions", [])
+        return next((c for c in conds if c["type"] == type_), {})
+
+    def model_store(self) -> None:
+        """A PV pre-bound to a `model-store` PVC in this namespace, so build and serving pods schedule."""
+        pv = {
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": f"store-{self.ns}", "labels": {"conch.dev/test": "true"}},
+            "spec": {
+                "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/conch-store/{self.ns}"},
+                "claimRef": {"namespace": self.ns, "name": "model-store"},
+            },
+        }  # fmt: skip
+        pvc = {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "model-store", "namespace": self.ns},
+            "spec": {
+                "accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"store-{self.ns}",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }  # fmt: skip
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
+        self.apply(pvc)
+
+    def jobs(self, md: str) -> list[dict[str, Any]]:
+        return self.items("jobs", f"serving.conch.dev/modeldeployment={md}")
+
+    def finish_build(self, md: str, version: str, ok: bool = True, build_key: str | None = None) -> str:
+        """Play the builder: complete the Running pod of `version`'s Job with a summary."""
+        key = build_key or f"bk-{md}-{version}"
+
+        def running_pod() -> str | None:
+            for job in self.jobs(md):
+                if job["spec"]["template"]["metadata"]["labels"].get("serving.conch.dev/version") != version:
+                    continue
+                pods = self.items("pods", f"batch.kubernetes.io/job-name={job['metadata']['name']}")
+                for pod in pods:
+                    if pod["status"].get("phase") == "Running":
+                        return str(pod["metadata"]["name"])
+            return None
+
+        pod = wait_for(f"running build pod of {md} {version}", running_pod, 60)
+        summary = summary_json(ok, key, md)
+        self.cluster.complete_pod(self.ns, pod, 0 if ok else 3, summary)
+        return key
+
+
+def summary_json(ok: bool, build_key: str, model: str) -> str:
+    return json.dumps(
+        {
+            "ok": ok, "buildKey": build_key if ok else "", "repository": f"/store/repositories/{build_key}",
+            "modelName": model, "cached": False, "builderVersion": "test", "sourceDigest": "sha256:00",
+            "sizeBefore": 1000, "sizeAfter": 400, "compressionRatio": 2.5,
+            "gate": {"passed": ok, "cosine": 0.999 if ok else 0.5},
+            "error": None if ok else {"kind": "gate-failed", "message": "cosine 0.5 < 0.99"},
+        },
+        separators=(",", ":"),
+    )  # fmt: skip
+
+
+def md_object(name: str, version: str = "v1", **spec: Any) -> dict[str, Any]:
+    """A CPU ModelDeployment on the test model store, with `spec` overrides (one source file per version)."""
+    body: dict[str, Any] = {
+        "version": version,
+        "model": {"name": name, "source": {"path": f"models/{name}-{version}.pt2"}},
+        "serving": {"gpus": 0, "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}},
+        "replicas": 1,
+        "rollout": {"progressDeadlineSeconds": 30},
+        "storage": {"claimName": "model-store"},
+    }
+    body.update(spec)
+    body = {k: v for k, v in body.items() if v is not None}
+    return {"apiVersion": "serving.conch.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+            "spec": body}  # fmt: skip

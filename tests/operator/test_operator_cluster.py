@@ -1,0 +1,217 @@
+"""The operator against the real control plane (kwok nodes): build, serve, roll, roll back, heal, clean up.
+
+One operator subprocess serves the module (watching t-test-op-* namespaces); each test has its own
+namespace. kwok never runs a pod, so tests play the builder by completing its pod with a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opharness import Kube, Operator, md_object, wait_for
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    op = Operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def kube(cluster: Any, namespace: str, operator: Operator) -> Iterator[Kube]:
+    k = Kube(cluster, namespace)
+    k.model_store()
+    yield k
+    cluster.kubectl("delete", "pv", f"store-{namespace}", "--wait=false", check=False)
+
+
+def serving(k: Kube, name: str, version: str) -> bool:
+    st = k.status(name)
+    return st.get("currentVersion") == version and st.get("phase") == "Serving"
+
+
+def deploy_version(k: Kube, name: str) -> str | None:
+    dep = k.get("deployment", name)
+    return None if dep is None else dep["spec"]["template"]["metadata"]["labels"]["serving.conch.dev/version"]
+
+
+def bring_up(k: Kube, name: str, **spec: Any) -> None:
+    k.apply(md_object(name, **spec))
+    k.finish_build(name, spec.get("version", "v1"))
+    wait_for("v1 serving", lambda: serving(k, name, spec.get("version", "v1")), 90)
+
+
+def test_op_create_renders_every_child(kube: Kube) -> None:
+    k = kube
+    k.apply(md_object("demo", replicas=2, monitoring={"serviceMonitor": {"enabled": True}}))
+    job = wait_for("build job", lambda: k.jobs("demo"), 30)[0]
+    cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[:3] == ["model-repo-builder", "build", "/store/models/demo-v1.pt2"]
+    assert k.status("demo")["phase"] == "Building"
+    assert k.condition("demo", "Built")["reason"] == "Building"
+    key = k.finish_build("demo", "v1")
+    wait_for("serving v1", lambda: serving(k, "demo", "v1"), 90)
+    dep = k.get("deployment", "demo")
+    assert dep is not None
+    triton = dep["spec"]["template"]["spec"]["containers"][0]
+    assert f"--model-repository=/store/repositories/{key}" in triton["args"]
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    md_uid = k.get("md", "demo")["metadata"]["uid"]  # type: ignore[index]
+    for kind in ("deployment", "service", "poddisruptionbudget", "servicemonitor", "job"):
+        objs = [k.get(kind, "demo")] if kind != "job" else k.jobs("demo")
+        assert objs and objs[0] is not None, kind
+        assert objs[0]["metadata"]["ownerReferences"][0]["uid"] == md_uid, kind
+    st = k.status("demo")
+    assert st["history"][0]["buildKey"] == key and st["history"][0]["summary"]["compressionRatio"] == 2.5
+    assert st["readyReplicas"] == 2 and st["selector"].startswith("serving.conch.dev/modeldeployment=demo")
+    assert k.condition("demo", "Ready")["status"] == "True"
+    assert k.condition("demo", "Monitoring")["status"] == "True"
+    reasons = {e["reason"] for e in k.items("events") if e["involvedObject"]["name"] == "demo"}
+    assert {"BuildStarted", "BuildSucceeded", "Serving"} <= reasons
+    k.k("scale", "md", "demo", "--replicas=3")
+    wait_for("scaled via md scale subresource", lambda: k.status("demo").get("readyReplicas") == 3, 60)
+
+
+def test_op_rollout_then_rollback_reuses_the_build(kube: Kube) -> None:
+    k = kube
+    bring_up(k, "roll")
+    k.apply(md_object("roll", version="v2"))
+    wait_for("v2 job", lambda: len(k.jobs("roll")) == 2, 30)
+    assert k.status("roll")["currentVersion"] == "v1" and deploy_version(k, "roll") == "v1"
+    k.finish_build("roll", "v2")
+    wait_for("serving v2", lambda: serving(k, "roll", "v2"), 90)
+    pods = k.items("pods", "serving.conch.dev/modeldeployment=roll,app.kubernetes.io/component=triton")
+    assert {
+        p["metadata"]["labels"]["serving.conch.dev/version"]
+        for p in pods
+        if p["status"]["phase"] == "Running"
+    }
+    k.k("patch", "md", "roll", "--type=merge", "-p", '{"spec":{"version":"v1"}}')  # only the version
+    wait_for("serving v1 again", lambda: serving(k, "roll", "v1"), 60)
+    assert len(k.jobs("roll")) == 2, "rolling back to a built version must not start a Job"
+    assert [h["version"] for h in k.status("roll")["history"]] == ["v1", "v2"]
+
+
+def test_op_failed_build_keeps_serving(kube: Kube) -> None:
+    k = kube
+    bring_up(k, "fb")
+    k.apply(md_object("fb", version="v2"))
+    k.finish_build("fb", "v2", ok=False)
+    wait_for("Built=False", lambda: k.condition("fb", "Built").get("reason") == "BuildFailed", 60)
+    assert "gate-failed: cosine 0.5 < 0.99" in k.condition("fb", "Built")["message"]
+    st = k.status("fb")
+    assert st["currentVersion"] == "v1" and st["phase"] == "Degraded" and deploy_version(k, "fb") == "v1"
+    assert k.condition("fb", "Ready")["status"] == "True"
+
+
+def test_op_failed_rollout_rolls_back_and_next_version_is_fresh(kube: Kube) -> None:
+    k = kube
+    # 9 CPUs per pod: the CPU node fits one pod, so a surge pod of v2 can never schedule.
+    spec = {
+        "serving": {"gpus": 0, "resources": {"requests": {"cpu": "9"}}},
+        "rollout": {"progressDeadlineSeconds": 6},
+    }
+    bring_up(k, "fr", **spec)
+    k.apply(md_object("fr", version="v2", **spec))
+    k.finish_build("fr", "v2")
+    wait_for("rolled back", lambda: k.status("fr").get("failedVersion") == "v2", 120)
+    degraded = k.condition("fr", "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "RolloutFailed"
+    wait_for("deployment back on v1", lambda: deploy_version(k, "fr") == "v1", 30)
+    wait_for("v1 fully serving", lambda: k.status("fr").get("readyReplicas") == 1, 60)
+    assert k.status("fr")["currentVersion"] == "v1"
+    k.apply(md_object("fr", version="v3", **spec))
+    k.finish_build("fr", "v3")
+    wait_for("fresh attempt for v3", lambda: deploy_version(k, "fr") == "v3", 60)
+    assert k.status("fr").get("failedVersion") is None
+
+
+def operator_writes(audit_log: Path, namespace: str, offset: int) -> list[str]:
+    writes = []
+    with audit_log.open() as f:
+        f.seek(offset)
+        for line in f:
+            e = json.loads(line)
+            agent = e.get("userAgent", "")
+            if (agent.startswith("conch-operator") or agent.startswith("kopf")) and e["verb"] in {
+                "create", "update", "patch", "delete"
+            } and e.get("objectRef", {}).get("namespace") == namespace:  # fmt: skip
+                writes.append(f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}")
+    return writes
+
+
+def test_op_noop_reconcile_writes_nothing_and_drift_is_corrected(
+    kube: Kube, cluster: Any, operator: Operator
+) -> None:
+    k = kube
+    bring_up(k, "idle", replicas=2)
+    time.sleep(2)  # let the last status write and its echo events settle before measuring
+    offset = cluster.audit_log.stat().st_size
+    before = operator.metric("conch_reconciles_total") or 0
+    for i in range(3):  # metadata-only changes wake the operator without changing the spec
+        k.k("annotate", "md", "idle", f"test/poke={i}", "--overwrite")
+    wait_for("reconciles", lambda: (operator.metric("conch_reconciles_total") or 0) >= before + 3, 30)
+    time.sleep(1)
+    assert operator_writes(cluster.audit_log, k.ns, offset) == []
+    k.k("patch", "deployment", "idle", "--type=json", "-p",
+        '[{"op":"replace","path":"/spec/template/spec/containers/0/args/0","value":"--model-repository=/x"}]')  # fmt: skip
+    wait_for(
+        "args restored",
+        lambda: (
+            "bk-idle-v1"
+            in k.get("deployment", "idle")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        ),
+        30,
+    )  # type: ignore[index]  # noqa: E501
+    k.k("delete", "service", "idle")
+    wait_for("service recreated", lambda: k.get("service", "idle"), 30)
+
+
+def test_op_restart_mid_build_converges_without_duplicates(kube: Kube, operator: Operator) -> None:
+    k = kube
+    k.apply(md_object("rs"))
+    wait_for("build job", lambda: k.jobs("rs"), 30)
+    operator.kill()
+    operator.start()
+    time.sleep(2)
+    assert len(k.jobs("rs")) == 1
+    k.finish_build("rs", "v1")
+    wait_for("serving v1", lambda: serving(k, "rs", "v1"), 90)
+    assert len(k.jobs("rs")) == 1 and len(k.status("rs")["history"]) == 1
+
+
+def test_op_deletion_garbage_collects(kube: Kube) -> None:
+    k = kube
+    bring_up(k, "gc")
+    k.k("delete", "md", "gc")
+    for kind in ("deployment", "service"):
+        wait_for(f"{kind} collected", lambda kind=kind: k.get(kind, "gc") is None, 60)
+    wait_for("jobs collected", lambda: not k.jobs("gc"), 60)
+
+
+def test_op_gpu_pods_land_on_gpu_nodes_and_hpa_owns_replicas(kube: Kube) -> None:
+    k = kube
+    bring_up(k, "gpu", serving={"gpus": 1}, replicas=2)
+    pods = k.items("pods", "serving.conch.dev/modeldeployment=gpu,app.kubernetes.io/component=triton")
+    assert len(pods) == 2 and all(p["spec"]["nodeName"].startswith("gpu-node-") for p in pods)
+    k.apply(md_object("hpa", serving={"gpus": 0}, replicas=None,
+                      autoscaling={"minReplicas": 2, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}))  # fmt: skip
+    k.finish_build("hpa", "v1")
+    hpa = wait_for("hpa", lambda: k.get("hpa", "hpa"), 30)
+    assert hpa["spec"]["minReplicas"] == 2
+    wait_for("pdb for minReplicas 2", lambda: k.get("pdb", "hpa"), 30)
+    dep = wait_for("deployment", lambda: k.get("deployment", "hpa"), 60)
+    ours = [m for m in dep["metadata"]["managedFields"] if m["manager"] == "conch-operator"]
+    assert ours and "f:replicas" not in json.dumps(ours[0]["fieldsV1"]["f:spec"])
