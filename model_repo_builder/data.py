@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import BadInput
 from .recipe import Validation
@@ -13,7 +14,7 @@ from .recipe import Validation
 DYNAMIC_DIM_SIZE = 8
 """Size used for a dynamic (-1) non-batch axis when inputs are generated."""
 
-Arrays = dict[str, np.ndarray]
+Arrays = dict[str, NDArray[Any]]
 
 
 def generate_inputs(inputs: list[Any], count: int, validation: Validation) -> Arrays:
@@ -32,7 +33,7 @@ def generate_inputs(inputs: list[Any], count: int, validation: Validation) -> Ar
     return feed
 
 
-def load_npz(path: str, inputs: list[Any], limit: int) -> tuple[Arrays, np.ndarray | None]:
+def load_npz(path: str, inputs: list[Any], limit: int) -> tuple[Arrays, NDArray[Any] | None]:
     """Read inputs (one array per input name, batch first) and optional 'labels' from an .npz."""
     file = Path(path)
     if not file.is_file():
@@ -54,12 +55,13 @@ def load_npz(path: str, inputs: list[Any], limit: int) -> tuple[Arrays, np.ndarr
     return feed, (labels[:limit] if labels is not None else None)
 
 
-def _checked(array: np.ndarray, spec: Any) -> np.ndarray:
+def _checked(array: NDArray[Any], spec: Any) -> NDArray[Any]:
     expected = list(spec.shape)
     got = list(array.shape[1:])
     if len(got) != len(expected) or any(e > 0 and e != g for e, g in zip(expected, got, strict=True)):
         raise BadInput(
-            f"shape mismatch: input {spec.name!r} expects [N, {expected}], validation data has {list(array.shape)}"
+            f"shape mismatch: input {spec.name!r} expects [N, {expected}], "
+            f"validation data has {list(array.shape)}"
         )
     return array.astype(spec.dtype, copy=False)
 

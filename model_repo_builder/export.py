@@ -55,7 +55,7 @@ def module_to_onnx(
             torch.onnx.export(
                 module,
                 example,
-                buf,
+                buf,  # type: ignore[arg-type]
                 dynamo=False,
                 opset_version=opset,
                 input_names=[i.name for i in inputs],
@@ -139,7 +139,9 @@ def to_torchscript(module: Any, example: tuple[torch.Tensor, ...], fp16: bool) -
         elif isinstance(module, torch.jit.ScriptModule):
             return module
         try:
-            traced: torch.jit.ScriptModule = torch.jit.trace(module.eval(), example, check_trace=False)
+            traced: torch.jit.ScriptModule = torch.jit.trace(  # type: ignore[no-untyped-call]
+                module.eval(), example, check_trace=False
+            )
         except Exception as exc:  # tracing failures come as RuntimeError/TypeError
             raise BadInput(f"cannot export to TorchScript: {str(exc).strip().splitlines()[0]}") from exc
     return traced

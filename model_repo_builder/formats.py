@@ -17,13 +17,14 @@ import numpy as np
 import onnx
 import torch
 from google.protobuf.message import DecodeError
+from numpy.typing import NDArray
 
 from .errors import BadInput
 from .recipe import Recipe, TensorSpec
 
 ModelKind = Literal["onnx", "torchscript", "exported"]
-Arrays = dict[str, np.ndarray]
-Runner = Callable[[Arrays], list[np.ndarray]]
+Arrays = dict[str, NDArray[Any]]
+Runner = Callable[[Arrays], list[NDArray[Any]]]
 _SUFFIXES: dict[str, ModelKind] = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "exported"}
 
 
@@ -115,7 +116,7 @@ def _info(spec: TensorSpec) -> TensorInfo:
 
 def _load_torchscript(path: Path, recipe: Recipe) -> LoadedModel:
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as exc:  # torch raises RuntimeError/ValueError/zip errors for bad files
         raise _torch_load_error(path, exc) from exc
     module.eval()
@@ -163,7 +164,7 @@ def _probe_outputs(loaded: LoadedModel, recipe: Recipe) -> list[TensorInfo]:
 def torch_runner(module: Any, inputs: list[TensorInfo]) -> Runner:
     """Runner that calls a torch module on numpy inputs (in spec order) and returns numpy outputs."""
 
-    def run(feed: Arrays) -> list[np.ndarray]:
+    def run(feed: Arrays) -> list[NDArray[Any]]:
         args = [torch.from_numpy(np.ascontiguousarray(feed[i.name])) for i in inputs]
         try:
             with torch.no_grad():

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 import onnx
 import torch
+from numpy.typing import NDArray
 
 from . import BUILDER_VERSION
 from .data import Arrays, generate_inputs, load_npz
@@ -99,7 +100,7 @@ def build(req: BuildRequest, steps: Steps | None = None) -> BuildResult:
         steps.info.update(buildKey=key, sourceDigest=src.digest, repository=str(final))
         if final.exists():
             return _cached(key, final)
-        return _fresh(req, src, key, final, work, steps)
+        return _fresh(req, src, key, final, work=work, steps=steps)
 
 
 def _cached(key: str, final: Path) -> BuildResult:
@@ -110,7 +111,7 @@ def _cached(key: str, final: Path) -> BuildResult:
 
 
 def _fresh(
-    req: BuildRequest, src: FetchedSource, key: str, final: Path, work: Path, steps: Steps
+    req: BuildRequest, src: FetchedSource, key: str, final: Path, *, work: Path, steps: Steps
 ) -> BuildResult:
     recipe = req.recipe
     with steps.step("load"):
@@ -122,7 +123,7 @@ def _fresh(
         reference = run_all(_reference_runner(loaded), feed, recipe.validation.batch_size)
         _check_finite(reference)
     example = tuple(torch.from_numpy(np.ascontiguousarray(feed[i.name][:2])) for i in loaded.inputs)
-    artifact, runner = _compress(loaded, recipe, example, calibration, work, steps)
+    artifact, runner = _compress(loaded, recipe, example, calibration, work=work, steps=steps)
     with steps.step("gate"):
         compressed = run_all(runner, feed, recipe.validation.batch_size)
         metrics = compare(reference, compressed, labels)
@@ -132,14 +133,14 @@ def _fresh(
             steps.info["gate"] = metrics
     with steps.step("publish"), staging(req.store, key) as tmp:
         outputs = [replace(o, dtype=c.dtype.name) for o, c in zip(loaded.outputs, compressed, strict=True)]
-        _layout(tmp, req.model_name, recipe, loaded.inputs, outputs, artifact, feed)
+        _layout(tmp, req.model_name, recipe, loaded.inputs, outputs, artifact=artifact, feed=feed)
         record = _record(req, src, key, artifact, metrics, steps.timings)
         record = write_build_json(tmp, record)
         won = publish(tmp, final)
     return BuildResult(key, final, record if won else read_build_json(final), cached=not won)
 
 
-def _validation(loaded: LoadedModel, recipe: Recipe) -> tuple[Arrays, np.ndarray | None]:
+def _validation(loaded: LoadedModel, recipe: Recipe) -> tuple[Arrays, NDArray[Any] | None]:
     v = recipe.validation
     if v.data_path:
         return load_npz(v.data_path, loaded.inputs, v.samples)
@@ -165,7 +166,7 @@ def _reference_runner(loaded: LoadedModel) -> Runner:
 
 
 def _guarded(runner: Runner) -> Runner:
-    def run(feed: Arrays) -> list[np.ndarray]:
+    def run(feed: Arrays) -> list[NDArray[Any]]:
         try:
             return runner(feed)
         except Exception as exc:  # onnxruntime raises its own exception types for bad inputs
@@ -174,7 +175,7 @@ def _guarded(runner: Runner) -> Runner:
     return run
 
 
-def _check_finite(outputs: list[np.ndarray]) -> None:
+def _check_finite(outputs: list[NDArray[Any]]) -> None:
     for i, out in enumerate(outputs):
         if not np.isfinite(out.astype(np.float64)).all():
             raise GateFailed(f"the original model produced non-finite (NaN/Inf) values in output {i}")
@@ -185,12 +186,13 @@ def _compress(
     recipe: Recipe,
     example: tuple[torch.Tensor, ...],
     calibration: Arrays | None,
+    *,
     work: Path,
     steps: Steps,
 ) -> tuple[Path, Runner]:
     if recipe.export.format == "torchscript":
         path = _torchscript_artifact(loaded, recipe, example, work, steps)
-        return path, torch_runner(torch.jit.load(str(path)), loaded.inputs)
+        return path, torch_runner(torch.jit.load(str(path)), loaded.inputs)  # type: ignore[no-untyped-call]
     with steps.step("export"):
         model = _base_onnx(loaded, recipe, example)
     with steps.step("prune"):
@@ -273,6 +275,7 @@ def _layout(
     recipe: Recipe,
     inputs: list[TensorInfo],
     outputs: list[TensorInfo],
+    *,
     artifact: Path,
     feed: Arrays,
 ) -> None:
@@ -311,7 +314,7 @@ def _warmup(
     return Warmup(files, dims)
 
 
-def _record(
+def _record(  # noqa: PLR0917
     req: BuildRequest,
     src: FetchedSource,
     key: str,

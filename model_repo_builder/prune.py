@@ -39,7 +39,7 @@ def magnitude_prune_tensors(tensors: list[torch.Tensor], amount: float) -> list[
     params = [(h, "weight") for h in holders]
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
     for h in holders:
-        prune.remove(h, "weight")
+        prune.remove(h, "weight")  # type: ignore[no-untyped-call]
     return [h.weight.detach().to(t.dtype) for h, t in zip(holders, tensors, strict=True)]
 
 
@@ -75,7 +75,7 @@ def magnitude_prune_module(module: Any, amount: float) -> int:
 
 def onnx_to_torch(model: onnx.ModelProto) -> nn.Module:
     """Convert an ONNX graph to an eager fx module with real nn layers (onnx2torch)."""
-    from onnx2torch import convert
+    from onnx2torch import convert  # type: ignore[import-untyped]
 
     try:
         with warnings.catch_warnings():

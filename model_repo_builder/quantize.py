@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
+from numpy.typing import NDArray
 
 from .data import Arrays, batches
 from .errors import BadInput
@@ -33,7 +33,7 @@ class _Calibration:
     def __init__(self, feed: Arrays) -> None:
         self._batches = iter(batches(feed, 1))
 
-    def get_next(self) -> dict[str, np.ndarray] | None:
+    def get_next(self) -> dict[str, NDArray[Any]] | None:
         return next(self._batches, None)
 
 

@@ -50,7 +50,7 @@ class Warmup:
 def triton_dtype(dtype: str) -> int:
     """numpy dtype name -> Triton DataType enum."""
     try:
-        return _DTYPES[np.dtype(dtype).name]
+        return int(_DTYPES[np.dtype(dtype).name])
     except KeyError as exc:
         raise ValueError(f"no Triton data type for {dtype}") from exc
 
@@ -97,7 +97,7 @@ def _add_warmup(cfg: mc.ModelConfig, inputs: list[TensorInfo], warmup: Warmup, b
 
 def render(cfg: mc.ModelConfig) -> str:
     """Text protobuf, as Triton reads config.pbtxt."""
-    return text_format.MessageToString(cfg)
+    return str(text_format.MessageToString(cfg))
 
 
 def parse(text: str) -> mc.ModelConfig:

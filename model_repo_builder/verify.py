@@ -8,8 +8,10 @@ and the drop. Non-finite outputs fail the gate outright. Thresholds come from th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .data import Arrays, batches
 from .errors import GateFailed
@@ -25,19 +27,19 @@ def onnx_runner(path: Path) -> Runner:
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def run(feed: Arrays) -> list[np.ndarray]:
+    def run(feed: Arrays) -> list[NDArray[Any]]:
         return [np.asarray(o) for o in session.run(None, feed)]
 
     return run
 
 
-def run_all(runner: Runner, feed: Arrays, batch_size: int) -> list[np.ndarray]:
+def run_all(runner: Runner, feed: Arrays, batch_size: int) -> list[NDArray[Any]]:
     """Run in batches and concatenate each output along the batch axis."""
     parts = [runner(b) for b in batches(feed, batch_size)]
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def _cosine(a: NDArray[Any], b: NDArray[Any]) -> float:
     a2, b2 = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     num = (a2 * b2).sum(axis=1)
     den = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
@@ -47,7 +49,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(
-    original: list[np.ndarray], compressed: list[np.ndarray], labels: np.ndarray | None
+    original: list[NDArray[Any]], compressed: list[NDArray[Any]], labels: NDArray[Any] | None
 ) -> dict[str, float]:
     """All gate metrics; raises GateFailed on non-finite or mismatched outputs."""
     if len(original) != len(compressed):
