@@ -84,7 +84,9 @@ def save_torchscript(model: nn.Module, path: Path) -> Path:
 
 
 def save_exported(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},))
+    program = torch.export.export(
+        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},)
+    )
     torch.export.save(program, str(path))
     return path
 
@@ -103,7 +105,9 @@ def save_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int = 
     return path
 
 
-def train_digits_cnn(seed: int = 0, epochs: int = 8) -> tuple[CNN, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def train_digits_cnn(
+    seed: int = 0, epochs: int = 8
+) -> tuple[CNN, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CNN trained on sklearn's 8x8 digits; returns model and (x_train, y_train, x_test, y_test)."""
     from sklearn.datasets import load_digits
 
