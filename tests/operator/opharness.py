@@ -125,7 +125,8 @@ class Kube:
             "metadata": {"name": f"store-{self.ns}", "labels": {"conch.dev/test": "true"}},
             "spec": {
                 "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/conch-store/{self.ns}"},
+                "persistentVolumeReclaimPolicy": "Delete",
+                "hostPath": {"path": f"/tmp/conch-store/{self.ns}"},
                 "claimRef": {"namespace": self.ns, "name": "model-store"},
             },
         }  # fmt: skip

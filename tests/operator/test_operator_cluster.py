@@ -165,8 +165,14 @@ def test_op_noop_reconcile_writes_nothing_and_drift_is_corrected(
     wait_for("reconciles", lambda: (operator.metric("conch_reconciles_total") or 0) >= before + 3, 30)
     time.sleep(1)
     assert operator_writes(cluster.audit_log, k.ns, offset) == []
-    k.k("patch", "deployment", "idle", "--type=json", "-p",
-        '[{"op":"replace","path":"/spec/template/spec/containers/0/args/0","value":"--model-repository=/x"}]')  # fmt: skip
+    k.k(
+        "patch",
+        "deployment",
+        "idle",
+        "--type=json",
+        "-p",
+        '[{"op":"replace","path":"/spec/template/spec/containers/0/args/0","value":"--model-repository=/x"}]',
+    )
     wait_for(
         "args restored",
         lambda: (
@@ -174,7 +180,7 @@ def test_op_noop_reconcile_writes_nothing_and_drift_is_corrected(
             in k.get("deployment", "idle")["spec"]["template"]["spec"]["containers"][0]["args"][0]
         ),
         30,
-    )  # type: ignore[index]  # noqa: E501
+    )  # type: ignore[index]
     k.k("delete", "service", "idle")
     wait_for("service recreated", lambda: k.get("service", "idle"), 30)
 
@@ -206,8 +212,14 @@ def test_op_gpu_pods_land_on_gpu_nodes_and_hpa_owns_replicas(kube: Kube) -> None
     bring_up(k, "gpu", serving={"gpus": 1}, replicas=2)
     pods = k.items("pods", "serving.conch.dev/modeldeployment=gpu,app.kubernetes.io/component=triton")
     assert len(pods) == 2 and all(p["spec"]["nodeName"].startswith("gpu-node-") for p in pods)
-    k.apply(md_object("hpa", serving={"gpus": 0}, replicas=None,
-                      autoscaling={"minReplicas": 2, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}))  # fmt: skip
+    k.apply(
+        md_object(
+            "hpa",
+            serving={"gpus": 0},
+            replicas=None,
+            autoscaling={"minReplicas": 2, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+        )
+    )
     k.finish_build("hpa", "v1")
     hpa = wait_for("hpa", lambda: k.get("hpa", "hpa"), 30)
     assert hpa["spec"]["minReplicas"] == 2
