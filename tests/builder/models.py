@@ -106,7 +106,7 @@ def save_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int = 
 
 
 def train_digits_cnn(
-    seed: int = 0, epochs: int = 8
+    seed: int = 0, epochs: int = 25
 ) -> tuple[CNN, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CNN trained on sklearn's 8x8 digits; returns model and (x_train, y_train, x_test, y_test)."""
     from sklearn.datasets import load_digits

@@ -1,0 +1,89 @@
+"""Accuracy gate with real labels: a CNN trained on sklearn's digits, int8-static + 30% pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from . import models
+from .conftest import Run, listing
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    d = tmp_path_factory.mktemp("digits")
+    model, x_train, _, x_test, y_test = models.train_digits_cnn()
+    onnx_path = models.save_onnx(model, torch.from_numpy(x_test[:2]), d / "digits.onnx")
+    val = d / "val.npz"
+    np.savez(val, x=x_test, labels=y_test)
+    calib = d / "calib.npz"
+    np.savez(calib, x=x_train[:128])
+    return onnx_path, val, calib
+
+
+def test_trained_cnn_is_accurate_and_survives_compression(
+    run_cli: Run, digits: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    onnx_path, val, calib = digits
+    r = run_cli(
+        "build",
+        onnx_path,
+        "--out",
+        tmp_path,
+        "--validation-data",
+        val,
+        "--validation-samples",
+        "1000",
+        "--prune-method",
+        "magnitude",
+        "--prune-amount",
+        "0.3",
+        "--quantize",
+        "int8-static",
+        "--calibration-data",
+        calib,
+        "--calibration-samples",
+        "128",
+        "--max-accuracy-drop",
+        "0.005",
+        "--min-top1-agreement",
+        "0.8",
+        "--min-cosine",
+        "0.8",
+        "--recipe-json",
+        '{"quantize": {"perChannel": true}}',
+    )
+    assert r.code == 0, r.summary
+    gate = r.summary["gate"]
+    assert gate["accuracyOriginal"] > 0.9
+    assert gate["accuracyDrop"] <= 0.005
+    assert r.summary["sizeAfter"] < r.summary["sizeBefore"]
+
+
+def test_accuracy_gate_can_fail(run_cli: Run, digits: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    onnx_path, val, _ = digits
+    store = tmp_path / "store"
+    r = run_cli(
+        "build",
+        onnx_path,
+        "--out",
+        store,
+        "--validation-data",
+        val,
+        "--prune-method",
+        "channel",
+        "--prune-amount",
+        "0.9",
+        "--min-cosine",
+        "0",
+        "--max-accuracy-drop",
+        "0.0",
+    )
+    assert r.code == 3, r.stderr
+    assert "accuracyDrop" in r.summary["error"]["message"]
+    assert listing(store) == []
