@@ -1,0 +1,123 @@
+"""A built repository served by a real tritonserver: HTTP and gRPC results match the original model."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from builder import models  # tests/ is on sys.path (pytest rootdir insertion)
+
+from model_repo_builder.cli import main
+
+from .conftest import Triton, run_triton
+
+pytestmark = pytest.mark.serving
+MODEL = "cnn"
+
+
+@pytest.fixture(scope="module")
+def built(serving_dir: Path) -> dict[str, Any]:
+    src = models.save_onnx(models.cnn(), torch.randn(2, 1, 8, 8), serving_dir / "cnn.onnx")
+    recipe = {
+        "quantize": {"mode": "int8-dynamic"},
+        "export": {"backend": "python"},
+        "triton": {"maxBatchSize": 8, "instanceKind": "KIND_CPU", "instanceCount": 1},
+        "gate": {"minCosine": 0.99, "maxAbsError": 0.5},
+    }
+    summary_file = serving_dir / "summary.json"
+    args = [
+        "build",
+        str(src),
+        "--out",
+        str(serving_dir / "store"),
+        "--model-name",
+        MODEL,
+        "--recipe-json",
+        json.dumps(recipe),
+        "--summary-file",
+        str(summary_file),
+    ]
+    assert main(args) == 0
+    return dict(json.loads(summary_file.read_text()))
+
+
+@pytest.fixture(scope="module")
+def triton(built: dict[str, Any], serving_dir: Path) -> Iterator[Triton]:
+    with run_triton(Path(built["repository"]), serving_dir) as server:
+        yield server
+
+
+def _reference(x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return models.cnn()(torch.from_numpy(x)).numpy()
+
+
+def _inputs(seed: int, n: int = 4) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 1, 8, 8)).astype(np.float32)
+
+
+def test_model_ready_and_config(triton: Triton) -> None:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(triton.http_url)
+    assert client.is_model_ready(MODEL)
+    cfg = client.get_model_config(MODEL)
+    assert cfg["max_batch_size"] == 8 and cfg["backend"] == "python"
+
+
+def test_http_matches_original(triton: Triton, built: dict[str, Any]) -> None:
+    import tritonclient.http as httpclient
+
+    x = _inputs(1)
+    client = httpclient.InferenceServerClient(triton.http_url)
+    inp = httpclient.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    got = client.infer(MODEL, [inp]).as_numpy("y")
+    np.testing.assert_allclose(got, _reference(x), atol=0.5)
+    assert _cos(got, _reference(x)) >= 0.99
+
+
+def test_grpc_matches_original(triton: Triton) -> None:
+    import tritonclient.grpc as grpcclient
+
+    x = _inputs(2, n=3)
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    inp = grpcclient.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    got = client.infer(MODEL, [inp]).as_numpy("y")
+    assert got.shape == (3, 10)
+    np.testing.assert_allclose(got, _reference(x), atol=0.5)
+    assert _cos(got, _reference(x)) >= 0.99
+
+
+def test_metrics_count_requests(triton: Triton) -> None:
+    import tritonclient.http as httpclient
+
+    before = _success_count(triton)
+    client = httpclient.InferenceServerClient(triton.http_url)
+    for seed in range(5):
+        inp = httpclient.InferInput("x", [1, 1, 8, 8], "FP32")
+        inp.set_data_from_numpy(_inputs(seed, n=1))
+        client.infer(MODEL, [inp])
+    assert _success_count(triton) == before + 5
+
+
+def _success_count(triton: Triton) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{triton.metrics}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    pattern = r'^nv_inference_request_success\{[^}]*model="' + MODEL + r'"[^}]*\} ([0-9.e+]+)$'
+    match = re.search(pattern, text, re.MULTILINE)
+    assert match, text[:2000]
+    return float(match.group(1))
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a2, b2 = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return float(((a2 * b2).sum(1) / (np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1))).mean())
