@@ -143,9 +143,9 @@ def minilm(work: Path) -> dict[str, Any]:
             "msPerBatchMedian": round(1000 * float(np.median(times[k])) / ITERS, 2),
         }
     base = out["fp32"]
-    for k in out:
-        out[k]["sizeRatioVsFp32"] = round(base["sizeBytes"] / out[k]["sizeBytes"], 3)
-        out[k]["speedupVsFp32"] = round(out[k]["sentencesPerSecond"] / base["sentencesPerSecond"], 3)
+    for entry in out.values():
+        entry["sizeRatioVsFp32"] = round(base["sizeBytes"] / entry["sizeBytes"], 3)
+        entry["speedupVsFp32"] = round(entry["sentencesPerSecond"] / base["sentencesPerSecond"], 3)
     int8 = out["int8-dynamic"]
     out["targets"] = {
         "int8SizeRatio>=3.8": int8["sizeRatioVsFp32"] >= 3.8,
