@@ -118,9 +118,9 @@ def test_op_failed_build_keeps_serving(kube: Kube) -> None:
 
 def test_op_failed_rollout_rolls_back_and_next_version_is_fresh(kube: Kube) -> None:
     k = kube
-    # 9 CPUs per pod: the CPU node fits one pod, so a surge pod of v2 can never schedule.
+    # 10 CPUs per pod on a 16-CPU node: v1 fits, a surge pod of v2 never can.
     spec = {
-        "serving": {"gpus": 0, "resources": {"requests": {"cpu": "9"}}},
+        "serving": {"gpus": 0, "resources": {"requests": {"cpu": "10"}}},
         "rollout": {"progressDeadlineSeconds": 6},
     }
     bring_up(k, "fr", **spec)
