@@ -106,7 +106,7 @@ fetch_kwok_stages() {
   local d; d=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -nE 's/^\s*"Dir": "(.*)",?$/\1/p')
   local f s=$d/kustomize/stage
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
-           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+           pod/fast/pod-ready.yaml pod/fast/pod-delete.yaml; do
     cat "$s/$f"; echo "---"
   done > "$out.tmp"
   mv "$out.tmp" "$out"

@@ -1,0 +1,79 @@
+# Conch developer entry points. `make demo` and `make test` are the two a newcomer needs; both set
+# up what they use (venv, Go-built control plane) on first run and reuse it afterwards.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+CACHE ?= $(HOME)/.cache/conch
+STATE ?= $(HOME)/.local/state/conch/cluster
+export KUBECONFIG ?= $(STATE)/kubeconfig
+export PATH := $(CURDIR)/$(VENV)/bin:$(CACHE)/bin:$(PATH)
+
+.PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving demo bench clean
+
+help:
+	@echo "make demo         run Conch end to end on the local cluster (sets everything up)"
+	@echo "make test         lint, type-check and run every test (unit, cluster, serving)"
+	@echo "make tools        build etcd/kube-*/kubectl/kwok/helm from the Go proxy into $(CACHE)/bin"
+	@echo "make cluster-up   start the local control plane; prints export KUBECONFIG=..."
+	@echo "make cluster-down stop it and remove its state"
+	@echo "make bench        run the benchmarks (JSON under bench/results/)"
+
+$(VENV)/.stamp: pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+tools:
+	hack/build-tools.sh
+
+cluster-up: tools
+	@hack/cluster.sh up
+
+cluster-down:
+	@hack/cluster.sh down
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: venv tools lint typecheck
+	$(VPY) -m pytest
+
+test-unit: venv
+	$(VPY) -m pytest -m unit
+
+test-cluster: venv tools
+	$(VPY) -m pytest -m cluster
+
+test-serving: venv
+	$(VPY) -m pytest -m serving
+
+demo: venv cluster-up
+	@$(CACHE)/bin/kubectl get nodes -o wide
+	@$(CACHE)/bin/kubectl get --raw /version
+
+bench: venv
+	$(VPY) bench/bench_builder.py
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache
+
+# ---- operator (owned by the operator engineer; appended block) ---------------------------------
+.PHONY: crds install run
+crds: venv  ## regenerate crds/ from the typed API (operator/conch/api)
+	$(VPY) -m conch.api.crdgen crds
+
+install: venv  ## apply crds/ to the cluster in $KUBECONFIG
+	$(CACHE)/bin/kubectl apply --server-side --force-conflicts -f crds/
+
+run: venv install  ## run the operator locally against $KUBECONFIG (all namespaces)
+	$(VPY) -m conch --all-namespaces --metrics-port 8080 --liveness http://127.0.0.1:8081/healthz
+# ---- end operator block -------------------------------------------------------------------------

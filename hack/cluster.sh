@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# The local Kubernetes control plane that Conch's tests and demo run on: etcd, kube-apiserver
+# (TLS, RBAC, service-account tokens, audit log), kube-controller-manager, kube-scheduler and kwok
+# simulating two GPU nodes and one CPU node, all on 127.0.0.1 and built from upstream by
+# hack/build-tools.sh. Every process is tracked by PID in the state dir so `down` stops exactly
+# what `up` started.
+#
+#   hack/cluster.sh up       start (or find running) and print `export KUBECONFIG=...` last
+#   hack/cluster.sh down     stop everything it started and remove its state
+#   hack/cluster.sh status   exit 0 when the apiserver answers /readyz
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+CACHE=${CONCH_CACHE:-$HOME/.cache/conch}
+BIN=$CACHE/bin
+STATE=${CONCH_CLUSTER_DIR:-$HOME/.local/state/conch/cluster}
+ETCD_PORT=${CONCH_ETCD_PORT:-22379}
+API_PORT=${CONCH_API_PORT:-26443}
+KCM_PORT=${CONCH_KCM_PORT:-20257}
+SCHED_PORT=${CONCH_SCHED_PORT:-20259}
+KWOK_PORT=${CONCH_KWOK_PORT:-20248}
+# Pod IPs come from loopback so that nothing can ever route to a real network.
+POD_CIDR=${CONCH_POD_CIDR:-127.64.0.1/16}
+SERVICE_CIDR=${CONCH_SERVICE_CIDR:-10.96.0.0/16}
+KUBECONFIG_PATH=$STATE/kubeconfig
+PKI=$STATE/pki
+
+log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+kubectl_() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+# poll CMD... until it succeeds or TIMEOUT seconds pass
+wait_for() {
+  local what=$1 timeout=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what (logs: $STATE/logs)"
+    sleep 0.3
+  done
+}
+
+alive() { [ -f "$STATE/pids/$1" ] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
+
+start() {  # name command...
+  local name=$1; shift
+  alive "$name" && return
+  mkdir -p "$STATE/pids" "$STATE/logs"
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/pids/$name"
+}
+
+ready() { curl -fsS --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+            "https://127.0.0.1:$API_PORT/readyz" >/dev/null; }
+
+cert() {  # name subject [san]
+  local name=$1 subj=$2 san=${3:-}
+  [ -f "$PKI/$name.crt" ] && return
+  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  local ext; ext=$(mktemp)
+  if [ -n "$san" ]; then
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" > "$ext"
+  else
+    printf 'extendedKeyUsage=clientAuth\n' > "$ext"
+  fi
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$ext" "$PKI/$name.csr"
+}
+
+make_pki() {
+  mkdir -p "$PKI"
+  if [ ! -f "$PKI/ca.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
+      -days 3650 -subj "/CN=conch-local-ca" 2>/dev/null
+  fi
+  cert apiserver "/CN=kube-apiserver" \
+    "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  cert admin "/O=system:masters/CN=conch-admin"
+  cert controller-manager "/CN=system:kube-controller-manager"
+  cert scheduler "/CN=system:kube-scheduler"
+  [ -f "$PKI/sa.key" ] || { openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null; openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null; }
+}
+
+kubeconfig() {  # name file
+  local name=$1 file=$2
+  [ -f "$file" ] && return
+  "$BIN/kubectl" config set-cluster local --server="https://127.0.0.1:$API_PORT" \
+    --certificate-authority="$PKI/ca.crt" --embed-certs --kubeconfig="$file" >/dev/null
+  "$BIN/kubectl" config set-credentials "$name" --client-certificate="$PKI/$name.crt" \
+    --client-key="$PKI/$name.key" --embed-certs --kubeconfig="$file" >/dev/null
+  "$BIN/kubectl" config set-context local --cluster=local --user="$name" --kubeconfig="$file" >/dev/null
+  "$BIN/kubectl" config use-context local --kubeconfig="$file" >/dev/null
+}
+
+start_etcd() {
+  start etcd "$BIN/etcd" --name conch --data-dir "$STATE/etcd" --unsafe-no-fsync \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-cluster "conch=http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --listen-metrics-urls "http://127.0.0.1:$((ETCD_PORT + 2))" --log-level warn
+  wait_for etcd 30 curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+start_apiserver() {
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+    --endpoint-reconciler-type none \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --authorization-mode RBAC --allow-privileged=true \
+    --enable-admission-plugins ExtendedResourceToleration \
+    --audit-policy-file "$here/cluster/audit-policy.yaml" --audit-log-path "$STATE/audit.log" \
+    --audit-log-maxsize 200 --audit-log-maxbackup 1 \
+    --profiling=false
+  wait_for kube-apiserver 90 ready
+}
+
+start_controllers() {
+  start kube-controller-manager "$BIN/kube-controller-manager" \
+    --kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+    --use-service-account-credentials=true --controllers '*' --leader-elect=false \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+    --node-monitor-grace-period 40s --concurrent-gc-syncs 5
+  start kube-scheduler "$BIN/kube-scheduler" \
+    --kubeconfig "$STATE/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
+    --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
+    --leader-elect=false --bind-address 127.0.0.1 --secure-port "$SCHED_PORT"
+  cat "$CACHE/kwok-stages-$KWOK_VERSION.yaml" "$here/cluster/kwok-pod-complete.yaml" > "$STATE/kwok-stages.yaml"
+  start kwok "$BIN/kwok" --kubeconfig "$KUBECONFIG_PATH" \
+    --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+    --cidr "$POD_CIDR" --node-ip 127.0.0.1 \
+    --server-address "127.0.0.1:$KWOK_PORT" \
+    --config "$STATE/kwok-stages.yaml"
+}
+
+install_cluster_objects() {
+  kubectl_ apply --server-side --force-conflicts -f "$CACHE/crds/servicemonitors-$PROM_OPERATOR_VERSION.yaml" >/dev/null
+  kubectl_ apply -f "$here/cluster/nodes.yaml" >/dev/null
+  wait_for "3 Ready nodes" 90 bash -c \
+    "[ \$('$BIN/kubectl' --kubeconfig '$KUBECONFIG_PATH' get nodes -l type=kwok --no-headers 2>/dev/null | grep -cw Ready) -eq 3 ]"
+  wait_for "default ServiceAccount" 60 kubectl_ -n default get serviceaccount default
+  wait_for "ServiceMonitor CRD" 30 kubectl_ get --raw /apis/monitoring.coreos.com/v1
+}
+
+up() {
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b missing: run hack/build-tools.sh (make tools) first"
+  done
+  local t0=$SECONDS
+  mkdir -p "$STATE"
+  make_pki
+  kubeconfig admin "$KUBECONFIG_PATH"
+  kubeconfig controller-manager "$STATE/controller-manager.kubeconfig"
+  kubeconfig scheduler "$STATE/scheduler.kubeconfig"
+  log "starting etcd"; start_etcd
+  log "starting kube-apiserver on https://127.0.0.1:$API_PORT"; start_apiserver
+  log "starting controller-manager, scheduler, kwok"; start_controllers
+  install_cluster_objects
+  log "cluster ready in $((SECONDS - t0))s"
+  kubectl_ get nodes -o wide >&2
+  echo "export KUBECONFIG=$KUBECONFIG_PATH"
+}
+
+down() {
+  local name pid
+  for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    [ -f "$STATE/pids/$name" ] || continue
+    pid=$(cat "$STATE/pids/$name")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid"
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$STATE/pids/$name"
+  done
+  rm -rf "$STATE"
+  log "cluster stopped and state removed"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) ready ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

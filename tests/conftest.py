@@ -1,0 +1,95 @@
+"""Shared pytest fixtures: one real local control plane per test session, a namespace per test.
+
+The cluster is the one `hack/cluster.sh` runs (etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, kwok). The `cluster` fixture starts it when it is not already answering, and stops it
+at the end of the session only if it started it (set CONCH_KEEP_CLUSTER=1 to keep it running).
+kwok never runs a pod: Job pods stay Running until a test plays the workload's part with
+`cluster.complete_pod(ns, pod, exit_code, message)`, which annotates the pod so that kwok (stage
+hack/cluster/kwok-pod-complete.yaml) terminates it like a kubelet would, with that exit code and
+termination message. Every test must carry exactly one of the markers unit / cluster / serving / e2e, so that
+`pytest -m unit` really selects the pure tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_SH = ROOT / "hack" / "cluster.sh"
+CACHE = Path(os.environ.get("CONCH_CACHE", Path.home() / ".cache" / "conch"))
+STATE = Path(os.environ.get("CONCH_CLUSTER_DIR", Path.home() / ".local" / "state" / "conch" / "cluster"))
+KINDS = ("unit", "cluster", "serving", "e2e")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Handles to the running control plane."""
+
+    kubeconfig: Path
+    audit_log: Path
+    bin_dir: Path
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the kubectl built for this cluster's version against it."""
+        cmd = [str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+    def complete_pod(self, namespace: str, pod: str, exit_code: int = 0, message: str = "") -> None:
+        """Make kwok terminate a Running pod with this exit code and termination message."""
+        self.kubectl(
+            "-n", namespace, "annotate", "--overwrite", "pod", pod,
+            f"kwok.conch.dev/termination-message={message}", f"kwok.conch.dev/exit-code={exit_code}",
+        )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse tests that do not say which kind they are."""
+    for item in items:
+        kinds = [k for k in KINDS if item.get_closest_marker(k) is not None]
+        if len(kinds) != 1:
+            raise pytest.UsageError(f"{item.nodeid}: needs exactly one marker of {KINDS}, has {kinds}")
+
+
+def _cluster_answers() -> bool:
+    return subprocess.run(["bash", str(CLUSTER_SH), "status"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    started = False
+    if not _cluster_answers():
+        proc = subprocess.run(
+            ["bash", str(CLUSTER_SH), "up"], capture_output=True, text=True, timeout=300, check=False
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"hack/cluster.sh up failed:\n{proc.stderr[-4000:]}")
+        started = True
+    handle = Cluster(kubeconfig=STATE / "kubeconfig", audit_log=STATE / "audit.log", bin_dir=CACHE / "bin")
+    os.environ["KUBECONFIG"] = str(handle.kubeconfig)
+    yield handle
+    if started and os.environ.get("CONCH_KEEP_CLUSTER") != "1":
+        subprocess.run(["bash", str(CLUSTER_SH), "down"], capture_output=True, check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted (without waiting) afterwards."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{base}-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("label", "namespace", name, "conch.dev/test=true")
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
