@@ -1,0 +1,191 @@
+"""The operator itself, run with nothing but the chart's RBAC: it authenticates as the release's
+ServiceAccount (a token kubeconfig), builds and serves a ModelDeployment, and never hits a 403.
+
+This is what the can-i lists in test_chart.py cannot show: that the ClusterRole really covers every
+request kopf and the controller make (watches, namespace observation, server-side apply, status,
+events, optional children).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from conftest import Cluster
+
+from .helmrun import CHART, ROOT, helm
+
+pytestmark = pytest.mark.cluster
+
+T = TypeVar("T")
+MD = "rbac"
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _sa_kubeconfig(cluster: Cluster, namespace: str, sa: str, dest: Path) -> Path:
+    """A kubeconfig for the same apiserver that authenticates as the ServiceAccount (no admin creds)."""
+    raw = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    token = cluster.kubectl("-n", namespace, "create", "token", sa, "--duration=1h").stdout.strip()
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": raw["clusters"][0]["cluster"]}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
+    }  # fmt: skip
+    dest.write_text(yaml.safe_dump(config))
+    return dest
+
+
+def _model_store(cluster: Cluster, namespace: str) -> None:
+    pv = {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": f"store-{namespace}", "labels": {"conch.dev/test": "true"}},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/conch-store/{namespace}"},
+            "claimRef": {"namespace": namespace, "name": "model-store"},
+        },
+    }  # fmt: skip
+    pvc = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "model-store", "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"store-{namespace}",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pvc))
+
+
+def _summary(key: str) -> str:
+    return json.dumps(
+        {
+            "ok": True, "buildKey": key, "repository": f"/store/repositories/{key}", "modelName": MD,
+            "cached": False, "builderVersion": "test", "sourceDigest": "sha256:00",
+            "sizeBefore": 1000, "sizeAfter": 400, "compressionRatio": 2.5,
+            "gate": {"passed": True, "cosine": 0.999}, "error": None,
+        },
+        separators=(",", ":"),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def operator_as_sa(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
+    """CRD + a release (replicas 0) + the operator run locally as the release's ServiceAccount."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    release = f"conch-r{secrets.token_hex(3)}"
+    helm(
+        "install", release, str(CHART), "-n", namespace,
+        "--set", "crds.install=false", "--set", "replicaCount=0",
+        kubeconfig=cluster.kubeconfig,
+    )  # fmt: skip
+    _model_store(cluster, namespace)
+    kubeconfig = _sa_kubeconfig(cluster, namespace, release, tmp_path / "sa-kubeconfig")
+    log_path = tmp_path / "operator.log"
+    port = _free_port()
+    # A namespace glob (matching only this namespace) makes kopf observe namespaces too.
+    cmd = [sys.executable, "-m", "conch", "--namespace", f"{namespace}*", "--metrics-port", str(port)]
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+
+        def metrics_up() -> bool:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+            except OSError:
+                return False
+            return True
+
+        wait_for("operator /metrics", metrics_up, 30)
+        yield log_path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig, check=False)
+        cluster.kubectl("delete", "pv", f"store-{namespace}", "--wait=false", check=False)
+
+
+def test_operator_builds_and_serves_with_only_the_chart_rbac(
+    cluster: Cluster, namespace: str, operator_as_sa: Path
+) -> None:
+    ns = ("-n", namespace)
+
+    def get(kind: str, name: str) -> dict[str, Any] | None:
+        proc = cluster.kubectl(*ns, "get", kind, name, "-o", "json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    def items(kind: str, selector: str) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = json.loads(
+            cluster.kubectl(*ns, "get", kind, "-l", selector, "-o", "json").stdout
+        )["items"]
+        return got
+
+    md = {
+        "apiVersion": "serving.conch.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MD},
+        "spec": {
+            "version": "v1", "model": {"name": MD, "source": {"path": f"models/{MD}-v1.pt2"}},
+            "serving": {"gpus": 0, "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}},
+            "replicas": 2, "rollout": {"progressDeadlineSeconds": 30},
+            "storage": {"claimName": "model-store"},
+            "monitoring": {"serviceMonitor": {"enabled": True}},
+        },
+    }  # fmt: skip
+    cluster.kubectl(*ns, "apply", "--server-side", "-f", "-", input=json.dumps(md))
+    job = wait_for("build Job", lambda: items("jobs", f"serving.conch.dev/modeldeployment={MD}"), 30)[0]
+    job_name = job["metadata"]["name"]
+
+    def running_pod() -> str | None:
+        pods = items("pods", f"batch.kubernetes.io/job-name={job_name}")
+        return next((p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"), None)
+
+    pod = wait_for("running build pod", running_pod, 60)
+    cluster.complete_pod(namespace, pod, 0, _summary("bk-rbac-v1"))
+
+    def serving() -> bool:
+        status: dict[str, Any] = (get("md", MD) or {}).get("status", {})
+        return bool(status.get("phase") == "Serving" and status.get("currentVersion") == "v1")
+
+    wait_for("ModelDeployment serving v1", serving, 90)
+    for kind in ("deployment", "service", "poddisruptionbudget", "servicemonitor"):
+        assert get(kind, MD) is not None, kind
+    events = json.loads(cluster.kubectl(*ns, "get", "events", "-o", "json").stdout)["items"]
+    reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == MD}
+    assert {"BuildStarted", "BuildSucceeded"} <= reasons, reasons
+    log = operator_as_sa.read_text(errors="replace")
+    assert "HTTP 403" not in log and "forbidden" not in log.lower(), log[-4000:]
+    assert "Serving" in json.dumps(get("md", MD))
