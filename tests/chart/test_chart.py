@@ -67,6 +67,8 @@ FORBIDDEN_NAMESPACED = [
     ("patch", "modeldeployments.serving.conch.dev", ""),
     ("delete", "modeldeployments.serving.conch.dev", ""),
     ("delete", "events", ""),
+    ("patch", "events", ""),
+    ("create", "events.events.k8s.io", ""),
     ("create", "roles.rbac.authorization.k8s.io", ""),
     ("create", "rolebindings.rbac.authorization.k8s.io", ""),
     ("create", "prometheusrules.monitoring.coreos.com", ""),
