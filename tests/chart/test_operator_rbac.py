@@ -3,7 +3,8 @@ ServiceAccount (a token kubeconfig), builds and serves a ModelDeployment, and ne
 
 This is what the can-i lists in test_chart.py cannot show: that the ClusterRole really covers every
 request kopf and the controller make (watches, namespace observation, server-side apply, status,
-events, optional children).
+events, optional children). The test's name keeps its namespace out of the operator suite's glob
+(t-test-op-*), so that suite's operator never reconciles this ModelDeployment.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def operator_as_sa(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator
         cluster.kubectl("delete", "pv", f"store-{namespace}", "--wait=false", check=False)
 
 
-def test_operator_builds_and_serves_with_only_the_chart_rbac(
+def test_chart_rbac_suffices_for_the_operator_to_build_and_serve(
     cluster: Cluster, namespace: str, operator_as_sa: Path
 ) -> None:
     ns = ("-n", namespace)
