@@ -57,8 +57,7 @@ test-serving: venv
 	$(VPY) -m pytest -m serving
 
 demo: venv cluster-up
-	@$(CACHE)/bin/kubectl get nodes -o wide
-	@$(CACHE)/bin/kubectl get --raw /version
+	$(VPY) hack/demo.py
 
 bench: venv
 	$(VPY) bench/bench_builder.py
