@@ -37,9 +37,10 @@ cluster-up: tools
 cluster-down:
 	@hack/cluster.sh down
 
-lint: venv
+lint: venv tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(CACHE)/bin/helm lint --strict charts/conch
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -69,6 +70,7 @@ clean:
 .PHONY: crds install run
 crds: venv  ## regenerate crds/ from the typed API (operator/conch/api)
 	$(VPY) -m conch.api.crdgen crds
+	cp crds/*.yaml charts/conch/files/crds/
 
 install: venv  ## apply crds/ to the cluster in $KUBECONFIG
 	$(CACHE)/bin/kubectl apply --server-side --force-conflicts -f crds/

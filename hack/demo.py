@@ -142,7 +142,7 @@ def ready() -> dict[str, Any] | None:
     md = get("modeldeployment", "digits")
     status = md.get("status", {})
     conds = {c["type"]: c for c in status.get("conditions", [])}
-    if status.get("phase") == "Failed" or conds.get("Built", {}).get("status") == "False":
+    if conds.get("Built", {}).get("reason") in ("BuildFailed", "InvalidSpec"):
         raise SystemExit(f"build failed: {conds.get('Built', {}).get('message')}")
     return md if conds.get("Ready", {}).get("status") == "True" else None
 
