@@ -50,8 +50,14 @@ class Cluster:
     def complete_pod(self, namespace: str, pod: str, exit_code: int = 0, message: str = "") -> None:
         """Make kwok terminate a Running pod with this exit code and termination message."""
         self.kubectl(
-            "-n", namespace, "annotate", "--overwrite", "pod", pod,
-            f"kwok.conch.dev/termination-message={message}", f"kwok.conch.dev/exit-code={exit_code}",
+            "-n",
+            namespace,
+            "annotate",
+            "--overwrite",
+            "pod",
+            pod,
+            f"kwok.conch.dev/termination-message={message}",
+            f"kwok.conch.dev/exit-code={exit_code}",
         )
 
 
@@ -64,7 +70,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _cluster_answers() -> bool:
-    return subprocess.run(["bash", str(CLUSTER_SH), "status"], capture_output=True, check=False).returncode == 0
+    return (
+        subprocess.run(["bash", str(CLUSTER_SH), "status"], capture_output=True, check=False).returncode == 0
+    )
 
 
 @pytest.fixture(scope="session")
