@@ -139,9 +139,11 @@ start_controllers() {
     --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port "$SCHED_PORT"
   cat "$CACHE/kwok-stages-$KWOK_VERSION.yaml" "$here/cluster/kwok-pod-complete.yaml" > "$STATE/kwok-stages.yaml"
+  # Leases carry the node heartbeats (the heartbeat-with-lease stage only refreshes node status every
+  # ~10 min); without them the node-lifecycle controller marks nodes NotReady and their pods unready.
   start kwok "$BIN/kwok" --kubeconfig "$KUBECONFIG_PATH" \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-    --cidr "$POD_CIDR" --node-ip 127.0.0.1 \
+    --cidr "$POD_CIDR" --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
     --server-address "127.0.0.1:$KWOK_PORT" \
     --config "$STATE/kwok-stages.yaml"
 }

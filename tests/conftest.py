@@ -16,9 +16,11 @@ import os
 import re
 import secrets
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -27,6 +29,22 @@ CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 CACHE = Path(os.environ.get("CONCH_CACHE", Path.home() / ".cache" / "conch"))
 STATE = Path(os.environ.get("CONCH_CLUSTER_DIR", Path.home() / ".local" / "state" / "conch" / "cluster"))
 KINDS = ("unit", "cluster", "serving", "e2e")
+T = TypeVar("T")
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60, every: float = 0.3) -> T:
+    """Poll `fn` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except AssertionError as exc:
+            last = exc
+        if last and not isinstance(last, AssertionError):
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 @dataclass(frozen=True)

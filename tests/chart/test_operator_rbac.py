@@ -16,15 +16,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import yaml
-from conftest import Cluster
+from conftest import Cluster, wait_for
 
 from .helmrun import CHART, ROOT, helm
 
@@ -32,16 +31,6 @@ pytestmark = pytest.mark.cluster
 
 T = TypeVar("T")
 MD = "rbac"
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _free_port() -> int:

@@ -7,27 +7,14 @@ checked against the real apiserver, controller-manager, scheduler and kwok nodes
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import Cluster
+from conftest import Cluster, wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    """Return check()'s first truthy value, or fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
@@ -69,7 +56,7 @@ def test_gpu_deployment_lands_on_gpu_node_and_becomes_available(cluster: Cluster
         )
         return any(c["type"] == "Available" and c["status"] == "True" for c in conds)
 
-    poll("Deployment Available", available)
+    wait_for("Deployment Available", available)
     pod = get_json(cluster, "-n", namespace, "pods", "-l", "app=gpu1")["items"][0]
     node = get_json(cluster, "node", pod["spec"]["nodeName"])
     assert node["metadata"]["labels"].get("nvidia.com/gpu.present") == "true"
@@ -85,7 +72,7 @@ def test_too_many_gpus_stays_pending_with_failed_scheduling(cluster: Cluster, na
         events = get_json(cluster, "-n", namespace, "events")["items"]
         return [e for e in events if e.get("reason") == "FailedScheduling"]
 
-    events = poll("FailedScheduling event", failed_scheduling_event)
+    events = wait_for("FailedScheduling event", failed_scheduling_event)
     assert "nvidia.com/gpu" in events[0]["message"]
     pod = get_json(cluster, "-n", namespace, "pods", "-l", "app=gpu9")["items"][0]
     assert pod["status"]["phase"] == "Pending"
@@ -114,14 +101,14 @@ def test_job_completes_with_termination_message(cluster: Cluster, namespace: str
         running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
         return str(running[0]["metadata"]["name"]) if running else ""
 
-    pod = poll("Job pod Running", running_pod)
+    pod = wait_for("Job pod Running", running_pod)
     cluster.complete_pod(namespace, pod, 0, '{"ok": true}')
 
     def complete() -> bool:
         conds = get_json(cluster, "-n", namespace, "job", "once").get("status", {}).get("conditions", [])
         return any(c["type"] == "Complete" and c["status"] == "True" for c in conds)
 
-    poll("Job Complete", complete)
+    wait_for("Job Complete", complete)
     status = get_json(cluster, "-n", namespace, "pod", pod)["status"]
     assert status["containerStatuses"][0]["state"]["terminated"]["message"] == '{"ok": true}'
 
@@ -213,7 +200,7 @@ def test_cel_rule_rejects_object_with_its_message(cluster: Cluster, namespace: s
             }
         )
 
-    ok = poll(
+    ok = wait_for(
         "Widget kind served",
         lambda: (
             cluster.kubectl("-n", namespace, "apply", "-f", "-", input=widget(1, 2), check=False).returncode
@@ -267,3 +254,15 @@ def test_rbac_denies_what_a_narrow_role_does_not_allow(
     assert denied.returncode != 0 and "Forbidden" in denied.stderr
     denied_write = sa.kubectl("-n", namespace, "delete", "pod", "anything", check=False)
     assert denied_write.returncode != 0 and "forbidden" in denied_write.stderr.lower()
+
+
+def test_every_node_heartbeats_through_a_lease(cluster: Cluster) -> None:
+    # Without leases the node-lifecycle controller marks kwok's nodes NotReady after its grace
+    # period and every pod on them unready: the flake this guards against.
+    leases = get_json(cluster, "-n", "kube-node-lease", "leases")["items"]
+    names = {lease["metadata"]["name"] for lease in leases if lease["spec"].get("renewTime")}
+    assert {"gpu-node-1", "gpu-node-2", "cpu-node-1"} <= names
+    nodes = get_json(cluster, "nodes", "-l", "type=kwok")["items"]
+    for node in nodes:
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", node["metadata"]["name"]

@@ -11,30 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NS_GLOB = "t-test-op-*"  # the namespace fixture names namespaces t-<test name>-<hex>
 T = TypeVar("T")
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60, every: float = 0.3) -> T:
-    """Poll `fn` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except AssertionError as exc:
-            last = exc
-        if last and not isinstance(last, AssertionError):
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 def free_port() -> int:
