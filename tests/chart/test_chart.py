@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 from conftest import Cluster
 
-from .helmrun import CHART, helm, objects, template
+from .helmrun import CHART, ROOT, helm, objects, template
 
 pytestmark = pytest.mark.cluster
 
@@ -190,6 +190,9 @@ def _can_i(cluster: Cluster, sa: str, verb: str, resource: str, sub: str, *, nam
 
 def test_service_account_has_exactly_what_the_operator_needs(cluster: Cluster, release: Release) -> None:
     sa = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+    # can-i only resolves modeldeployments once the CRD is served (a fresh cluster has none yet).
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
     missing, excess = [], []
     # Cluster-wide: the operator watches all namespaces, so check its own and another one.
     for ns in (release.namespace, "default"):
