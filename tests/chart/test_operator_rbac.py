@@ -19,7 +19,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -29,7 +29,6 @@ from .helmrun import CHART, ROOT, helm
 
 pytestmark = pytest.mark.cluster
 
-T = TypeVar("T")
 MD = "rbac"
 
 

@@ -13,13 +13,12 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NS_GLOB = "t-test-op-*"  # the namespace fixture names namespaces t-<test name>-<hex>
-T = TypeVar("T")
 
 
 def free_port() -> int:
