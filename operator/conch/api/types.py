@@ -75,6 +75,7 @@ class Build(Model):
     backoff_limit: int = Field(1, ge=0, le=10)
     resources: dict[str, dict[str, Quantity]] | None = None
     node_selector: Labels | None = None
+    tolerations: list[FreeForm] | None = Field(None, max_length=32)
 
 
 class Serving(Model):

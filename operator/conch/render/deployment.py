@@ -118,6 +118,7 @@ def pod_template(owner: Owner, served: Served) -> Obj:
             "tolerations": tolerations(owner),
             "affinity": spec.affinity,
             "enableServiceLinks": False,
+            "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 30,
             "containers": [container(owner, served)],
             "volumes": [

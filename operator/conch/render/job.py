@@ -78,6 +78,8 @@ def render_job(owner: Owner, version: str, spec_key: str) -> Obj:
                     "restartPolicy": "Never",
                     "securityContext": common.restricted_pod_security(),
                     "nodeSelector": spec.build.node_selector,
+                    "tolerations": spec.build.tolerations,
+                    "automountServiceAccountToken": False,
                     "containers": [container],
                     "volumes": [common.store_volume(owner, read_only=False), {"name": "tmp", "emptyDir": {}}],
                 },
