@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack"))  # the node agent and the demo's model (hack/nodeagent, digits_model)
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 CACHE = Path(os.environ.get("CONCH_CACHE", Path.home() / ".cache" / "conch"))
 STATE = Path(os.environ.get("CONCH_CLUSTER_DIR", Path.home() / ".local" / "state" / "conch" / "cluster"))

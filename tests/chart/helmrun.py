@@ -1,9 +1,18 @@
-"""Helpers shared by the chart tests: where the chart and the binaries are, running helm, parsing output."""
+"""Helpers shared by the chart and e2e tests: the chart and binaries, running helm, parsing output, and a
+release with the operator running locally under the release's ServiceAccount."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import secrets
+import signal
+import socket
 import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +59,93 @@ def one(docs: list[Obj], kind: str) -> Obj:
     found = [d for d in docs if d["kind"] == kind]
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
+
+
+def sa_kubeconfig(cluster: Any, namespace: str, sa: str, dest: Path) -> Path:
+    """A kubeconfig for the same apiserver that authenticates as the ServiceAccount (no admin creds)."""
+    raw = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    token = cluster.kubectl("-n", namespace, "create", "token", sa, "--duration=1h").stdout.strip()
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": raw["clusters"][0]["cluster"]}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
+    }  # fmt: skip
+    dest.write_text(yaml.safe_dump(config))
+    return dest
+
+
+def model_store(cluster: Any, namespace: str, path: Path) -> None:
+    """A hostPath PV at `path`, pre-bound to the `model-store` claim in `namespace` (no provisioner here)."""
+    pv = {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": f"store-{namespace}", "labels": {"conch.dev/test": "true"}},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path)},
+            "claimRef": {"namespace": namespace, "name": "model-store"},
+        },
+    }  # fmt: skip
+    pvc = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "model-store", "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"store-{namespace}",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pvc))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def operator_as_release(cluster: Any, namespace: str, workdir: Path) -> Iterator[Path]:
+    """CRDs, a release (replicas 0) in `namespace`, and the operator run locally as the release's
+    ServiceAccount (a token kubeconfig: nothing but the chart's RBAC), watching only `namespace`.
+    Yields the operator's log file; uninstalls and stops everything afterwards.
+    """
+    from conftest import wait_for
+
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    release = f"conch-r{secrets.token_hex(3)}"
+    helm(
+        "install", release, str(CHART), "-n", namespace,
+        "--set", "crds.install=false", "--set", "replicaCount=0",
+        kubeconfig=cluster.kubeconfig,
+    )  # fmt: skip
+    kubeconfig = sa_kubeconfig(cluster, namespace, release, workdir / "sa-kubeconfig")
+    log_path = workdir / "operator.log"
+    port = _free_port()
+    # A namespace glob (matching only this namespace) makes kopf observe namespaces too.
+    cmd = [sys.executable, "-m", "conch", "--namespace", f"{namespace}*", "--metrics-port", str(port)]
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+
+        def metrics_up() -> bool:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+            except OSError:
+                return False
+            return True
+
+        wait_for("operator /metrics", metrics_up, 30)
+        yield log_path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig, check=False)
+        cluster.kubectl("delete", "pv", f"store-{namespace}", "--wait=false", check=False)

@@ -10,69 +10,18 @@ events, optional children). The test's name keeps its namespace out of the opera
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from conftest import Cluster, wait_for
 
-from .helmrun import CHART, ROOT, helm
+from . import helmrun
 
 pytestmark = pytest.mark.cluster
 
 MD = "rbac"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _sa_kubeconfig(cluster: Cluster, namespace: str, sa: str, dest: Path) -> Path:
-    """A kubeconfig for the same apiserver that authenticates as the ServiceAccount (no admin creds)."""
-    raw = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    token = cluster.kubectl("-n", namespace, "create", "token", sa, "--duration=1h").stdout.strip()
-    config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": raw["clusters"][0]["cluster"]}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
-    }  # fmt: skip
-    dest.write_text(yaml.safe_dump(config))
-    return dest
-
-
-def _model_store(cluster: Cluster, namespace: str) -> None:
-    pv = {
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": f"store-{namespace}", "labels": {"conch.dev/test": "true"}},
-        "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-            "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/conch-store/{namespace}"},
-            "claimRef": {"namespace": namespace, "name": "model-store"},
-        },
-    }  # fmt: skip
-    pvc = {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "model-store", "namespace": namespace},
-        "spec": {
-            "accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"store-{namespace}",
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }  # fmt: skip
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(pvc))
 
 
 def _summary(key: str) -> str:
@@ -90,43 +39,9 @@ def _summary(key: str) -> str:
 @pytest.fixture
 def operator_as_sa(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
     """CRD + a release (replicas 0) + the operator run locally as the release's ServiceAccount."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
-    release = f"conch-r{secrets.token_hex(3)}"
-    helm(
-        "install", release, str(CHART), "-n", namespace,
-        "--set", "crds.install=false", "--set", "replicaCount=0",
-        kubeconfig=cluster.kubeconfig,
-    )  # fmt: skip
-    _model_store(cluster, namespace)
-    kubeconfig = _sa_kubeconfig(cluster, namespace, release, tmp_path / "sa-kubeconfig")
-    log_path = tmp_path / "operator.log"
-    port = _free_port()
-    # A namespace glob (matching only this namespace) makes kopf observe namespaces too.
-    cmd = [sys.executable, "-m", "conch", "--namespace", f"{namespace}*", "--metrics-port", str(port)]
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    try:
-
-        def metrics_up() -> bool:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
-            except OSError:
-                return False
-            return True
-
-        wait_for("operator /metrics", metrics_up, 30)
+    with helmrun.operator_as_release(cluster, namespace, tmp_path) as log_path:
+        helmrun.model_store(cluster, namespace, Path(f"/tmp/conch-store/{namespace}"))
         yield log_path
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig, check=False)
-        cluster.kubectl("delete", "pv", f"store-{namespace}", "--wait=false", check=False)
 
 
 def test_chart_rbac_suffices_for_the_operator_to_build_and_serve(

@@ -1,0 +1,285 @@
+"""One pod on the agent's node: its sandbox (directories, IP), its container processes, their probes,
+restarts and termination, and the status it reports. One thread per pod, ticking every half second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from nodeagent import probes, runtime, status
+
+Obj = dict[str, Any]
+TICK = 0.5
+BACKOFF_START, BACKOFF_CAP = 10.0, 300.0
+log = logging.getLogger("nodeagent.pod")
+
+
+class PodApi(Protocol):
+    """What a pod worker needs from the API (agent.Api implements it)."""
+
+    def patch_pod_status(self, pod: Obj, body: Obj) -> None: ...
+    def delete_pod(self, pod: Obj) -> None: ...
+    def event(self, pod: Obj, reason: str, message: str, warning: bool = False) -> None: ...
+    def volume_path(self, pod: Obj, volume: Obj, scratch: Path) -> Path: ...
+
+
+@dataclass
+class Container:
+    """A container's process, its probes and its view for the status."""
+
+    spec: Obj
+    view: status.ContainerView
+    probes: dict[str, probes.Probe] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    restart_at: float | None = None
+    backoff: float = BACKOFF_START
+
+
+class PodWorker(threading.Thread):
+    """Runs one pod until it is deleted (or the agent stops)."""
+
+    def __init__(self, api: PodApi, pod: Obj, tools: runtime.Toolchain, pod_ip: str, root: Path) -> None:
+        meta = pod["metadata"]
+        super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        self.api, self.pod, self.tools, self.ip = api, pod, tools, pod_ip
+        self.dir = root / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+        self.policy = str(pod["spec"].get("restartPolicy", "Always"))
+        self.containers = [
+            Container(c, status.ContainerView(name=c["name"], image=c.get("image", "")))
+            for c in pod["spec"]["containers"]
+        ]
+        self.start_time = status.now_iso()
+        self.ready_since = self.start_time
+        self.sent: Obj | None = None
+        self.stop_grace: float | None = None
+        self.gone = False
+        self.lock = threading.Lock()
+
+    # ---- called from the agent's watch thread ------------------------------------------------------
+
+    def update(self, pod: Obj) -> None:
+        """A newer object from the watch: a deletionTimestamp means stop within the grace period."""
+        with self.lock:
+            self.pod = pod
+            if pod["metadata"].get("deletionTimestamp") and self.stop_grace is None:
+                self.stop_grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+
+    def vanish(self) -> None:
+        """The pod object is gone: stop now, report nothing."""
+        with self.lock:
+            self.gone = True
+            self.stop_grace = 0.0
+
+    # ---- the pod's own thread ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            mounts = self.prepare()
+            self.report()
+            for c in self.containers:
+                self.start_container(c, mounts.get(c.spec["name"]))
+            self.loop(mounts)
+        except Exception:
+            log.exception("pod %s failed in the agent", self.name)
+        finally:
+            self.kill_all(0.0 if self.gone else (self.stop_grace or 0.0))
+            if not self.gone and self.pod["metadata"].get("deletionTimestamp"):
+                self.api.delete_pod(self.pod)
+            shutil.rmtree(self.dir / "volumes", ignore_errors=True)
+
+    def prepare(self) -> dict[str, runtime.Mounts | None]:
+        """Directories for the pod's volumes and each container's mount table (None: cannot run)."""
+        volumes_dir = self.dir / "volumes"
+        volumes_dir.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        problems: dict[str, str] = {}
+        for volume in self.pod["spec"].get("volumes") or []:
+            try:
+                paths[volume["name"]] = self.api.volume_path(self.pod, volume, volumes_dir / volume["name"])
+            except runtime.UnsupportedPodError as exc:
+                problems[volume["name"]] = str(exc)
+        out: dict[str, runtime.Mounts | None] = {}
+        for c in self.containers:
+            table: dict[str, Path | str] = {}
+            for mount in c.spec.get("volumeMounts") or []:
+                if mount["name"] in problems:
+                    self.fail_start(c, problems[mount["name"]])
+                    break
+                table[mount["mountPath"]] = paths[mount["name"]] / mount.get("subPath", "")
+            else:
+                table[runtime.termination_path(c.spec)] = self.dir / f"{c.spec['name']}.termination-log"
+                out[c.spec["name"]] = runtime.Mounts.of(table)
+                continue
+            out[c.spec["name"]] = None
+        return out
+
+    def fail_start(self, c: Container, message: str) -> None:
+        now = status.now_iso()
+        c.view.state, c.view.reason, c.view.exit_code, c.view.message = (
+            "terminated",
+            "StartError",
+            128,
+            message,
+        )
+        c.view.started_at = c.view.finished_at = now
+        self.api.event(self.pod, "Failed", message, warning=True)
+
+    def start_container(self, c: Container, mounts: runtime.Mounts | None) -> None:
+        """Start (or restart) one container's process."""
+        if mounts is None:
+            return
+        try:
+            argv = runtime.local_argv(c.spec, self.tools, mounts, self.ip)
+            env = runtime.local_env(
+                container=c.spec, pod=self.pod, tools=self.tools, mounts=mounts, pod_ip=self.ip, home=self.dir
+            )
+            port_of = {
+                kind: runtime.container_port(c.spec, self.probe_port(c.spec[kind]))
+                for kind in self.probe_kinds(c)
+            }
+        except runtime.UnsupportedPodError as exc:
+            self.fail_start(c, str(exc))
+            return
+        termination = Path(mounts.to_local(runtime.termination_path(c.spec)))
+        termination.write_text("")
+        logfile = (self.dir / f"{c.spec['name']}.log").open("ab")
+        c.proc = subprocess.Popen(
+            argv, env=env, cwd=self.dir, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        logfile.close()
+        now = time.monotonic()
+        c.probes = {kind: probes.Probe(kind, c.spec[kind], port) for kind, port in port_of.items()}
+        for probe in c.probes.values():
+            probe.arm(now)
+        c.view.state, c.view.reason, c.view.message, c.view.started_at = "running", "", "", status.now_iso()
+        c.view.started = "startupProbe" not in c.probes
+        c.view.ready = c.view.started and "readinessProbe" not in c.probes
+        self.api.event(
+            self.pod, "Started", f"Started container {c.spec['name']} (pid {c.proc.pid}) on {self.ip}"
+        )
+
+    @staticmethod
+    def probe_kinds(c: Container | Obj) -> list[str]:
+        spec = c.spec if isinstance(c, Container) else c
+        return [k for k in ("startupProbe", "readinessProbe", "livenessProbe") if k in spec]
+
+    @staticmethod
+    def probe_port(probe: Obj) -> int | str:
+        action = probe.get("httpGet") or probe.get("tcpSocket")
+        if action is None:
+            raise runtime.UnsupportedPodError("only httpGet and tcpSocket probes are supported")
+        port: int | str = action["port"]
+        return port
+
+    def loop(self, mounts: dict[str, runtime.Mounts | None]) -> None:
+        while True:
+            with self.lock:
+                stopping = self.stop_grace is not None
+            if stopping:
+                return
+            now = time.monotonic()
+            for c in self.containers:
+                self.tick(c, mounts.get(c.spec["name"]), now)
+            self.report()
+            time.sleep(TICK)
+
+    def tick(self, c: Container, mounts: runtime.Mounts | None, now: float) -> None:
+        if c.proc is not None and c.proc.poll() is not None:
+            self.exited(c, mounts)
+        if c.proc is None and c.restart_at is not None and now >= c.restart_at:
+            c.restart_at = None
+            c.view.restart_count += 1
+            self.start_container(c, mounts)
+        if c.proc is not None:
+            self.run_probes(c, now)
+
+    def run_probes(self, c: Container, now: float) -> None:
+        for kind, probe in c.probes.items():
+            gated = kind != "startupProbe" and not c.view.started
+            if gated or (kind == "startupProbe" and c.view.started) or now < probe.next_at:
+                continue
+            verdict = probe.record(probe.check(self.ip), now)
+            if verdict is None:
+                continue
+            if kind == "startupProbe":
+                c.view.started = verdict
+                c.view.ready = verdict and "readinessProbe" not in c.probes
+            elif kind == "readinessProbe":
+                c.view.ready = verdict
+            if verdict is False:
+                self.api.event(
+                    self.pod, "Unhealthy", f"{kind} failed for container {c.spec['name']}", warning=True
+                )
+                if kind != "readinessProbe":
+                    self.terminate(c, float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
+
+    def exited(self, c: Container, mounts: runtime.Mounts | None) -> None:
+        """Record an exit, with the termination message; schedule a restart if the policy says so."""
+        assert c.proc is not None and mounts is not None
+        code = int(c.proc.returncode)
+        c.proc = None
+        c.view.state, c.view.exit_code, c.view.finished_at = (
+            "terminated",
+            code if code >= 0 else 128 - code,
+            status.now_iso(),
+        )
+        c.view.reason = "Completed" if code == 0 else "Error"
+        c.view.ready = False
+        c.view.message = mounts.to_container(self.termination_message(c, mounts))
+        if self.policy == "Always" or (self.policy == "OnFailure" and code != 0):
+            c.view.last_terminated = c.view.terminated()
+            c.view.state, c.view.reason, c.view.message = (
+                "waiting",
+                "CrashLoopBackOff",
+                f"back-off {c.backoff:.0f}s restarting",
+            )
+            c.restart_at = time.monotonic() + c.backoff
+            c.backoff = min(c.backoff * 2, BACKOFF_CAP)
+
+    def termination_message(self, c: Container, mounts: runtime.Mounts) -> str:
+        path = Path(mounts.to_local(runtime.termination_path(c.spec)))
+        message = path.read_text(errors="replace") if path.exists() else ""
+        fallback = c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        if not message.strip() and fallback and c.view.exit_code != 0:
+            with contextlib.suppress(OSError):
+                message = status.log_tail((self.dir / f"{c.spec['name']}.log").read_bytes())
+        return message
+
+    def terminate(self, c: Container, grace: float) -> None:
+        """SIGTERM to the container's process group, SIGKILL after `grace` seconds."""
+        if c.proc is None or c.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(c.proc.pid, signal.SIGTERM)
+        try:
+            c.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.proc.pid, signal.SIGKILL)
+            c.proc.wait(timeout=30)
+
+    def kill_all(self, grace: float) -> None:
+        for c in self.containers:
+            self.terminate(c, grace)
+
+    def report(self) -> None:
+        """Patch the pod's status when what we would report changed."""
+        views = [c.view for c in self.containers]
+        ready = all(v.ready for v in views)
+        if self.sent is not None and ready != (self.sent["conditions"][3]["status"] == "True"):
+            self.ready_since = status.now_iso()
+        body = status.render(views, self.policy, self.ip, self.start_time, self.ready_since)
+        if body != self.sent:
+            self.api.patch_pod_status(self.pod, body)
+            self.sent = body

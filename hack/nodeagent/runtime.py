@@ -1,0 +1,142 @@
+"""How one container of a pod becomes a local process: the command table, path and env mapping.
+
+There are no images here, so a container is matched by its command: `model-repo-builder` runs the
+project's venv entry point, `tritonserver` runs the binary bundled with nvidia-pytriton (python
+backend) bound to the pod's own IP. Container paths (volume mounts, the termination-message file) are
+rewritten to the pod's local directories in argv and env, and mapped back in what the process reports,
+so the API shows the same paths a real kubelet's pod would. Pure code: no I/O but path arithmetic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Obj = dict[str, Any]
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+
+
+class UnsupportedPodError(Exception):
+    """The container asks for something this agent cannot run (reported as the container's StartError)."""
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """The local programs that stand in for the images."""
+
+    venv_bin: Path
+    triton_bin: Path
+    backend_dir: Path
+    python_path: str
+
+    def commands(self) -> dict[str, Path]:
+        return {"model-repo-builder": self.venv_bin / "model-repo-builder", "tritonserver": self.triton_bin}
+
+
+@dataclass(frozen=True)
+class Mounts:
+    """Container path -> local path, longest container path first so nested mounts win."""
+
+    table: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @staticmethod
+    def of(pairs: Mapping[str, Path | str]) -> Mounts:
+        ordered = sorted(((c.rstrip("/") or "/", str(h)) for c, h in pairs.items()), key=lambda p: -len(p[0]))
+        return Mounts(tuple(ordered))
+
+    def to_local(self, value: str) -> str:
+        """A container path (or `--flag=path`) as the local path; anything else unchanged."""
+        flag, eq, path = value.partition("=")
+        if eq and flag.startswith("-"):
+            return f"{flag}={self.to_local(path)}"
+        for container, local in self.table:
+            if value == container or value.startswith(container + "/"):
+                return local + value[len(container) :]
+        return value
+
+    def to_container(self, text: str) -> str:
+        """Local paths in `text` (a termination message, a log line) shown as the container's paths."""
+        for container, local in sorted(self.table, key=lambda p: -len(p[1])):
+            text = text.replace(local, container)
+        return text
+
+
+def termination_path(container: Obj) -> str:
+    return str(container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH)
+
+
+def local_argv(container: Obj, tools: Toolchain, mounts: Mounts, pod_ip: str) -> list[str]:
+    """The argv that runs `container` here, or UnsupportedPodError naming what is missing."""
+    command = list(container.get("command") or [])
+    if not command:
+        raise UnsupportedPodError(
+            f"container {container['name']!r} has no command: the node agent cannot read image entrypoints"
+        )
+    program = tools.commands().get(os.path.basename(command[0]))
+    if program is None:
+        known = ", ".join(sorted(tools.commands()))
+        raise UnsupportedPodError(
+            f"container {container['name']!r}: command {command[0]!r} is not one of {known}"
+        )
+    argv = [str(program)] + [mounts.to_local(a) for a in command[1:] + list(container.get("args") or [])]
+    if program == tools.triton_bin:
+        argv += [
+            f"--backend-directory={tools.backend_dir}",
+            f"--http-address={pod_ip}",
+            f"--grpc-address={pod_ip}",
+            f"--metrics-address={pod_ip}",
+        ]
+    return argv
+
+
+def field_value(path: str, pod: Obj, pod_ip: str) -> str:
+    """A downward-API fieldRef value (the fields a pod may read about itself)."""
+    meta = pod["metadata"]
+    values = {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta["namespace"],
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": pod["spec"].get("nodeName", ""),
+        "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+        "status.podIP": pod_ip,
+        "status.hostIP": "127.0.0.1",
+    }
+    if path not in values:
+        raise UnsupportedPodError(f"env fieldRef {path!r} is not supported by the node agent")
+    return str(values[path])
+
+
+def local_env(
+    *, container: Obj, pod: Obj, tools: Toolchain, mounts: Mounts, pod_ip: str, home: Path
+) -> dict[str, str]:
+    """The process environment: a clean base (nothing of the agent's own), then the container's env."""
+    env = {
+        "PATH": os.pathsep.join([str(tools.venv_bin), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "VIRTUAL_ENV": str(tools.venv_bin.parent),
+        "PYTHONPATH": tools.python_path,
+        "HOSTNAME": pod["metadata"]["name"],
+        "TMPDIR": mounts.to_local("/tmp"),
+    }
+    for var in container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = mounts.to_local(str(var["value"]))
+        elif "fieldRef" in (var.get("valueFrom") or {}):
+            env[var["name"]] = field_value(var["valueFrom"]["fieldRef"]["fieldPath"], pod, pod_ip)
+        else:
+            raise UnsupportedPodError(f"env {var['name']!r}: only value and fieldRef are supported")
+    return env
+
+
+def container_port(container: Obj, port: int | str) -> int:
+    """A probe's port: a number or the name of one of the container's ports."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for declared in container.get("ports") or []:
+        if declared.get("name") == port:
+            return int(declared["containerPort"])
+    raise UnsupportedPodError(f"container {container['name']!r} has no port named {port!r}")

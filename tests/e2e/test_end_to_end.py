@@ -1,0 +1,219 @@
+"""The whole path with no mock in it: helm install -> kubectl apply a ModelDeployment -> the real
+builder builds and gates a real model -> a real tritonserver loads it -> Ready -> tritonclient answers
+like the original model -> version edit rolls out -> edit back rolls back without a rebuild ->
+delete removes everything.
+
+Pods run on the node agent's node (hack/nodeagent) as local processes; the operator runs locally
+with the release's ServiceAccount token. Traffic goes only to the pods' 127.65.x.y addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import digits_model
+import numpy as np
+import pytest
+import torch
+import tritonclient.http as triton_http
+from chart import helmrun
+from conftest import Cluster, wait_for
+
+from .conftest import NodeAgent
+
+pytestmark = pytest.mark.e2e
+
+MD = "digits"
+LABEL = f"serving.conch.dev/modeldeployment={MD}"
+SAMPLES = 128
+EXPORT = {"format": "onnx", "backend": "python"}
+V1 = {"prune": {"method": "magnitude", "amount": 0.2}, "quantize": {"mode": "fp16"}, "export": EXPORT,
+      "gate": {"minTop1Agreement": 0.9, "minCosine": 0.99}}  # fmt: skip
+V2 = {"quantize": {"mode": "none"}, "export": EXPORT, "gate": {"minTop1Agreement": 0.99, "minCosine": 0.9999}}
+
+
+class Ns:
+    """kubectl in the test's namespace."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster, self.ns = cluster, namespace
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return dict(json.loads(self.cluster.kubectl("-n", self.ns, "get", kind, name, "-o", "json").stdout))
+
+    def items(self, kind: str, selector: str = LABEL) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl("-n", self.ns, "get", kind, "-l", selector, "-o", "json").stdout
+        items: list[dict[str, Any]] = json.loads(out)["items"]
+        return items
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.cluster.kubectl("-n", self.ns, "apply", "--server-side", "-f", "-", input=json.dumps(obj))
+
+
+def modeldeployment(version: str, compression: dict[str, Any], agent: NodeAgent) -> dict[str, Any]:
+    on_agent = agent.scheduling()
+    return {
+        "apiVersion": "serving.conch.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MD},
+        "spec": {
+            "version": version,
+            "model": {"name": MD, "source": {"path": "models/digits.pt2"},
+                      "inputs": [{"name": digits_model.INPUT, "dtype": "float32", "shape": [64]}]},
+            "compression": compression,
+            "build": on_agent,
+            "serving": {"gpus": 0, "maxBatchSize": 64, "startupTimeoutSeconds": 120,
+                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}, **on_agent},
+            "replicas": 1,
+            "rollout": {"progressDeadlineSeconds": 180},
+            "storage": {"claimName": "model-store"},
+        },
+    }  # fmt: skip
+
+
+def serving(k: Ns, version: str) -> dict[str, Any] | None:
+    status: dict[str, Any] = k.get("md", MD).get("status", {})
+    conds = {c["type"]: c for c in status.get("conditions", [])}
+    if conds.get("Built", {}).get("reason") == "BuildFailed":
+        raise AssertionError(f"build failed: {conds['Built'].get('message')}")
+    ok = status.get("phase") == "Serving" and status.get("currentVersion") == version
+    return status if ok and conds.get("Ready", {}).get("status") == "True" else None
+
+
+def ready_pod_ips(k: Ns, version: str) -> list[str]:
+    ips = []
+    for pod in k.items(
+        "pods", f"{LABEL},serving.conch.dev/version={version},app.kubernetes.io/component=triton"
+    ):
+        conds = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+        if conds.get("Ready") == "True" and not pod["metadata"].get("deletionTimestamp"):
+            ips.append(pod["status"]["podIP"])
+    return ips
+
+
+def infer(ip: str, x: np.ndarray) -> np.ndarray:
+    """One HTTP inference against the pod's Triton (the model's first output)."""
+    client = triton_http.InferenceServerClient(f"{ip}:8000", connection_timeout=10, network_timeout=30)
+    output = client.get_model_metadata(MD)["outputs"][0]["name"]
+    request = triton_http.InferInput(digits_model.INPUT, list(x.shape), "FP32")
+    request.set_data_from_numpy(x)
+    result = client.infer(MD, [request], outputs=[triton_http.InferRequestedOutput(output)])
+    logits: np.ndarray = result.as_numpy(output).astype(np.float32)
+    client.close()
+    return logits
+
+
+def agreement(served: np.ndarray, original: np.ndarray) -> tuple[float, float]:
+    """(top-1 agreement, mean cosine) of served vs original logits."""
+    top1 = float((served.argmax(1) == original.argmax(1)).mean())
+    cos = (served * original).sum(1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(original, axis=1))
+    return top1, float(cos.mean())
+
+
+def closed(ip: str) -> bool:
+    try:
+        socket.create_connection((ip, 8000), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+@dataclass
+class Run:
+    """One end-to-end run: the namespace, the agent, the original model's logits, and where to look."""
+
+    k: Ns
+    agent: NodeAgent
+    store: Path
+    x: np.ndarray
+    original: np.ndarray
+    logs: list[Path]
+
+    def wait_serving(self, version: str, check: Callable[[], object] | None = None) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            if check is not None:
+                check()
+            return serving(self.k, version)
+
+        try:
+            return wait_for(f"{version} Serving and Ready", done, 300, every=1)
+        except AssertionError as exc:
+            pods = sorted(self.agent.state.glob("pods/*/*.log"))
+            text = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in [*self.logs, *pods])
+            raise AssertionError(f"{exc}\n{text}") from None
+
+    def ready_ip(self, version: str) -> str:
+        return wait_for(f"a Ready {version} pod", lambda: ready_pod_ips(self.k, version), 60)[0]
+
+
+def serve_v1(run: Run) -> tuple[dict[str, Any], str]:
+    """apply -> real build (fp16 + prune) and gate -> Triton loads it -> Ready -> inference."""
+    run.k.apply(modeldeployment("v1", V1, run.agent))
+    status = run.wait_serving("v1")
+    v1: dict[str, Any] = status["history"][0]
+    assert v1["result"] == "Succeeded" and v1["summary"]["gate"]["passed"] is True, v1
+    assert (run.store / "repositories" / v1["buildKey"] / MD / "config.pbtxt").exists()
+    builders = run.k.items("pods", f"{LABEL},app.kubernetes.io/component=builder")
+    assert [p["spec"]["nodeName"] for p in builders] == [run.agent.name]
+    assert builders[0]["status"]["phase"] == "Succeeded"
+    ip = run.ready_ip("v1")
+    top1, cosine = agreement(infer(ip, run.x), run.original)
+    assert top1 >= 0.9 and cosine >= 0.99, (top1, cosine)
+    return v1, ip
+
+
+def roll_out_v2(run: Run, ip_v1: str) -> str:
+    """v2 (fp32, no pruning): a new build, then a rolling update that never leaves zero Ready pods."""
+    run.k.apply(modeldeployment("v2", V2, run.agent))
+    ready_counts: list[int] = []
+    run.wait_serving(
+        "v2", lambda: ready_counts.append(len(ready_pod_ips(run.k, "v1") + ready_pod_ips(run.k, "v2")))
+    )
+    assert min(ready_counts) >= 1, f"the rollout left no Ready pod: {ready_counts}"
+    ip = run.ready_ip("v2")
+    assert np.abs(infer(ip, run.x) - run.original).max() < 1e-3
+    wait_for("the v1 pod gone and its Triton stopped", lambda: closed(ip_v1), 90)
+    assert len(run.k.items("jobs")) == 2
+    return ip
+
+
+def roll_back_to_v1(run: Run, v1: dict[str, Any]) -> str:
+    """Back to v1: the same repository serves again, nothing is rebuilt."""
+    run.k.apply(modeldeployment("v1", V1, run.agent))
+    status = run.wait_serving("v1")
+    assert len(run.k.items("jobs")) == 2, "rolling back rebuilt v1"
+    assert status["history"][0] == v1
+    ip = run.ready_ip("v1")
+    pods = run.k.items("pods", f"{LABEL},serving.conch.dev/version=v1,app.kubernetes.io/component=triton")
+    assert {p["metadata"]["annotations"]["serving.conch.dev/build-key"] for p in pods} == {v1["buildKey"]}
+    top1, cosine = agreement(infer(ip, run.x), run.original)
+    assert top1 >= 0.9 and cosine >= 0.99, (top1, cosine)
+    return ip
+
+
+def test_helm_apply_build_serve_infer_rollout_rollback_delete(
+    cluster: Cluster, namespace: str, node_agent: NodeAgent, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    model, _ = digits_model.train()
+    digits_model.save(model, store / "models" / "digits.pt2")
+    x = digits_model.dataset()[0][:SAMPLES].numpy()
+    with torch.no_grad():
+        original = model(torch.from_numpy(x)).numpy()
+    with helmrun.operator_as_release(cluster, namespace, tmp_path) as operator_log:
+        helmrun.model_store(cluster, namespace, store)
+        run = Run(Ns(cluster, namespace), node_agent, store, x, original, [operator_log, node_agent.log])
+        v1, ip_v1 = serve_v1(run)
+        ip_v2 = roll_out_v2(run, ip_v1)
+        ip_back = roll_back_to_v1(run, v1)
+
+        # delete: every child object and every process goes; the built repositories stay on the store
+        cluster.kubectl("-n", namespace, "delete", "md", MD, "--wait=true", "--timeout=60s")
+        for kind in ("deployments", "replicasets", "services", "jobs", "pods", "poddisruptionbudgets"):
+            wait_for(f"no {kind} left", lambda kind=kind: not run.k.items(kind), 120)
+        for ip in (ip_v2, ip_back):
+            assert wait_for(f"Triton at {ip} stopped", lambda ip=ip: closed(ip), 60)
+        assert (store / "repositories" / v1["buildKey"]).is_dir()
