@@ -1,11 +1,11 @@
-"""`make demo`: Conch's main job on an embedded default, on the local control plane.
+"""`make demo`: Conch's main job on an embedded default, on the local control plane, end to end.
 
-It trains a small digits classifier (sklearn's digits, a few seconds), puts it in a local model
-store, starts the operator, and applies examples/cpu-digits.yaml. kwok nodes do not run pods, so the
-demo plays the kubelet for the one pod that matters: it runs the builder Job pod's own command as a
-local process (the store volume mapped to the local store directory), then reports its exit code and
-termination message back through the API. The operator reads that summary, rolls out Triton and
-marks the ModelDeployment Ready; the demo prints its status and the build report.
+It trains a small digits classifier (scikit-learn's digits, seconds) into a local model store, starts
+the node agent (one extra node whose pods run as local processes: the real builder, the real
+tritonserver), starts the operator, and applies examples/cpu-digits.yaml, steered onto the agent's
+node. It shows the ModelDeployment's progress as it happens, sends a sample inference to the Triton
+pod with tritonclient, and prints the status and the build report. The operator and the agent stop
+when the demo ends; the cluster keeps running (make cluster-down stops it).
 """
 
 from __future__ import annotations
@@ -15,21 +15,24 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import digits_model
 import numpy as np
 import torch
-from torch import nn
+import tritonclient.http as triton_http
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBECTL = str(Path(os.environ.get("CONCH_CACHE", Path.home() / ".cache/conch")) / "bin" / "kubectl")
 STATE = Path(os.environ.get("CONCH_DEMO_DIR", Path.home() / ".local/state/conch/demo"))
 NAMESPACE = "conch-demo"
+NODE = "conch-demo-agent"
 EXAMPLE = ROOT / "examples" / "cpu-digits.yaml"
-STORE_MOUNT = "/store"
-KUBECONFIG = Path.home() / ".local/state/conch/cluster/kubeconfig"
-os.environ.setdefault("KUBECONFIG", str(KUBECONFIG))
+AGENT_LABEL = "node.conch.dev/agent"
+os.environ.setdefault("KUBECONFIG", str(Path.home() / ".local/state/conch/cluster/kubeconfig"))
 
 
 def say(msg: str) -> None:
@@ -47,114 +50,110 @@ def get(*args: str) -> dict[str, Any]:
     return dict(json.loads(kubectl("-n", NAMESPACE, "get", "-o", "json", *args)))
 
 
-def wait(what: str, check: Any, timeout: float = 180) -> Any:
+def wait(what: str, check: Callable[[], Any], timeout: float = 300) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(1)
     raise SystemExit(
-        f"timed out after {timeout:.0f}s waiting for {what}; operator log: {STATE / 'operator.log'}"
+        f"timed out after {timeout:.0f}s waiting for {what}; logs: {STATE}/*.log, {STATE}/agent/pods"
     )
-
-
-def train_digits_model(store: Path) -> Path:
-    """A 64-input MLP on sklearn's digits, exported with torch.export to models/digits.pt2."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.from_numpy((digits.data / 16.0).astype(np.float32))
-    y = torch.from_numpy(digits.target.astype(np.int64))
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    accuracy = (model(x).argmax(1) == y).float().mean().item()
-    say(f"trained digits MLP: train accuracy {accuracy:.3f}")
-    path = store / "models" / "digits.pt2"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.export.export(model.eval(), (x[:2],), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
-    return path
 
 
 def bind_store(store: Path) -> None:
     """A PersistentVolume for the example's claim (the local cluster has no provisioner)."""
     pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": f"{NAMESPACE}-model-store"},
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{NAMESPACE}-model-store"},
         "spec": {
-            "capacity": {"storage": "20Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "hostPath": {"path": str(store)},
-            "claimRef": {"namespace": NAMESPACE, "name": "model-store"},
-            "storageClassName": "",
+            "capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(store)},
+            "claimRef": {"namespace": NAMESPACE, "name": "model-store"}, "storageClassName": "",
         },
-    }
+    }  # fmt: skip
     kubectl("apply", "-f", "-", input=json.dumps(pv))
 
 
-def start_operator() -> subprocess.Popen[bytes]:
-    log = (STATE / "operator.log").open("wb")
-    say(f"starting the operator (log: {STATE / 'operator.log'})")
+def start(name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log = (STATE / f"{name}.log").open("wb")
+    say(f"starting the {name} (log: {STATE / f'{name}.log'})")
     return subprocess.Popen(
-        [sys.executable, "-m", "conch", "--namespace", NAMESPACE, "--metrics-port", "0"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )  # fmt: skip
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+    )
 
 
-def builder_pod() -> dict[str, Any] | None:
-    pods = get("pods", "-l", "app.kubernetes.io/component=builder")["items"]
-    running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
-    return running[0] if running else None
+def node_ready() -> bool:
+    out = kubectl("get", "node", NODE, "-o", "json", check=False)
+    conds = json.loads(out)["status"].get("conditions", []) if out else []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
 
-def run_builder_locally(pod: dict[str, Any], store: Path) -> tuple[int, str]:
-    """Run the pod's own command, with the store volume mapped to the local store directory."""
-    container = pod["spec"]["containers"][0]
-    summary_file = STATE / "termination-log"
-    argv = [
-        str(summary_file) if a == "/dev/termination-log" else a.replace(STORE_MOUNT, str(store), 1)
-        for a in container["command"] + container.get("args", [])
-    ]
-    argv[0] = str(Path(sys.executable).parent / argv[0])
-    say("running the builder Job's command locally: " + " ".join(argv[:4]) + " ...")
-    proc = subprocess.run(argv, check=False)
-    message = summary_file.read_text() if summary_file.exists() else ""
-    return proc.returncode, message.replace(str(store), STORE_MOUNT)
+def on_agent_node(example: dict[str, Any]) -> dict[str, Any]:
+    """The example, with its build and serving pods steered onto the agent's node (and only there)."""
+    steer = {
+        "nodeSelector": {AGENT_LABEL: "true"},
+        "tolerations": [{"key": AGENT_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    for section in ("build", "serving"):
+        example["spec"].setdefault(section, {}).update(steer)
+    return example
 
 
-def report_pod_result(pod: dict[str, Any], code: int, message: str) -> None:
-    """What a kubelet would do: terminate the pod with this exit code and termination message."""
-    name = pod["metadata"]["name"]
-    kubectl("-n", NAMESPACE, "annotate", "--overwrite", "pod", name,
-            f"kwok.conch.dev/termination-message={message}", f"kwok.conch.dev/exit-code={code}")  # fmt: skip
+class Progress:
+    """Prints the ModelDeployment's phase and conditions whenever they change."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self) -> dict[str, Any] | None:
+        md = get("modeldeployment", "digits")
+        status = md.get("status", {})
+        conds = {c["type"]: c for c in status.get("conditions", [])}
+        line = f"phase={status.get('phase')} " + " ".join(
+            f"{t}={c['status']}({c.get('reason', '')})" for t, c in sorted(conds.items())
+        )
+        if line != self.last:
+            say(line)
+            self.last = line
+        if conds.get("Built", {}).get("reason") in ("BuildFailed", "InvalidSpec"):
+            raise SystemExit(f"build failed: {conds['Built'].get('message')}")
+        return md if conds.get("Ready", {}).get("status") == "True" else None
 
 
-def ready() -> dict[str, Any] | None:
-    md = get("modeldeployment", "digits")
-    status = md.get("status", {})
-    conds = {c["type"]: c for c in status.get("conditions", [])}
-    if conds.get("Built", {}).get("reason") in ("BuildFailed", "InvalidSpec"):
-        raise SystemExit(f"build failed: {conds.get('Built', {}).get('message')}")
-    return md if conds.get("Ready", {}).get("status") == "True" else None
+def ready_pod_ip() -> str | None:
+    pods = get("pods", "-l", "app.kubernetes.io/component=triton")["items"]
+    for pod in pods:
+        conds = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+        if conds.get("Ready") == "True" and not pod["metadata"].get("deletionTimestamp"):
+            return str(pod["status"]["podIP"])
+    return None
+
+
+def sample_inference(model: torch.nn.Module) -> None:
+    """Five digits through Triton (HTTP, the pod's own 127.65.x.y address) next to the original model."""
+    ip = wait("a Ready Triton pod", ready_pod_ip, 60)
+    x, y = digits_model.dataset()
+    picks = [0, 1, 2, 3, 4]
+    batch = x[picks].numpy()
+    client = triton_http.InferenceServerClient(f"{ip}:8000")
+    output = client.get_model_metadata("digits")["outputs"][0]["name"]
+    request = triton_http.InferInput(digits_model.INPUT, list(batch.shape), "FP32")
+    request.set_data_from_numpy(batch)
+    served = client.infer("digits", [request]).as_numpy(output)
+    with torch.no_grad():
+        original = model(torch.from_numpy(batch)).numpy()
+    say(f"sample inference at http://{ip}:8000/v2/models/digits/infer (5 digits):")
+    print(f"  true labels        {y[picks].tolist()}")
+    print(f"  Triton (compressed) {np.asarray(served).argmax(1).tolist()}")
+    print(f"  original model      {original.argmax(1).tolist()}")
+    print(f"  max |logit diff|    {float(np.abs(np.asarray(served, dtype=np.float32) - original).max()):.4f}")
 
 
 def print_report(md: dict[str, Any], store: Path) -> None:
     print("\n" + kubectl("-n", NAMESPACE, "get", "md", "-o", "wide"))
     status = md["status"]
-    print(
-        json.dumps(
-            {k: status.get(k) for k in ("phase", "currentVersion", "targetVersion", "endpoints")}, indent=2
-        )
-    )
+    print(json.dumps({k: status.get(k) for k in ("phase", "currentVersion", "endpoints")}, indent=2))
     for cond in status.get("conditions", []):
         print(f"  {cond['type']:<12} {cond['status']:<6} {cond.get('reason', '')}: {cond.get('message', '')}")
     entry = status["history"][-1]
@@ -166,31 +165,42 @@ def print_report(md: dict[str, Any], store: Path) -> None:
     print("\nchildren:\n" + kubectl("-n", NAMESPACE, "get", "deploy,svc,job,pods", "-o", "wide"))
 
 
-def main() -> None:
-    STATE.mkdir(parents=True, exist_ok=True)
-    store = STATE / "store"
-    train_digits_model(store)
+def reset_namespace(store: Path) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=120s", check=False)
     kubectl("delete", "pv", f"{NAMESPACE}-model-store", "--wait=true", "--timeout=60s", check=False)
     kubectl("create", "namespace", NAMESPACE)
-    operator = start_operator()
+    kubectl("-n", NAMESPACE, "apply", "-f", str(ROOT / "examples" / "model-store-pvc.yaml"))
+    bind_store(store)
+
+
+def main() -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    store = STATE / "store"
+    model, accuracy = digits_model.train()
+    digits_model.save(model, store / "models" / "digits.pt2")
+    say(f"trained a digits MLP (train accuracy {accuracy:.3f}) -> {store}/models/digits.pt2")
+    reset_namespace(store)
+    hack = {"PYTHONPATH": str(ROOT / "hack")}
+    agent = start("node agent", [sys.executable, "-m", "nodeagent", "--node-name", NODE,
+                                 "--state-dir", str(STATE / "agent")], hack)  # fmt: skip
+    operator = start(
+        "operator", [sys.executable, "-m", "conch", "--namespace", NAMESPACE, "--metrics-port", "0"]
+    )
     try:
-        kubectl("-n", NAMESPACE, "apply", "-f", str(ROOT / "examples" / "model-store-pvc.yaml"))
-        bind_store(store)
-        kubectl("-n", NAMESPACE, "apply", "-f", str(EXAMPLE))
-        say(f"applied {EXAMPLE.relative_to(ROOT)}; waiting for the builder Job's pod")
-        pod = wait("the builder pod", builder_pod)
-        code, message = run_builder_locally(pod, store)
-        say(f"builder exited {code}; reporting its termination message through the API")
-        report_pod_result(pod, code, message)
-        say("waiting for the ModelDeployment to become Ready")
-        md = wait("Ready", ready)
+        wait(f"node {NODE} Ready", node_ready, 60)
+        example = on_agent_node(yaml.safe_load(EXAMPLE.read_text()))
+        kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(example))
+        say(f"applied {EXAMPLE.relative_to(ROOT)} (build and serving pods steered onto node {NODE})")
+        md = wait("the ModelDeployment to become Ready", Progress(), 600)
+        sample_inference(model)
         print_report(md, store)
-        say("done; the cluster keeps running (make cluster-down stops it)")
+        say("done; stopping the operator and the node agent (the cluster keeps running)")
     finally:
-        operator.terminate()
-        operator.wait(timeout=30)
+        for proc in (operator, agent):
+            proc.terminate()
+        for proc in (operator, agent):
+            proc.wait(timeout=60)
 
 
 if __name__ == "__main__":
