@@ -10,7 +10,7 @@ STATE ?= $(HOME)/.local/state/conch/cluster
 export KUBECONFIG ?= $(STATE)/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(CACHE)/bin:$(PATH)
 
-.PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving demo bench clean
+.PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving test-e2e demo bench clean
 
 help:
 	@echo "make demo         run Conch end to end on the local cluster (sets everything up)"
@@ -56,6 +56,9 @@ test-cluster: venv tools
 
 test-serving: venv
 	$(VPY) -m pytest -m serving
+
+test-e2e: venv tools
+	$(VPY) -m pytest -m e2e
 
 demo: venv cluster-up
 	$(VPY) hack/demo.py
