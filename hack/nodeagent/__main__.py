@@ -31,6 +31,7 @@ def toolchain(state: Path) -> runtime.Toolchain:
         triton_bin=bundle / "bin" / "tritonserver",
         backend_dir=backends,
         python_path=sysconfig.get_paths()["purelib"],
+        library_path=str(bundle.parent.parent / "nvidia_pytriton.libs"),
     )
 
 

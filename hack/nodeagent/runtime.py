@@ -31,6 +31,7 @@ class Toolchain:
     triton_bin: Path
     backend_dir: Path
     python_path: str
+    library_path: str = ""  # the bundle's shared libraries (the python stub's RPATH assumes its own place)
 
     def commands(self) -> dict[str, Path]:
         return {"model-repo-builder": self.venv_bin / "model-repo-builder", "tritonserver": self.triton_bin}
@@ -119,6 +120,7 @@ def local_env(
         "LANG": "C.UTF-8",
         "VIRTUAL_ENV": str(tools.venv_bin.parent),
         "PYTHONPATH": tools.python_path,
+        "LD_LIBRARY_PATH": tools.library_path,
         "HOSTNAME": pod["metadata"]["name"],
         "TMPDIR": mounts.to_local("/tmp"),
     }
