@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 
 MD = "digits"
 LABEL = f"serving.conch.dev/modeldeployment={MD}"
-SAMPLES = 128
+SAMPLES = 64  # = maxBatchSize
 EXPORT = {"format": "onnx", "backend": "python"}
 V1 = {"prune": {"method": "magnitude", "amount": 0.2}, "quantize": {"mode": "fp16"}, "export": EXPORT,
       "gate": {"minTop1Agreement": 0.9, "minCosine": 0.99}}  # fmt: skip
