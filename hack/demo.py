@@ -182,7 +182,7 @@ def main() -> None:
     say(f"trained a digits MLP (train accuracy {accuracy:.3f}) -> {store}/models/digits.pt2")
     reset_namespace(store)
     hack = {"PYTHONPATH": str(ROOT / "hack")}
-    agent = start("node agent", [sys.executable, "-m", "nodeagent", "--node-name", NODE,
+    agent = start("node-agent", [sys.executable, "-m", "nodeagent", "--node-name", NODE,
                                  "--state-dir", str(STATE / "agent")], hack)  # fmt: skip
     operator = start(
         "operator", [sys.executable, "-m", "conch", "--namespace", NAMESPACE, "--metrics-port", "0"]
