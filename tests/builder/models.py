@@ -119,9 +119,9 @@ def train_digits_cnn(
     x, y = x[order], y[order]
     split = int(len(x) * 0.75)
     torch.manual_seed(seed)
-    model = CNN(16)
+    model = CNN(16).double()  # float64 training: the same weights on any CPU ISA / thread count
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x[:split]), torch.from_numpy(y[:split])
+    xt, yt = torch.from_numpy(x[:split]).double(), torch.from_numpy(y[:split])
     model.train()
     for _ in range(epochs):
         perm = torch.randperm(len(xt))
@@ -131,4 +131,4 @@ def train_digits_cnn(
             loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
             loss.backward()
             opt.step()
-    return model.eval(), x[:split], y[:split], x[split:], y[split:]
+    return model.float().eval(), x[:split], y[:split], x[split:], y[split:]
