@@ -18,6 +18,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics; 0 disables it")
     parser.add_argument(
+        "--metrics-address", default="127.0.0.1", help="address /metrics binds (the chart passes 0.0.0.0)"
+    )
+    parser.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
     parser.add_argument("--verbose", "-v", action="store_true")
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     if args.metrics_port:
-        metrics.serve(args.metrics_port)
+        metrics.serve(args.metrics_port, args.metrics_address)
     from conch import handlers  # registers the kopf handlers
 
     del handlers

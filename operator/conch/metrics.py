@@ -30,6 +30,6 @@ SPEC_TO_SERVING = prometheus_client.Histogram(
 )
 
 
-def serve(port: int) -> None:
-    """Start the /metrics HTTP server in a background thread."""
-    prometheus_client.start_http_server(port)
+def serve(port: int, address: str = "127.0.0.1") -> None:
+    """Start the /metrics HTTP server in a background thread (loopback unless told otherwise)."""
+    prometheus_client.start_http_server(port, addr=address)

@@ -58,6 +58,7 @@ def test_deployment_defaults_watch_all_namespaces_and_are_restricted() -> None:
     (container,) = pod["containers"]
     assert "--all-namespaces" in container["args"]
     assert "--metrics-port=8080" in container["args"]
+    assert "--metrics-address=0.0.0.0" in container["args"]  # in a pod; local runs default to loopback
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
     assert pod["securityContext"]["runAsNonRoot"] is True
