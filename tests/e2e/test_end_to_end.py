@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,9 +207,14 @@ def test_helm_apply_build_serve_infer_rollout_rollback_delete(
     with helmrun.operator_as_release(cluster, namespace, tmp_path) as operator_log:
         helmrun.model_store(cluster, namespace, store)
         run = Run(Ns(cluster, namespace), node_agent, store, x, original, [operator_log, node_agent.log])
+        t0 = time.monotonic()
         v1, ip_v1 = serve_v1(run)
+        t1 = time.monotonic()
         ip_v2 = roll_out_v2(run, ip_v1)
+        t2 = time.monotonic()
         ip_back = roll_back_to_v1(run, v1)
+        t3 = time.monotonic()
+        print(f"e2e seconds: v1 served {t1 - t0:.1f}, v2 rollout {t2 - t1:.1f}, rollback {t3 - t2:.1f}")
 
         # delete: every child object and every process goes; the built repositories stay on the store
         cluster.kubectl("-n", namespace, "delete", "md", MD, "--wait=true", "--timeout=60s")
