@@ -193,6 +193,9 @@ class Agent:
         if worker is not None:
             worker.update(obj)
             return
+        if obj["metadata"].get("deletionTimestamp"):
+            self.api.delete_pod(obj)  # being deleted and never started here: nothing to stop
+            return
         if obj.get("status", {}).get("phase") in ("Succeeded", "Failed"):
             return  # finished before this agent started: nothing left to run
         worker = pod.PodWorker(self.api, obj, self.tools, self.ips.take(), self.state / "pods")
