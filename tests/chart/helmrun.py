@@ -106,21 +106,27 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def operator_as_release(cluster: Any, namespace: str, workdir: Path) -> Iterator[Path]:
+def operator_as_release(
+    cluster: Any, namespace: str, workdir: Path, *, chart_crds: bool = False
+) -> Iterator[Path]:
     """CRDs, a release (replicas 0) in `namespace`, and the operator run locally as the release's
     ServiceAccount (a token kubeconfig: nothing but the chart's RBAC), watching only `namespace`.
     Yields the operator's log file; uninstalls and stops everything afterwards.
+
+    chart_crds: the release installs the CRD itself (`--take-ownership`, since earlier tests may have
+    applied the same CRD with kubectl); otherwise the CRD comes from crds/ and the release skips it.
     """
     from conftest import wait_for
 
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    if not chart_crds:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     release = f"conch-r{secrets.token_hex(3)}"
+    crds = ["--set", f"crds.install={str(chart_crds).lower()}"] + (["--take-ownership"] if chart_crds else [])
     helm(
-        "install", release, str(CHART), "-n", namespace,
-        "--set", "crds.install=false", "--set", "replicaCount=0",
+        "install", release, str(CHART), "-n", namespace, *crds, "--set", "replicaCount=0",
         kubeconfig=cluster.kubeconfig,
     )  # fmt: skip
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
     kubeconfig = sa_kubeconfig(cluster, namespace, release, workdir / "sa-kubeconfig")
     log_path = workdir / "operator.log"
     port = _free_port()

@@ -204,7 +204,7 @@ def test_helm_apply_build_serve_infer_rollout_rollback_delete(
     x = digits_model.dataset()[0][:SAMPLES].numpy()
     with torch.no_grad():
         original = model(torch.from_numpy(x)).numpy()
-    with helmrun.operator_as_release(cluster, namespace, tmp_path) as operator_log:
+    with helmrun.operator_as_release(cluster, namespace, tmp_path, chart_crds=True) as operator_log:
         helmrun.model_store(cluster, namespace, store)
         run = Run(Ns(cluster, namespace), node_agent, store, x, original, [operator_log, node_agent.log])
         t0 = time.monotonic()
@@ -223,3 +223,6 @@ def test_helm_apply_build_serve_infer_rollout_rollback_delete(
         for ip in (ip_v2, ip_back):
             assert wait_for(f"Triton at {ip} stopped", lambda ip=ip: closed(ip), 60)
         assert (store / "repositories" / v1["buildKey"]).is_dir()
+    # helm uninstall keeps the CRD (helm.sh/resource-policy: keep): other namespaces' ModelDeployments live on
+    crd = json.loads(cluster.kubectl("get", "crd", "modeldeployments.serving.conch.dev", "-o", "json").stdout)
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
