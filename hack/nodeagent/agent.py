@@ -155,7 +155,8 @@ class Agent:
     def run(self) -> None:
         self.register()
         threading.Thread(target=self.heartbeats, name="heartbeat", daemon=True).start()
-        log.info("node %s registered (pod CIDR %s); watching its pods", self.name, self.pod_cidr)
+        enforced = "enforced" if pod.ISOLATE else "NOT enforced (needs root and unshare)"
+        log.info("node %s registered (pod CIDR %s, readOnly mounts %s)", self.name, self.pod_cidr, enforced)
         while not self.stopping.is_set():
             try:
                 self.watch_pods()

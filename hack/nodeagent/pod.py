@@ -22,6 +22,8 @@ Obj = dict[str, Any]
 TICK = 0.5
 BACKOFF_START, BACKOFF_CAP = 10.0, 300.0
 log = logging.getLogger("nodeagent.pod")
+# readOnly mounts are enforced in a private mount namespace when the agent may create one (root + unshare)
+ISOLATE = os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
 class PodApi(Protocol):
@@ -43,6 +45,7 @@ class Container:
     proc: subprocess.Popen[bytes] | None = None
     restart_at: float | None = None
     backoff: float = BACKOFF_START
+    read_only: list[str] = field(default_factory=list)  # local paths mounted readOnly
 
 
 class PodWorker(threading.Thread):
@@ -108,6 +111,11 @@ class PodWorker(threading.Thread):
                 paths[volume["name"]] = self.api.volume_path(self.pod, volume, volumes_dir / volume["name"])
             except runtime.UnsupportedPodError as exc:
                 problems[volume["name"]] = str(exc)
+        read_only_volumes = {
+            v["name"]
+            for v in self.pod["spec"].get("volumes") or []
+            if v.get("persistentVolumeClaim", {}).get("readOnly")
+        }
         out: dict[str, runtime.Mounts | None] = {}
         for c in self.containers:
             table: dict[str, Path | str] = {}
@@ -116,6 +124,8 @@ class PodWorker(threading.Thread):
                     self.fail_start(c, problems[mount["name"]])
                     break
                 table[mount["mountPath"]] = paths[mount["name"]] / mount.get("subPath", "")
+                if mount.get("readOnly") or mount["name"] in read_only_volumes:
+                    c.read_only.append(str(table[mount["mountPath"]]))
             else:
                 table[runtime.termination_path(c.spec)] = self.dir / f"{c.spec['name']}.termination-log"
                 out[c.spec["name"]] = runtime.Mounts.of(table)
@@ -140,6 +150,8 @@ class PodWorker(threading.Thread):
             return
         try:
             argv = runtime.local_argv(c.spec, self.tools, mounts, self.ip)
+            if ISOLATE:
+                argv = runtime.with_read_only(argv, c.read_only)
             env = runtime.local_env(
                 container=c.spec, pod=self.pod, tools=self.tools, mounts=mounts, pod_ip=self.ip, home=self.dir
             )

@@ -65,6 +65,22 @@ class Mounts:
         return text
 
 
+# Run in a private mount namespace where the first $1 paths are read-only bind mounts of themselves.
+READ_ONLY_SCRIPT = (
+    'n=$1; shift; while [ "$n" -gt 0 ]; do '
+    'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" || exit 126; shift; n=$((n-1)); done; '
+    'exec "$@"'
+)
+
+
+def with_read_only(argv: list[str], paths: list[str]) -> list[str]:
+    """argv run with `paths` read-only, as readOnly volumeMounts are (needs root and util-linux unshare)."""
+    if not paths:
+        return argv
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY_SCRIPT, "sh",
+            str(len(paths)), *paths, *argv]  # fmt: skip
+
+
 def termination_path(container: Obj) -> str:
     return str(container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH)
 

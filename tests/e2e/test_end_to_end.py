@@ -23,9 +23,7 @@ import pytest
 import torch
 import tritonclient.http as triton_http
 from chart import helmrun
-from conftest import Cluster, wait_for
-
-from .conftest import NodeAgent
+from conftest import Cluster, NodeAgent, wait_for
 
 pytestmark = pytest.mark.e2e
 
