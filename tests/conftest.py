@@ -158,7 +158,18 @@ def node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
     """Start `python -m nodeagent` on a fresh node; stop it (it removes its node) afterwards."""
     agent = NodeAgent(name=f"agent-{os.getpid()}", state=tmp_path / "agent", log=tmp_path / "agent.log")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "hack"), "KUBECONFIG": str(cluster.kubeconfig)}
-    cmd = [sys.executable, "-m", "nodeagent", "--node-name", agent.name, "--state-dir", str(agent.state)]
+    # One advertised GPU (tests see Triton fail on it: there is no real one) besides the CPU pods.
+    cmd = [
+        sys.executable,
+        "-m",
+        "nodeagent",
+        "--node-name",
+        agent.name,
+        "--state-dir",
+        str(agent.state),
+        "--gpus",
+        "1",
+    ]
     with agent.log.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:

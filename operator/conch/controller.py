@@ -8,6 +8,7 @@ deterministically named children, so a restarted operator converges from whereve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -157,7 +158,7 @@ def _serve_step(client: kube.Kube, run: Pass) -> tuple[rollout.Decision, rollout
     owner = run.owner
     dep_url = kube.path("apps/v1", "Deployment", owner.namespace, owner.name)
     live = client.get(dep_url)
-    state = rollout.observe(live)
+    state = _with_crashes(client, owner, rollout.observe(live))
     decision = rollout.decide(
         owner.spec.version, run.history, run.old, state, owner.spec.rollout.auto_rollback
     )
@@ -181,6 +182,19 @@ def _serve_step(client: kube.Kube, run: Pass) -> tuple[rollout.Decision, rollout
         metrics.ROLLBACKS.inc()
         metrics.ROLLOUTS.labels("failed").inc()
     return decision, state
+
+
+def _with_crashes(
+    client: kube.Kube, owner: common.Owner, state: rollout.DeploymentState
+) -> rollout.DeploymentState:
+    """While a version rolls out, look at its pods: a crash loop fails the rollout before the deadline."""
+    if not state.exists or state.version is None or rollout.rolled_out(state, state.version):
+        return state
+    selector = ",".join(f"{k}={v}" for k, v in common.selector(owner).items())
+    pods = client.list(
+        kube.path("v1", "Pod", owner.namespace), f"{selector},{common.LABEL_VERSION}={state.version}"
+    )
+    return dataclasses.replace(state, crash=rollout.crash_reason(pods))
 
 
 def _optional(client: kube.Kube, run: Pass, desired: Obj | None, api_version: str, kind: str) -> None:

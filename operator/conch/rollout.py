@@ -1,9 +1,10 @@
 """The rollout state machine: from (wanted version, history, observed Deployment) to what to serve.
 
 Pure. `currentVersion` moves only when the Deployment has fully rolled out the version it serves.
-A rollout that exceeds its progress deadline rolls back to the last good version (when
-autoRollback is on) and records the failed version; the failure pins nothing but that version, so
-any other spec.version starts a fresh attempt and nothing deadlocks.
+A rollout that exceeds its progress deadline, or whose new pods crash-loop (or wait on a
+configuration no retry fixes) before then, rolls back to the last good version (when autoRollback
+is on) and records the failed version; the failure pins nothing but that version, so any other
+spec.version starts a fresh attempt and nothing deadlocks.
 """
 
 from __future__ import annotations
@@ -32,6 +33,40 @@ class DeploymentState:
     ready: int = 0
     deadline_exceeded: bool = False
     message: str = ""
+    crash: str = ""  # why the version's pods cannot start, once that is certain (see crash_reason)
+
+
+CRASH_RESTARTS = 2
+FATAL_WAITING = frozenset(
+    {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"}
+)
+MESSAGE_TAIL = 800
+
+
+def crash_reason(pods: list[Obj]) -> str:
+    """Why a version's pods cannot start, once that is certain rather than slow: a container that
+    restarted CRASH_RESTARTS times without becoming ready, or a waiting reason no retry fixes. The
+    container's own last words (its termination message, e.g. Triton's load error) come with it.
+    Empty when no pod is in that state.
+    """
+    for pod in pods:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        name = pod["metadata"]["name"]
+        for cs in pod.get("status", {}).get("containerStatuses", []):
+            waiting = cs.get("state", {}).get("waiting", {})
+            if cs.get("ready"):
+                continue
+            if waiting.get("reason") in FATAL_WAITING:
+                return f"pod {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+            if cs.get("restartCount", 0) >= CRASH_RESTARTS:
+                last = cs.get("lastState", {}).get("terminated", {})
+                words = (last.get("message") or last.get("reason") or "").strip()[-MESSAGE_TAIL:]
+                return (
+                    f"pod {name}: container {cs['name']} restarted {cs['restartCount']} times "
+                    f"(last exit code {last.get('exitCode')}): {words}"
+                )
+    return ""
 
 
 def observe(deployment: Obj | None) -> DeploymentState:
@@ -102,12 +137,12 @@ def decide(
     if wanted in ready and failed is None:
         serve = ready[wanted]
         if (
-            state.deadline_exceeded
+            (state.deadline_exceeded or state.crash)
             and state.version == wanted
             and state.observed
             and not rolled_out(state, wanted)
         ):
-            reason = state.message or "progress deadline exceeded"
+            reason = state.crash or state.message or "progress deadline exceeded"
             if auto_rollback and current is not None and current != wanted:
                 failed, serve, rolled_back = wanted, ready[current], True
             else:

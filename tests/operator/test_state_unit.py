@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -162,3 +163,40 @@ def test_transitions_post_events() -> None:
     reasons = {e.reason: e.type for e in status.transitions(old, new)}
     assert reasons == {"BuildFailed": "Warning", "Serving": "Normal", "BuildSucceeded": "Normal"}
     assert common.LABEL_MD == "serving.conch.dev/modeldeployment"
+
+
+def pod(restarts: int, ready: bool = False, waiting: str = "CrashLoopBackOff", deleting: bool = False) -> Any:
+    meta: dict[str, Any] = {"name": "p-1", **({"deletionTimestamp": "t"} if deleting else {})}
+    last = {"terminated": {"exitCode": 1, "message": "E1123 model_lifecycle.cc] failed to load 'm'"}}
+    status = {"name": "triton", "ready": ready, "restartCount": restarts,
+              "state": {"waiting": {"reason": waiting}}, "lastState": last if restarts else {}}  # fmt: skip
+    return {"metadata": meta, "status": {"containerStatuses": [status]}}
+
+
+@pytest.mark.parametrize(
+    ("pods", "expected"),
+    [
+        ([], ""),
+        ([pod(1)], ""),  # one restart may be a slow start: the deadline still decides
+        (
+            [pod(2)],
+            "pod p-1: container triton restarted 2 times (last exit code 1): E1123 model_lifecycle.cc]",
+        ),
+        ([pod(5, ready=True)], ""),  # it recovered
+        ([pod(5, deleting=True)], ""),  # an old pod on its way out
+        ([pod(0, waiting="InvalidImageName")], "pod p-1: InvalidImageName"),
+        ([pod(0, waiting="ImagePullBackOff")], ""),  # a registry hiccup can heal
+    ],
+)
+def test_crash_reason(pods: list[Any], expected: str) -> None:
+    got = rollout.crash_reason(pods)
+    assert got.startswith(expected) and bool(got) == bool(expected), got
+
+
+def test_crash_loop_rolls_back_before_the_deadline_with_the_containers_words() -> None:
+    crashing = dataclasses.replace(
+        dep("v2", done=False), crash="pod p: container triton restarted 2 times: boom"
+    )
+    d = rollout.decide("v2", [entry("v1"), entry("v2")], st("v1"), crashing, True)
+    assert d.rolled_back and d.failed == "v2" and d.serve is not None and d.serve.version == "v1"
+    assert "boom" in d.reason
