@@ -149,7 +149,7 @@ def _validation(loaded: LoadedModel, recipe: Recipe) -> tuple[Arrays, NDArray[An
 
 def _calibration(loaded: LoadedModel, recipe: Recipe, feed: Arrays) -> Arrays | None:
     q = recipe.quantize
-    if q.mode != "int8-static":
+    if q.mode != "int8-static" and q.smooth_alpha is None:
         return None
     if q.calibration_data_path:
         return load_npz(q.calibration_data_path, loaded.inputs, q.calibration_samples)[0]

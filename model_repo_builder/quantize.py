@@ -2,7 +2,8 @@
 
 fp16 converts weights and compute to float16 but keeps float32 inputs/outputs so clients and the
 Triton config do not change. int8 uses onnxruntime.quantization: dynamic (weights only, activations
-quantized at run time) or static QDQ calibrated with sample inputs.
+quantized at run time, optionally after the SmoothQuant pre-pass in `smooth`) or static QDQ
+calibrated with sample inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import onnx
 from numpy.typing import NDArray
 
+from . import smooth
 from .data import Arrays, batches
 from .errors import BadInput
 from .recipe import Quantize
@@ -45,13 +47,27 @@ def quantize_file(src: Path, dst: Path, spec: Quantize, calibration: Arrays | No
     if spec.mode == "fp16":
         onnx.save(to_fp16(onnx.load(str(src))), str(dst))
     elif spec.mode == "int8-dynamic":
-        q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8, per_channel=spec.per_channel)
+        _dynamic(q, src, dst, spec, calibration)
     elif spec.mode == "int8-static":
         if calibration is None:
             raise BadInput("int8-static needs calibration samples")
         _static(q, src, dst, spec, calibration)
     else:
         raise ValueError(f"not a quantization mode: {spec.mode}")
+
+
+def _dynamic(q: Any, src: Path, dst: Path, spec: Quantize, calibration: Arrays | None) -> None:
+    """int8 weights, activations quantized at run time; with smoothAlpha, outliers moved first."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if spec.smooth_alpha is not None:
+            if calibration is None:
+                raise BadInput("quantize.smoothAlpha needs calibration samples")
+            smoothed = Path(tmp) / "smoothed.onnx"
+            onnx.save(
+                smooth.smooth_activations(onnx.load(str(src)), calibration, spec.smooth_alpha), str(smoothed)
+            )
+            src = smoothed
+        q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8, per_channel=spec.per_channel)
 
 
 def _static(q: Any, src: Path, dst: Path, spec: Quantize, calibration: Arrays) -> None:

@@ -51,6 +51,18 @@ class Prune(_Spec):
 class Quantize(_Spec):
     """Numeric precision of the exported model."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.smoothAlpha) || (has(self.mode) && self.mode == 'int8-dynamic')",
+                    "message": "smoothAlpha applies to mode 'int8-dynamic' only",
+                    "fieldPath": ".smoothAlpha",
+                }
+            ]
+        }
+    )
+
     mode: QuantizeMode = Field(
         "none",
         description="none; fp16 (float16 weights, float32 inputs/outputs kept); int8-dynamic "
@@ -65,6 +77,13 @@ class Quantize(_Spec):
         "generated inputs are used.",
     )
     per_channel: bool = Field(False, description="Per-channel weight scales for int8 quantization.")
+    smooth_alpha: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="int8-dynamic only: SmoothQuant strength (0.7 suits transformers); moves activation "
+        "outlier channels into the MatMul weights, calibrated on the calibration samples.",
+    )
 
 
 class Export(_Spec):
@@ -185,6 +204,8 @@ class Recipe(_Spec):
             raise ValueError(f"export.backend {backend!r} needs export.format 'onnx'")
         if fmt == "torchscript" and mode in ("int8-dynamic", "int8-static"):
             raise ValueError(f"quantize.mode {mode!r} needs export.format 'onnx'")
+        if self.quantize.smooth_alpha is not None and mode != "int8-dynamic":
+            raise ValueError("quantize.smoothAlpha applies to quantize.mode 'int8-dynamic' only")
         if self.triton.tensorrt_fp16 and backend != "onnxruntime":
             raise ValueError("triton.tensorrtFp16 applies to the onnxruntime backend only")
         bad = [
