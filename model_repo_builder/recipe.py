@@ -218,9 +218,18 @@ class Recipe(_Spec):
         return self
 
 
+# Optional fields added after 0.1.0: left out of the canonical JSON while unset, so that adding a field
+# changes no existing build or spec key (an upgrade must not make every deployed version look changed).
+ADDED_OPTIONAL: tuple[tuple[str, str], ...] = (("quantize", "smoothAlpha"),)
+
+
 def canonical_json(recipe: Recipe) -> str:
     """Stable JSON of a recipe (sorted keys, camelCase, no spaces); hashed into the build key."""
-    return json.dumps(recipe.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    data = recipe.model_dump(mode="json", by_alias=True)
+    for section, field in ADDED_OPTIONAL:
+        if data[section].get(field) is None:
+            data[section].pop(field, None)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def parse_recipe_text(text: str) -> Recipe:

@@ -79,3 +79,11 @@ def test_smoothing_rescues_int8_dynamic_from_outlier_channels(token_mlp: Path, t
 def test_smooth_alpha_is_only_for_int8_dynamic() -> None:
     with pytest.raises(ValueError, match=r"smoothAlpha applies to quantize\.mode 'int8-dynamic' only"):
         recipe.Recipe.model_validate({"quantize": {"mode": "int8-static", "smoothAlpha": 0.7}})
+
+
+def test_an_unset_smooth_alpha_changes_no_existing_key() -> None:
+    text = recipe.canonical_json(recipe.Recipe())
+    assert "smoothAlpha" not in text
+    assert "smoothAlpha" in recipe.canonical_json(recipe.Recipe.model_validate(
+        {"quantize": {"mode": "int8-dynamic", "smoothAlpha": 0.7}}
+    ))  # fmt: skip
