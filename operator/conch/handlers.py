@@ -94,6 +94,10 @@ _CHILD = {common.LABEL_MD: kopf.PRESENT}
 @kopf.on.event("apps", "v1", "deployments", labels=_CHILD)
 @kopf.on.event("batch", "v1", "jobs", labels=_CHILD)
 @kopf.on.event("", "v1", "pods", labels=_CHILD)
+@kopf.on.event("", "v1", "services", labels=_CHILD)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=_CHILD)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_CHILD)
 async def child_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    """A child changed (rollout progress, a build finishing, drift): queue its owner."""
+    """A child changed or vanished (rollout progress, a build finishing, drift, a deletion): queue its
+    owner. ServiceMonitors (an optional CRD) are corrected by the idle resync instead."""
     _enqueue(namespace, labels.get(common.LABEL_MD))

@@ -30,16 +30,13 @@ NEEDED_NAMESPACED = [
     *[(v, "jobs.batch", "") for v in ("get", "list", "watch", "create", "patch", "delete")],
     *[(v, "pods", "") for v in ("get", "list", "watch")],
     *[(v, "deployments.apps", "") for v in ("get", "list", "watch", "create", "patch")],
-    *[(v, "services", "") for v in ("get", "create", "patch")],
+    *[(v, "services", "") for v in ("get", "list", "watch", "create", "patch")],
     *[
         (v, r, "")
-        for r in (
-            "horizontalpodautoscalers.autoscaling",
-            "poddisruptionbudgets.policy",
-            "servicemonitors.monitoring.coreos.com",
-        )
-        for v in ("get", "create", "patch", "delete")
+        for r in ("horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy")
+        for v in ("get", "list", "watch", "create", "patch", "delete")
     ],
+    *[(v, "servicemonitors.monitoring.coreos.com", "") for v in ("get", "create", "patch", "delete")],
     ("create", "events", ""),
 ]
 # Cluster-scoped reads kopf makes (CRD and namespace observation).
