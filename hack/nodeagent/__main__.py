@@ -4,35 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import signal
-import sys
-import sysconfig
 import threading
 from pathlib import Path
 from types import FrameType
 
-from nodeagent import agent, runtime
-
-
-def toolchain(state: Path) -> runtime.Toolchain:
-    """This venv's builder and the tritonserver bundled with nvidia-pytriton (python stub in place)."""
-    import pytriton
-
-    bundle = Path(pytriton.__file__).parent / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    backends = state / "backends"
-    if not backends.exists():
-        shutil.copytree(bundle / "backends", backends)
-        stub = bundle / "python_backend_stubs" / version / "triton_python_backend_stub"
-        shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
-    return runtime.Toolchain(
-        venv_bin=Path(sys.executable).parent,
-        triton_bin=bundle / "bin" / "tritonserver",
-        backend_dir=backends,
-        python_path=sysconfig.get_paths()["purelib"],
-        library_path=str(bundle.parent.parent / "nvidia_pytriton.libs"),
-    )
+from nodeagent import agent, bundle
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -52,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args.state_dir.mkdir(parents=True, exist_ok=True)
     api = agent.Api(args.kubeconfig, args.node_name)
-    node_agent = agent.Agent(api, toolchain(args.state_dir), args.state_dir, args.pod_cidr,
+    node_agent = agent.Agent(api, bundle.toolchain(args.state_dir), args.state_dir, args.pod_cidr,
                              cpu=args.cpu, memory=args.memory, gpus=args.gpus)  # fmt: skip
     done = threading.Event()
 

@@ -63,6 +63,7 @@ class PodWorker(threading.Thread):
         ]
         self.start_time = status.now_iso()
         self.ready_since = self.start_time
+        self.was_ready = False
         self.sent: Obj | None = None
         self.stop_grace: float | None = None
         self.gone = False
@@ -182,9 +183,8 @@ class PodWorker(threading.Thread):
         )
 
     @staticmethod
-    def probe_kinds(c: Container | Obj) -> list[str]:
-        spec = c.spec if isinstance(c, Container) else c
-        return [k for k in ("startupProbe", "readinessProbe", "livenessProbe") if k in spec]
+    def probe_kinds(c: Container) -> list[str]:
+        return [k for k in ("startupProbe", "readinessProbe", "livenessProbe") if k in c.spec]
 
     @staticmethod
     def probe_port(probe: Obj) -> int | str:
@@ -289,8 +289,8 @@ class PodWorker(threading.Thread):
         """Patch the pod's status when what we would report changed."""
         views = [c.view for c in self.containers]
         ready = all(v.ready for v in views)
-        if self.sent is not None and ready != (self.sent["conditions"][3]["status"] == "True"):
-            self.ready_since = status.now_iso()
+        if ready != self.was_ready:
+            self.ready_since, self.was_ready = status.now_iso(), ready
         body = status.render(views, self.policy, self.ip, self.start_time, self.ready_since)
         if body != self.sent:
             self.api.patch_pod_status(self.pod, body)

@@ -7,8 +7,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -98,13 +96,6 @@ def model_store(cluster: Any, namespace: str, path: Path) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pvc))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def operator_as_release(
     cluster: Any, namespace: str, workdir: Path, *, chart_crds: bool = False
@@ -116,7 +107,7 @@ def operator_as_release(
     chart_crds: the release installs the CRD itself (`--take-ownership`, since earlier tests may have
     applied the same CRD with kubectl); otherwise the CRD comes from crds/ and the release skips it.
     """
-    from conftest import wait_for
+    from conftest import free_port, stop_process, wait_for
 
     if not chart_crds:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
@@ -129,7 +120,7 @@ def operator_as_release(
     cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
     kubeconfig = sa_kubeconfig(cluster, namespace, release, workdir / "sa-kubeconfig")
     log_path = workdir / "operator.log"
-    port = _free_port()
+    port = free_port()
     # A namespace glob (matching only this namespace) makes kopf observe namespaces too.
     cmd = [sys.executable, "-m", "conch", "--namespace", f"{namespace}*", "--metrics-port", str(port)]
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
@@ -147,11 +138,6 @@ def operator_as_release(
         wait_for("operator /metrics", metrics_up, 30)
         yield log_path
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, 15)
         helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig, check=False)
         cluster.kubectl("delete", "pv", f"store-{namespace}", "--wait=false", check=False)

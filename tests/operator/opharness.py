@@ -8,24 +8,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import wait_for
+from conftest import free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NS_GLOB = "t-test-op-*"  # the namespace fixture names namespaces t-<test name>-<hex>
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Operator:
@@ -52,12 +44,8 @@ class Operator:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc is not None:
+            stop_process(self.proc, 10)
 
     def metric(self, name: str) -> float | None:
         """Sum of a metric's samples, or None while /metrics does not answer."""

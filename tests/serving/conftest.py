@@ -1,13 +1,11 @@
-"""Run the real tritonserver bundled in nvidia-pytriton (python backend only) on 127.0.0.1."""
+"""Run the real tritonserver bundled in nvidia-pytriton (python backend only) on 127.0.0.1, set up
+by the same code as the node agent uses (hack/nodeagent/bundle.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,40 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import free_port, stop_process
+from nodeagent import bundle
 
 READY_TIMEOUT_S = 120.0
-
-
-def _bundle() -> Path:
-    pytriton = pytest.importorskip("pytriton")
-    return Path(pytriton.__file__).parent / "tritonserver"
-
-
-def backend_directory(cache: Path) -> Path:
-    """The bundle's backends dir with the python stub in place; copied when site-packages is read-only."""
-    bundle = _bundle()
-    stub = (
-        bundle
-        / "python_backend_stubs"
-        / f"{sys.version_info.major}.{sys.version_info.minor}"
-        / "triton_python_backend_stub"
-    )
-    backends = bundle / "backends"
-    if not os.access(backends / "python", os.W_OK):
-        copy = cache / "backends"
-        if not copy.exists():
-            shutil.copytree(backends, copy)
-        backends = copy
-    target = backends / "python" / "triton_python_backend_stub"
-    if not target.exists():
-        shutil.copy2(stub, target)
-    return backends
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -79,15 +47,18 @@ def _ready(port: int) -> bool:
 @contextlib.contextmanager
 def run_triton(repository: Path, workdir: Path) -> Iterator[Triton]:
     """Start tritonserver on free loopback ports, wait (polling, bounded) until ready, stop it after."""
-    bundle = _bundle()
+    tools = bundle.toolchain(workdir)
     server = Triton(free_port(), free_port(), free_port(), workdir / "tritonserver.log")
-    site = str(Path(pytest.importorskip("onnxruntime").__file__).parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [tools.python_path, os.environ.get("PYTHONPATH")])),
+        "LD_LIBRARY_PATH": tools.library_path,
+        "PATH": os.pathsep.join([str(tools.venv_bin), os.environ.get("PATH", "")]),
+    }
     cmd = [
-        str(bundle / "bin" / "tritonserver"),
+        str(tools.triton_bin),
         f"--model-repository={repository}",
-        f"--backend-directory={backend_directory(workdir)}",
+        f"--backend-directory={tools.backend_dir}",
         "--http-address=127.0.0.1",
         "--grpc-address=127.0.0.1",
         "--metrics-address=127.0.0.1",
@@ -109,12 +80,7 @@ def run_triton(repository: Path, workdir: Path) -> Iterator[Triton]:
                 time.sleep(0.2)  # polling interval for readiness, bounded by the deadline
             yield server
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 30)
 
 
 @pytest.fixture(scope="session")
