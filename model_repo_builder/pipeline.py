@@ -114,6 +114,15 @@ def _fresh(
     req: BuildRequest, src: FetchedSource, key: str, final: Path, *, work: Path, steps: Steps
 ) -> BuildResult:
     recipe = req.recipe
+    if recipe.text is not None:
+        from . import textbuild  # imports this module: loaded on demand
+
+        return textbuild.fresh(req, src, key, final, work=work, steps=steps)
+    if src.path.is_dir() or src.suffix == ".tar.gz":
+        raise BadInput(
+            f"{src.uri} is a Hugging Face model directory or archive: set a text task (text.task, "
+            "spec.model.task) to build it"
+        )
     with steps.step("load"):
         loaded = load_model(src.path, src.suffix, recipe)
     with steps.step("data"):
@@ -123,7 +132,7 @@ def _fresh(
         reference = run_all(_reference_runner(loaded), feed, recipe.validation.batch_size)
         _check_finite(reference)
     example = tuple(torch.from_numpy(np.ascontiguousarray(feed[i.name][:2])) for i in loaded.inputs)
-    artifact, runner = _compress(loaded, recipe, example, calibration, work=work, steps=steps)
+    artifact, runner, size_before = _compress(loaded, recipe, example, calibration, work=work, steps=steps)
     with steps.step("gate"):
         compressed = run_all(runner, feed, recipe.validation.batch_size)
         metrics = compare(reference, compressed, labels)
@@ -133,8 +142,8 @@ def _fresh(
             steps.info["gate"] = metrics
     with steps.step("publish"), staging(req.store, key) as tmp:
         outputs = [replace(o, dtype=c.dtype.name) for o, c in zip(loaded.outputs, compressed, strict=True)]
-        _layout(tmp, req.model_name, recipe, loaded.inputs, outputs, artifact=artifact, feed=feed)
-        record = _record(req, src, key, artifact, metrics, steps.timings)
+        layout(tmp, req.model_name, recipe, loaded.inputs, outputs, artifact=artifact, feed=feed)
+        record = make_record(req, src, key, artifact, metrics, steps.timings, size_before=size_before)
         record = write_build_json(tmp, record)
         won = publish(tmp, final)
     return BuildResult(key, final, record if won else read_build_json(final), cached=not won)
@@ -189,12 +198,15 @@ def _compress(
     *,
     work: Path,
     steps: Steps,
-) -> tuple[Path, Runner]:
+) -> tuple[Path, Runner, int]:
+    """(served model file, runner over it, bytes of the unpruned fp32 export: the like-for-like base)."""
     if recipe.export.format == "torchscript":
-        path = _torchscript_artifact(loaded, recipe, example, work, steps)
-        return path, torch_runner(torch.jit.load(str(path)), loaded.inputs)  # type: ignore[no-untyped-call]
+        path, size_before = _torchscript_artifact(loaded, recipe, example, work, steps)
+        runner = torch_runner(torch.jit.load(str(path)), loaded.inputs)  # type: ignore[no-untyped-call]
+        return path, runner, size_before
     with steps.step("export"):
         model = _base_onnx(loaded, recipe, example)
+        size_before = model.ByteSize()
     with steps.step("prune"):
         model = _prune_onnx(model, loaded, recipe, example)
     fp32 = work / "model.fp32.onnx"
@@ -204,11 +216,12 @@ def _compress(
         if recipe.quantize.mode == "none":
             shutil.copyfile(fp32, final)
         else:
-            _quantize(fp32, final, recipe, calibration)
-    return final, _guarded(onnx_runner(final))
+            quantize(fp32, final, recipe, calibration)
+    return final, _guarded(onnx_runner(final)), size_before
 
 
-def _quantize(src: Path, dst: Path, recipe: Recipe, calibration: Arrays | None) -> None:
+def quantize(src: Path, dst: Path, recipe: Recipe, calibration: Arrays | None) -> None:
+    """Quantize per the recipe; unsupported graphs become BadInput naming the mode."""
     try:
         quantize_file(src, dst, recipe.quantize, calibration)
     except BadInput:
@@ -243,23 +256,30 @@ def _prune_onnx(
 
 def _torchscript_artifact(
     loaded: LoadedModel, recipe: Recipe, example: tuple[torch.Tensor, ...], work: Path, steps: Steps
-) -> Path:
+) -> tuple[Path, int]:
     p = recipe.prune
+    with steps.step("baseline"):
+        original = work / "model.original.pt"
+        torch.jit.save(to_torchscript(_torch_module(loaded), example, fp16=False), str(original))
     with steps.step("prune"):
         if p.method == "channel" and p.amount > 0:
             base = _base_onnx(loaded, recipe, example)
             module: Any = channel_prune(onnx_to_torch(base), example, p.amount, p.ignore_layers)
-        elif loaded.kind == "onnx" and loaded.onnx_model is not None:
-            module = onnx_to_torch(loaded.onnx_model)
         else:
-            module = loaded.module
+            module = _torch_module(loaded)
         if p.method == "magnitude" and p.amount > 0:
             magnitude_prune_module(module, p.amount)
     with steps.step("export"):
         scripted = to_torchscript(module, example, fp16=recipe.quantize.mode == "fp16")
         path = work / "model.pt"
         torch.jit.save(scripted, str(path))
-    return path
+    return path, original.stat().st_size
+
+
+def _torch_module(loaded: LoadedModel) -> Any:
+    if loaded.kind == "onnx" and loaded.onnx_model is not None:
+        return onnx_to_torch(loaded.onnx_model)
+    return loaded.module
 
 
 def _serving_names(specs: list[TensorInfo], recipe: Recipe, prefix: str) -> list[TensorInfo]:
@@ -269,7 +289,7 @@ def _serving_names(specs: list[TensorInfo], recipe: Recipe, prefix: str) -> list
     return [replace(s, name=f"{prefix}__{i}") for i, s in enumerate(specs)]
 
 
-def _layout(
+def layout(
     tmp: Path,
     name: str,
     recipe: Recipe,
@@ -314,15 +334,18 @@ def _warmup(
     return Warmup(files, dims)
 
 
-def _record(  # noqa: PLR0917
+def make_record(  # noqa: PLR0917
     req: BuildRequest,
     src: FetchedSource,
     key: str,
     artifact: Path,
     metrics: dict[str, float],
     timings: dict[str, float],
+    *,
+    size_before: int,
 ) -> dict[str, Any]:
-    before, after = src.path.stat().st_size, artifact.stat().st_size
+    """build.json: sizes compare the unpruned fp32 export with the served model file (like for like)."""
+    before, after = size_before, artifact.stat().st_size
     return {
         "buildKey": key,
         "builderVersion": BUILDER_VERSION,
@@ -332,7 +355,14 @@ def _record(  # noqa: PLR0917
         "recipe": req.recipe.model_dump(mode="json", by_alias=True),
         "sizeBefore": before,
         "sizeAfter": after,
+        "sourceBytes": _source_bytes(src.path),
         "compressionRatio": round(before / after, 4) if after else 0.0,
         "gate": {"passed": True, **metrics},
         "timings": dict(timings),
     }
+
+
+def _source_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

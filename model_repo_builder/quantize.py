@@ -21,6 +21,10 @@ from .data import Arrays, batches
 from .errors import BadInput
 from .recipe import Quantize
 
+UNTYPED_AS_FLOAT = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+"""Fused transformer ops (Attention, SkipLayerNormalization) defeat ONNX shape inference; their
+outputs are float32, which is what the quantizer must assume for tensors it cannot type."""
+
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """float16 weights and compute, float32 graph inputs/outputs."""
@@ -67,7 +71,13 @@ def _dynamic(q: Any, src: Path, dst: Path, spec: Quantize, calibration: Arrays |
                 smooth.smooth_activations(onnx.load(str(src)), calibration, spec.smooth_alpha), str(smoothed)
             )
             src = smoothed
-        q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8, per_channel=spec.per_channel)
+        q.quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=q.QuantType.QInt8,
+            per_channel=spec.per_channel,
+            extra_options=UNTYPED_AS_FLOAT,
+        )
 
 
 def _static(q: Any, src: Path, dst: Path, spec: Quantize, calibration: Arrays) -> None:
@@ -86,4 +96,5 @@ def _static(q: Any, src: Path, dst: Path, spec: Quantize, calibration: Arrays) -
             weight_type=q.QuantType.QInt8,
             per_channel=spec.per_channel,
             calibrate_method=q.CalibrationMethod.MinMax,
+            extra_options=UNTYPED_AS_FLOAT,
         )

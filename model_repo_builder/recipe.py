@@ -25,6 +25,10 @@ ExportFormat = Literal["onnx", "torchscript"]
 Backend = Literal["onnxruntime", "tensorrt", "pytorch", "python"]
 InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
 TensorDtype = Literal["float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool"]
+TextTask = Literal["feature-extraction", "text-classification"]
+Pooling = Literal["mean", "cls"]
+TRANSFORMER_SMOOTH_ALPHA = 0.7
+"""SmoothQuant strength used for text models whose recipe does not set compression.quantize."""
 
 
 class _Spec(BaseModel):
@@ -184,6 +188,58 @@ class Gate(_Spec):
     )
 
 
+class Text(_Spec):
+    """A Hugging Face text model served as text in, embeddings or labels out (a Triton ensemble).
+
+    The source is a model directory (config.json, weights, tokenizer files) or a .tar.gz of one.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.task == 'feature-extraction' || "
+                    "(!has(self.pooling) && !has(self.normalize))",
+                    "message": "pooling and normalize apply to task 'feature-extraction' only",
+                }
+            ]
+        }
+    )
+
+    task: TextTask = Field(
+        ...,
+        description="feature-extraction: sentence embeddings (pooled, optionally L2-normalised); "
+        "text-classification: softmax scores and label names from the checkpoint's id2label.",
+    )
+    pooling: Pooling | None = Field(
+        None, description="feature-extraction only: mean over tokens (default) or the [CLS] token."
+    )
+    normalize: bool | None = Field(
+        None, description="feature-extraction only: L2-normalise embeddings (default true)."
+    )
+    max_length: int = Field(128, ge=8, le=8192, description="Longest token sequence the model sees.")
+    truncation: bool = Field(
+        True,
+        description="Cut texts longer than maxLength tokens (true) or reject them per request (false).",
+    )
+
+    @model_validator(mode="after")
+    def _task_settings(self) -> Text:
+        if self.task != "feature-extraction":
+            for name, value in (("pooling", self.pooling), ("normalize", self.normalize)):
+                if value is not None:
+                    raise ValueError(f"text.{name} applies to task 'feature-extraction' only")
+        return self
+
+    def effective_pooling(self) -> Pooling:
+        """Pooling in effect (mean unless set)."""
+        return self.pooling or "mean"
+
+    def effective_normalize(self) -> bool:
+        """L2 normalisation in effect (on unless set)."""
+        return True if self.normalize is None else self.normalize
+
+
 class Recipe(_Spec):
     """The whole build recipe."""
 
@@ -194,6 +250,30 @@ class Recipe(_Spec):
     io: Io = Field(default_factory=Io, description="Input/output tensor specs.")
     validation: Validation = Field(default_factory=Validation, description="Validation data.")
     gate: Gate = Field(default_factory=Gate, description="Accuracy gate.")
+    text: Text | None = Field(
+        None, description="Text model settings (Hugging Face sources): the served model takes text."
+    )
+
+    @model_validator(mode="after")
+    def _transformer_default(self) -> Recipe:
+        """Text models quantize to per-channel int8 with SmoothQuant unless the recipe says otherwise."""
+        if self.text is not None and "quantize" not in self.model_fields_set:
+            self.quantize = Quantize(
+                mode="int8-dynamic", per_channel=True, smooth_alpha=TRANSFORMER_SMOOTH_ALPHA
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _text_consistent(self) -> Recipe:
+        if self.text is None:
+            return self
+        if self.export.format != "onnx":
+            raise ValueError("text models export to ONNX: export.format must be 'onnx'")
+        if self.io.inputs or self.io.outputs:
+            raise ValueError("text models take text: io.inputs/io.outputs come from the checkpoint")
+        if self.triton.max_batch_size < 1:
+            raise ValueError("text models are served batched: triton.maxBatchSize must be >= 1")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
@@ -220,15 +300,17 @@ class Recipe(_Spec):
 
 # Optional fields added after 0.1.0: left out of the canonical JSON while unset, so that adding a field
 # changes no existing build or spec key (an upgrade must not make every deployed version look changed).
-ADDED_OPTIONAL: tuple[tuple[str, str], ...] = (("quantize", "smoothAlpha"),)
+# A section of "" means a top-level field.
+ADDED_OPTIONAL: tuple[tuple[str, str], ...] = (("quantize", "smoothAlpha"), ("", "text"))
 
 
 def canonical_json(recipe: Recipe) -> str:
     """Stable JSON of a recipe (sorted keys, camelCase, no spaces); hashed into the build key."""
     data = recipe.model_dump(mode="json", by_alias=True)
     for section, field in ADDED_OPTIONAL:
-        if data[section].get(field) is None:
-            data[section].pop(field, None)
+        holder = data[section] if section else data
+        if holder.get(field) is None:
+            holder.pop(field, None)
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 

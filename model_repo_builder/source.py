@@ -1,14 +1,18 @@
-"""Fetch a model source into a local file and compute its sha256 digest.
+"""Fetch a model source into a local file or directory and compute its sha256 digest.
 
 Sources are resolved through a small scheme registry (``file``/bare paths, ``http``, ``https``)
 so another scheme such as ``s3`` only needs one ``register_scheme`` call. Remote sources must
-come with a sha256, which is checked before the file is used.
+come with a sha256, which is checked before the file is used. A Hugging Face model is a directory
+on the store (digest: sha256 over its files' relative paths and digests) or a ``.tar.gz`` of one,
+unpacked into the work directory after its sha256 matched (no links, no paths outside it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,11 +46,40 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_directory(root: Path) -> str:
+    """Hex sha256 over every file's relative POSIX path and sha256, in sorted order."""
+    listing = {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
+
+
 def _fetch_local(uri: str, workdir: Path) -> Path:
     path = Path(urllib.parse.urlparse(uri).path) if uri.startswith("file://") else Path(uri)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise BadInput(f"source not found: {path}")
     return path
+
+
+def source_suffix(name: str) -> str:
+    """'.tar.gz' for archives, else the lower-case suffix ('' for a directory or no suffix)."""
+    lower = name.lower()
+    if lower.endswith((".tar.gz", ".tgz")):
+        return ".tar.gz"
+    return Path(lower).suffix
+
+
+def unpack_model_archive(archive: Path, workdir: Path) -> Path:
+    """Unpack a .tar.gz into workdir and return the folder holding config.json."""
+    dest = workdir / "unpacked"
+    dest.mkdir()
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BadInput(f"cannot unpack {archive.name}: {exc}") from exc
+    configs = sorted(dest.rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise BadInput(f"{archive.name}: no config.json inside (not a Hugging Face model archive)")
+    return configs[0].parent
 
 
 def _fetch_http(uri: str, workdir: Path) -> Path:
@@ -94,8 +127,10 @@ def fetch(uri: str, workdir: Path, expected_sha256: str | None = None) -> Fetche
     if scheme in _NEEDS_SHA and not expected:
         raise BadInput(f"a sha256 is required for {scheme}:// sources (--sha256)")
     path = fetcher(uri, workdir)
-    digest = sha256_file(path)
+    digest = sha256_directory(path) if path.is_dir() else sha256_file(path)
     if expected and digest != expected:
         raise BadInput(f"sha256 mismatch for {uri}: expected {expected}, got {digest}")
-    suffix = Path(urllib.parse.urlparse(uri).path if scheme else uri).suffix.lower()
+    suffix = "" if path.is_dir() else source_suffix(urllib.parse.urlparse(uri).path if scheme else uri)
+    if suffix == ".tar.gz":
+        path = unpack_model_archive(path, workdir)
     return FetchedSource(uri=uri, path=path, digest=f"sha256:{digest}", suffix=suffix)

@@ -1,5 +1,14 @@
-"""Package data: the Triton python-backend model.py copied into repositories built for ``python``."""
+"""Package data: the Triton python-backend models copied into repositories.
+
+model.py serves an ONNX file through onnxruntime (``python`` backend builds); tokenizer_model.py and
+post_model.py are the first and last steps of a text model's ensemble, and textproc.py is the code
+both share with the builder's accuracy gate.
+"""
 
 from pathlib import Path
 
-MODEL_PY = Path(__file__).with_name("model.py")
+HERE = Path(__file__).parent
+MODEL_PY = HERE / "model.py"
+TOKENIZER_PY = HERE / "tokenizer_model.py"
+POST_PY = HERE / "post_model.py"
+TEXTPROC_PY = HERE / "textproc.py"
