@@ -45,8 +45,9 @@ def _ready(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def run_triton(repository: Path, workdir: Path) -> Iterator[Triton]:
+def run_triton(repository: Path | list[Path], workdir: Path) -> Iterator[Triton]:
     """Start tritonserver on free loopback ports, wait (polling, bounded) until ready, stop it after."""
+    repositories = repository if isinstance(repository, list) else [repository]
     tools = bundle.toolchain(workdir)
     server = Triton(free_port(), free_port(), free_port(), workdir / "tritonserver.log")
     env = {
@@ -57,7 +58,7 @@ def run_triton(repository: Path, workdir: Path) -> Iterator[Triton]:
     }
     cmd = [
         str(tools.triton_bin),
-        f"--model-repository={repository}",
+        *[f"--model-repository={r}" for r in repositories],
         f"--backend-directory={tools.backend_dir}",
         "--http-address=127.0.0.1",
         "--grpc-address=127.0.0.1",
