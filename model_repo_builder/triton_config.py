@@ -96,8 +96,17 @@ def _add_warmup(cfg: mc.ModelConfig, inputs: list[TensorInfo], warmup: Warmup, b
 
 
 def render(cfg: mc.ModelConfig) -> str:
-    """Text protobuf, as Triton reads config.pbtxt."""
-    return str(text_format.MessageToString(cfg))
+    """Text protobuf, as Triton reads config.pbtxt.
+
+    proto3 text output leaves out scalars equal to zero, and Triton's auto-complete fills a missing
+    max_batch_size with its own default batch size; so a zero max_batch_size (batching off) is
+    written out explicitly, right after the name.
+    """
+    text = str(text_format.MessageToString(cfg))
+    if cfg.max_batch_size != 0:
+        return text
+    head, sep, rest = text.partition("\n")
+    return f"{head}{sep}max_batch_size: 0\n{rest}" if cfg.name else f"max_batch_size: 0\n{text}"
 
 
 def parse(text: str) -> mc.ModelConfig:

@@ -201,3 +201,11 @@ def node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
     finally:
         stop_process(proc, 60)
         cluster.kubectl("delete", "node", agent.name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def sentiment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT sentiment classifier, trained once per session (seconds) and saved_pretrained."""
+    from builder import textmodels
+
+    return textmodels.tiny_classifier(tmp_path_factory.mktemp("sentiment") / "checkpoint")

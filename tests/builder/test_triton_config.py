@@ -61,3 +61,6 @@ def test_cpu_python_without_batching() -> None:
     assert list(cfg.input[0].dims) == [-1, 4]
     assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_CPU
     assert not cfg.model_warmup and not cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    text = render(cfg)
+    assert text.splitlines()[:2] == ['name: "m"', "max_batch_size: 0"]  # explicit: Triton must not guess
+    assert parse(text) == cfg

@@ -48,12 +48,12 @@ def _build(source: Path, store: Path, name: str, recipe: dict[str, Any], work: P
 
 
 @pytest.fixture(scope="module")
-def repositories(serving_dir: Path) -> dict[str, Path]:
+def repositories(serving_dir: Path, sentiment_checkpoint: Path) -> dict[str, Path]:
     store, work = serving_dir / "text-store", serving_dir / "text-work"
     work.mkdir()
     cpu = {"triton": {"instanceKind": "KIND_CPU", "maxBatchSize": MAX_BATCH}, "export": {"backend": "python"}}
     minilm = textmodels.minilm_dir()
-    tiny = textmodels.tiny_classifier(work / "sentiment-checkpoint")
+    tiny = sentiment_checkpoint
     labelled = textmodels.write_jsonl(work / "sentiment.jsonl", list(textmodels.HELD_OUT))
     return {
         "minilm": _build(minilm, store, "minilm", {**cpu, "text": {"task": "feature-extraction"}}, work),
@@ -139,12 +139,10 @@ def test_embeddings_match_the_original_over_http_and_grpc(triton: Triton, model:
     assert np.allclose(np.linalg.norm(over_http, axis=1), 1.0, atol=1e-4)  # normalised by the post step
 
 
-def test_labels_through_triton_equal_the_original_models(
-    triton: Triton, repositories: dict[str, Path]
-) -> None:
+def test_labels_through_triton_equal_the_original_models(triton: Triton, sentiment_checkpoint: Path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    checkpoint = repositories["sentiment"].parent.parent / "text-work" / "sentiment-checkpoint"
+    checkpoint = sentiment_checkpoint
     texts = [t for t, _ in textmodels.HELD_OUT] + SENTENCES[:2]
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint), local_files_only=True).eval()
