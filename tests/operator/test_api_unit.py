@@ -9,6 +9,7 @@ import yaml
 
 from conch import errors
 from conch.api import crdgen, keys, types
+from model_repo_builder import recipe
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +86,57 @@ def test_replicas_follow_autoscaling() -> None:
     )
     assert (fixed.effective_replicas(), fixed.min_replicas()) == (3, 3)
     assert (scaled.effective_replicas(), scaled.min_replicas()) == (None, 2)
+
+
+def text_spec(model: dict[str, object] | None = None, **over: object) -> types.ModelDeploymentSpec:
+    ref: dict[str, object] = {"name": "m", "source": {"path": "models/minilm"}, "task": "feature-extraction"}
+    ref.update(model or {})
+    return types.ModelDeploymentSpec.model_validate(base_spec(model=ref, **over))
+
+
+def test_task_makes_a_text_recipe_with_the_transformer_default() -> None:
+    r = keys.effective_recipe(text_spec())
+    assert r.text is not None and r.text.task == "feature-extraction"
+    assert (r.text.max_length, r.text.truncation) == (128, True)
+    assert (r.quantize.mode, r.quantize.smooth_alpha) == ("int8-dynamic", recipe.TRANSFORMER_SMOOTH_ALPHA)
+
+
+def test_a_given_quantize_is_kept_for_text_models() -> None:
+    fp16 = keys.effective_recipe(text_spec(compression={"quantize": {"mode": "fp16"}}))
+    assert (fp16.quantize.mode, fp16.quantize.smooth_alpha) == ("fp16", None)
+    plain = keys.effective_recipe(text_spec(compression={"quantize": {}}))
+    assert plain.quantize.mode == "none", "an explicit (empty) quantize section is the user's choice"
+
+
+def test_model_text_wins_over_compression_text() -> None:
+    spec = text_spec(
+        {"task": "feature-extraction", "text": {"pooling": "cls", "maxLength": 256}},
+        compression={"text": {"task": "text-classification", "maxLength": 64, "truncation": False}},
+    )
+    text = keys.effective_recipe(spec).text
+    assert text is not None
+    assert (text.task, text.pooling, text.max_length) == ("feature-extraction", "cls", 256)
+    assert text.truncation is False, "a setting only compression.text makes is kept"
+
+
+def test_compression_text_alone_is_a_text_model() -> None:
+    spec = types.ModelDeploymentSpec.model_validate(
+        base_spec(
+            model={"name": "m", "source": {"path": "models/minilm"}},
+            compression={"text": {"task": "text-classification"}},
+        )
+    )
+    r = keys.effective_recipe(spec)
+    assert r.text is not None and r.text.task == "text-classification" and r.quantize.mode == "int8-dynamic"
+
+
+def test_text_settings_change_the_spec_key_and_tensor_models_keep_theirs() -> None:
+    a, b = text_spec(), text_spec({"text": {"maxLength": 256}})
+    assert keys.spec_key(a) != keys.spec_key(b)
+    assert '"text"' not in keys.recipe_json(types.ModelDeploymentSpec.model_validate(base_spec()))
+
+
+def test_text_model_with_inputs_names_the_field() -> None:
+    spec = text_spec({"inputs": [{"name": "input_ids", "dtype": "int64", "shape": [128]}]})
+    with pytest.raises(errors.InvalidSpecError, match=r"spec\.compression"):
+        keys.effective_recipe(spec)

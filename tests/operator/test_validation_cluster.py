@@ -70,8 +70,69 @@ CASES: list[tuple[str, str, Any, str]] = [
 ]  # fmt: skip
 
 
-def mutate(path: str, value: Any) -> dict[str, Any]:
-    obj = copy.deepcopy(BASE)
+# A text model: a Hugging Face directory on the store, served as text in, embeddings out.
+TEXT_BASE: dict[str, Any] = copy.deepcopy(BASE)
+TEXT_BASE["metadata"]["name"] = "text"
+TEXT_BASE["spec"]["model"] = {
+    "name": "minilm",
+    "source": {"path": "models/all-MiniLM-L6-v2"},
+    "task": "feature-extraction",
+    "text": {"pooling": "mean", "normalize": True, "maxLength": 256, "truncation": True},
+}
+TENSOR = [{"name": "input_ids", "dtype": "int64", "shape": [128]}]
+SHA = "0" * 64
+
+# (id, base, {path: value} changes, text the error must contain): each rule's own message where another
+# rule could reject the same change, else the field path it blames.
+TEXT_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+    ("text-without-task", BASE, {"spec.model.text": {"maxLength": 64}}, "spec.model.text: Invalid value"),
+    ("pooling-for-classification", TEXT_BASE, {"spec.model.task": "text-classification"},
+     "model.text.pooling and model.text.normalize apply to task 'feature-extraction' only"),
+    ("task-with-inputs", TEXT_BASE, {"spec.model.inputs": TENSOR}, "spec.model.inputs: Invalid value"),
+    ("task-with-outputs", TEXT_BASE, {"spec.model.outputs": TENSOR}, "spec.model.outputs: Invalid value"),
+    ("task-with-recipe-io", TEXT_BASE, {"spec.compression": {"io": {"inputs": TENSOR}}},
+     "spec.compression.io: Invalid value"),
+    ("task-pt2-path", TEXT_BASE, {"spec.model.source": {"path": "models/m.pt2"}}, "spec.model.source: Invalid value"),
+    ("task-pt-path", TEXT_BASE, {"spec.model.source": {"path": "models/m.pt"}}, "spec.model.source: Invalid value"),
+    ("task-onnx-url", TEXT_BASE, {"spec.model.source": {"url": "https://x.example/m.onnx", "sha256": SHA}},
+     "spec.model.source: Invalid value"),
+    ("recipe-text-pt2", BASE, {"spec.compression": {"text": {"task": "feature-extraction"}}},
+     "spec.model.source: Invalid value"),
+    ("tarball-without-task", BASE, {"spec.model.source": {"url": "https://x.example/m.tar.gz", "sha256": SHA}},
+     "spec.model.task: Invalid value"),
+    ("tgz-without-task", BASE, {"spec.model.source": {"path": "models/m.tgz"}}, "spec.model.task: Invalid value"),
+    ("task-torchscript", TEXT_BASE, {"spec.compression": {"export": {"format": "torchscript", "backend": "pytorch"}}},
+     "spec.compression.export.format: Invalid value"),
+    ("task-unbatched", TEXT_BASE, {"spec.serving": {"maxBatchSize": 0, "dynamicBatching": {"enabled": False}}},
+     "serving.maxBatchSize must be >= 1"),
+    ("task-unbatched-recipe", TEXT_BASE,
+     {"spec.serving.maxBatchSize": None,
+      "spec.compression": {"triton": {"maxBatchSize": 0, "dynamicBatching": {"enabled": False}}}},
+     "compression.triton.maxBatchSize >= 1"),
+    ("task-bad-max-length", TEXT_BASE, {"spec.model.text": {"maxLength": 4}}, "spec.model.text.maxLength"),
+]  # fmt: skip
+
+TEXT_ACCEPTED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("directory", TEXT_BASE, {}),
+    ("tarball-url", TEXT_BASE, {"spec.model.source": {"url": "https://x.example/minilm.tar.gz", "sha256": SHA}}),
+    ("classification", TEXT_BASE, {"spec.model.task": "text-classification", "spec.model.text": {"maxLength": 64}}),
+    ("recipe-text", BASE, {"spec.model.source": {"path": "models/minilm"},
+                           "spec.compression": {"text": {"task": "feature-extraction", "maxLength": 64}}}),
+]  # fmt: skip
+
+
+def mutate(path: str, value: Any, base: dict[str, Any] = BASE) -> dict[str, Any]:
+    return mutate_all({path: value}, base)
+
+
+def mutate_all(changes: dict[str, Any], base: dict[str, Any] = BASE) -> dict[str, Any]:
+    obj = copy.deepcopy(base)
+    for path, value in changes.items():
+        _set(obj, path, value)
+    return obj
+
+
+def _set(obj: dict[str, Any], path: str, value: Any) -> None:
     *parents, leaf = path.split(".")
     node = obj
     for part in parents:
@@ -80,7 +141,6 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
         node.pop(leaf, None)
     else:
         node[leaf] = value
-    return obj
 
 
 def dry_run(cluster: Any, namespace: str, obj: dict[str, Any]) -> Any:
@@ -108,4 +168,21 @@ def test_invalid_spec_rejected(cluster: Any, namespace: str, crd: None, case: tu
     path, value, needle = case
     proc = dry_run(cluster, namespace, mutate(path, value))
     assert proc.returncode != 0, f"accepted: {path}={value!r}"
+    assert needle in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("case", [c[1:] for c in TEXT_ACCEPTED], ids=[c[0] for c in TEXT_ACCEPTED])
+def test_text_spec_accepted(cluster: Any, namespace: str, crd: None, case: tuple[Any, Any]) -> None:
+    base, changes = case
+    proc = dry_run(cluster, namespace, mutate_all(changes, base))
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("case", [c[1:] for c in TEXT_CASES], ids=[c[0] for c in TEXT_CASES])
+def test_invalid_text_spec_rejected(
+    cluster: Any, namespace: str, crd: None, case: tuple[Any, Any, str]
+) -> None:
+    base, changes, needle = case
+    proc = dry_run(cluster, namespace, mutate_all(changes, base))
+    assert proc.returncode != 0, f"accepted: {changes!r}"
     assert needle in proc.stderr, proc.stderr

@@ -22,10 +22,10 @@ JOB_KEY_CHARS = 10
 
 
 def effective_recipe(spec: types.ModelDeploymentSpec) -> recipe.Recipe:
-    """spec.compression with the serving overrides and the model's I/O merged in.
+    """spec.compression with the serving overrides and the model's I/O and text settings merged in.
 
     Triton settings end up in the repository's config.pbtxt, so they are part of the build; the
-    instance kind follows from whether the pods get GPUs.
+    instance kind follows from whether the pods get GPUs. spec.model wins over the recipe, as for I/O.
     """
     data = spec.compression.model_dump(mode="json", by_alias=True)
     serving = spec.serving
@@ -43,12 +43,32 @@ def effective_recipe(spec: types.ModelDeploymentSpec) -> recipe.Recipe:
         tensors = getattr(spec.model, side)
         if tensors is not None:
             data["io"][side] = [t.model_dump(mode="json", by_alias=True) for t in tensors]
+    _merge_text(spec, data)
     try:
         return recipe.Recipe.model_validate(data)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "compression"
         raise errors.InvalidSpecError(f"compression.{where}".rstrip("."), first["msg"]) from exc
+
+
+def _merge_text(spec: types.ModelDeploymentSpec, data: dict[str, Any]) -> None:
+    """spec.model.task/text over compression.text; an unset compression.quantize takes the text default.
+
+    The recipe quantizes text models to int8 with SmoothQuant unless `quantize` was given, so the
+    quantize section that compression filled in with its own defaults is dropped before validating.
+    """
+    model = spec.model
+    if model.task is None and model.text is None:
+        return
+    text = dict(data.get("text") or {})
+    if model.text is not None:
+        text.update(model.text.model_dump(mode="json", by_alias=True, exclude_none=True))
+    if model.task is not None:
+        text["task"] = model.task
+    data["text"] = text
+    if "quantize" not in spec.compression.model_fields_set:
+        data.pop("quantize", None)
 
 
 def recipe_json(spec: types.ModelDeploymentSpec) -> str:

@@ -52,19 +52,43 @@ class ModelSource(Model):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Hex digest; required for url.")
 
 
-class ModelRef(Model):
-    """The model to build: its Triton name, where it is, and (optionally) its I/O signature.
+class TextOptions(Model):
+    """Tokenizer and post-processing settings of a text model; each one set replaces compression.text's.
 
-    The source format is detected by the builder from the file suffix; inputs/outputs, when set,
-    replace the recipe's `io` section.
+    Unset fields keep the recipe's value (or its default: mean pooling, normalised, 128 tokens, truncated).
     """
 
+    pooling: recipe.Pooling | None = Field(None, description="feature-extraction: mean (default) or cls.")
+    normalize: bool | None = Field(None, description="feature-extraction: L2-normalise (default true).")
+    max_length: int | None = Field(
+        None, ge=8, le=8192, description="Longest token sequence the model sees (default 128)."
+    )
+    truncation: bool | None = Field(
+        None, description="Cut longer texts (default true) or reject them per request (false)."
+    )
+
+
+class ModelRef(Model):
+    """The model to build: its Triton name, where it is, and (optionally) its I/O signature or task.
+
+    The source format is detected by the builder from the file suffix; inputs/outputs, when set,
+    replace the recipe's `io` section. With `task` the source is a Hugging Face model (a directory
+    or a .tar.gz of one) and the served model takes text: task and text replace compression.text's.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.MODEL})
     name: str = Field(
         max_length=63, pattern=r"^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$", description="Triton model name."
     )
     source: ModelSource
     inputs: list[recipe.TensorSpec] | None = Field(None, max_length=32, description="Model inputs.")
     outputs: list[recipe.TensorSpec] | None = Field(None, max_length=32, description="Model outputs.")
+    task: recipe.TextTask | None = Field(
+        None,
+        description="Serve a Hugging Face text model: feature-extraction (text in, embedding out) or "
+        "text-classification (text in, label and score out).",
+    )
+    text: TextOptions | None = Field(None, description="Text settings; needs task.")
 
 
 class Build(Model):
