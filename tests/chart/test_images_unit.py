@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
 
 import pytest
 import yaml
@@ -42,3 +44,51 @@ def test_kind_config_has_a_gpu_worker() -> None:
     roles = [n["role"] for n in config["nodes"]]
     assert roles == ["control-plane", "worker"]
     assert config["nodes"][1]["labels"]["nvidia.com/gpu.present"] == "true"
+
+
+# Modules a python step may import without installing them: the backend's own, and the steps' siblings.
+PROVIDED = {
+    "triton_python_backend_utils",
+    *(p.stem for p in (ROOT / "model_repo_builder/triton_python").glob("*.py")),
+}
+
+
+def _step_imports() -> set[str]:
+    """Top-level third-party modules imported anywhere (lazily too) by the python steps."""
+    found: set[str] = set()
+    for path in (ROOT / "model_repo_builder" / "triton_python").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m not in PROVIDED}
+
+
+def _triton_pins() -> dict[str, str]:
+    text = (IMAGES / "triton.Dockerfile").read_text()
+    return dict(re.findall(r'"([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.]*)"', text))
+
+
+def test_triton_image_installs_what_the_python_steps_import() -> None:
+    imports = _step_imports()
+    assert {"numpy", "tokenizers", "onnxruntime"} <= imports, "the scan must see the known imports"
+    pins = _triton_pins()
+    missing = imports - set(pins)
+    assert not missing, f"images/triton.Dockerfile does not install {sorted(missing)}"
+    assert int(pins["numpy"].split(".")[0]) < 2, "the python steps and the builder use numpy 1.x"
+
+
+def test_triton_image_is_the_default_and_runs_as_the_serving_user() -> None:
+    from conch.api import types
+    from conch.render import common
+
+    text = (IMAGES / "triton.Dockerfile").read_text()
+    assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:24\.10-py3$", text, re.M)
+    assert f"-t {types.DEFAULT_TRITON_IMAGE} ." in text, "the documented build command makes the default"
+    assert types.DEFAULT_TRITON_IMAGE in (IMAGES / "README.md").read_text()
+    assert types.DEFAULT_TRITON_IMAGE in (CHART / "README.md").read_text()
+    uid = common.restricted_pod_security()["runAsUser"]
+    assert re.search(rf"^USER {uid}:{uid}$", _final_stage("triton.Dockerfile"), re.M)
+    for label in ("title", "description", "licenses", "version", "base.name"):
+        assert f"org.opencontainers.image.{label}=" in text

@@ -22,7 +22,9 @@ KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
 SINGULAR = "modeldeployment"
 SHORT_NAMES = ["md"]
-DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+# nvcr.io/nvidia/tritonserver:24.10-py3 plus numpy, tokenizers and onnxruntime for the python steps
+# (text ensembles, the CPU backend): built from images/triton.Dockerfile.
+DEFAULT_TRITON_IMAGE = "ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0"
 DEFAULT_BUILDER_IMAGE = "ghcr.io/conch-dev/model-repo-builder:0.1.0"
 
 # A Kubernetes quantity ("500m", "2Gi", 4): int-or-string in the schema.
@@ -110,7 +112,12 @@ class Serving(Model):
     """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.SERVING})
-    image: str = Field(DEFAULT_TRITON_IMAGE, max_length=512, min_length=1)
+    image: str = Field(
+        DEFAULT_TRITON_IMAGE,
+        max_length=512,
+        min_length=1,
+        description="Triton image; it must hold what the python steps import (images/triton.Dockerfile).",
+    )
     backend: recipe.Backend | None = Field(None, description="Overrides compression.export.backend.")
     max_batch_size: int | None = Field(None, ge=0, le=4096, description="Overrides triton.maxBatchSize.")
     dynamic_batching: recipe.DynamicBatching | None = Field(

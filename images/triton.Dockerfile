@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# Triton for Conch: NVIDIA's tritonserver plus what the python steps of Conch's repositories import
+# (model_repo_builder/triton_python/): numpy (every step), tokenizers (the tokenizer step of a text
+# ensemble) and onnxruntime (export.backend "python", the CPU path). The operator's default serving
+# image (spec.serving.image; conch.api.types.DEFAULT_TRITON_IMAGE). Build from the repository root:
+#   docker build -f images/triton.Dockerfile -t ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0 .
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+
+FROM ${TRITON_IMAGE}
+LABEL org.opencontainers.image.title="conch-tritonserver" \
+      org.opencontainers.image.description="NVIDIA Triton 24.10 with numpy, tokenizers and onnxruntime for Conch's python steps (text ensembles, CPU backend)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="24.10-py3-conch0.1.0" \
+      org.opencontainers.image.base.name="nvcr.io/nvidia/tritonserver:24.10-py3"
+USER root
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Into the system python3 (3.10) that the python backend's stub embeds; pinned, so a rebuilt image
+# behaves the same. numpy stays 1.x, like the builder's.
+RUN python3 -m pip install \
+      "numpy==1.26.4" \
+      "tokenizers==0.23.3" \
+      "onnxruntime==1.23.2"
+# Smoke check: the python steps' shared module and every third-party module they import load here.
+RUN --mount=type=bind,source=model_repo_builder/triton_python,target=/tmp/conch-steps \
+    cd /tmp/conch-steps \
+ && python3 -c "import textproc, numpy, tokenizers, onnxruntime; assert numpy.__version__.startswith('1.')"
+# Triton's image user (uid/gid 1000), the uid the operator's serving pods run as.
+USER 1000:1000
+WORKDIR /tmp
+ENV HOME=/tmp PYTHONDONTWRITEBYTECODE=1
