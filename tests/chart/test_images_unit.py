@@ -5,9 +5,14 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from .helmrun import CHART, ROOT
 
@@ -92,3 +97,50 @@ def test_triton_image_is_the_default_and_runs_as_the_serving_user() -> None:
     assert re.search(rf"^USER {uid}:{uid}$", _final_stage("triton.Dockerfile"), re.M)
     for label in ("title", "description", "licenses", "version", "base.name"):
         assert f"org.opencontainers.image.{label}=" in text
+
+
+def _imports(folder: Path) -> set[str]:
+    """Top-level modules imported anywhere (lazily too) by the .py files under `folder`."""
+    found: set[str] = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names)
+
+
+def _closure(requirements: list[str], extras: set[str]) -> set[str]:
+    """Normalised names of the distributions these requirements pull in (as installed here)."""
+    seen: set[str] = set()
+    todo = [(Requirement(r), extras) for r in requirements]
+    while todo:
+        req, wanted = todo.pop()
+        env_ok = req.marker is None or any(req.marker.evaluate({"extra": e}) for e in wanted | {""})
+        name = canonicalize_name(req.name)
+        if not env_ok or name in seen:
+            continue
+        seen.add(name)
+        try:
+            deps = metadata.requires(req.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo.extend((Requirement(d), set(req.extras)) for d in deps)
+    return seen
+
+
+def test_builder_extra_provides_what_the_builder_imports() -> None:
+    """images/builder.Dockerfile installs .[builder]: that must hold every module the builder imports."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["builder"]
+    dists = _closure(wanted, set())
+    owners = metadata.packages_distributions()
+    own = {"model_repo_builder", "triton_python_backend_utils", "textproc"}  # ours / Triton's own
+    missing = {
+        m: owners.get(m, [])
+        for m in _imports(ROOT / "model_repo_builder") - own
+        if not any(canonicalize_name(d) in dists for d in owners.get(m, []))
+    }
+    assert {"transformers", "torch", "onnxruntime"} <= _imports(ROOT / "model_repo_builder")
+    assert not missing, f"the builder imports modules that .[builder] does not install: {missing}"
