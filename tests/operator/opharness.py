@@ -1,5 +1,6 @@
-"""Test harness for the operator against the real control plane: the operator as a subprocess,
-polling helpers, a model store per namespace, and playing the builder's part through kwok.
+"""Test harness for the operator against the real control plane: the operator as a subprocess (and
+the module fixture that runs it), polling helpers, a model store per namespace, and playing the
+builder's part through kwok.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +58,17 @@ class Operator:
             return None
         pattern = re.compile(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", re.M)
         return sum(float(m.group(2)) for m in pattern.finditer(text))
+
+
+@pytest.fixture(scope="module", name="operator")
+def operator_fixture(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """Fixture `operator`: the CRD installed and one operator per test module that imports this."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    op = Operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
 
 
 class Kube:

@@ -13,20 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opharness import Kube, Operator, md_object, wait_for
+from opharness import Kube, Operator, md_object, operator_fixture, wait_for  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
-    op = Operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator"))
-    op.start()
-    yield op
-    op.stop()
 
 
 @pytest.fixture

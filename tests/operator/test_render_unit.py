@@ -80,7 +80,13 @@ def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
 
 
 def test_builder_job_contract() -> None:
-    o = owner("autoscaling-minilm")
+    minilm = owner("autoscaling-minilm")
+    assert job.command(minilm)[2] == "/store/models/all-MiniLM-L6-v2"
+    source = {"url": "https://models.example.com/all-MiniLM-L6-v2.tar.gz", "sha256": "ab" * 32}
+    spec = minilm.spec.model_copy(
+        update={"model": minilm.spec.model.model_copy(update={"source": types.ModelSource(**source)})}
+    )
+    o = common.Owner(minilm.name, minilm.namespace, minilm.uid, spec)
     rendered = job.render_job(o, o.spec.version, keys.spec_key(o.spec))
     container = rendered["spec"]["template"]["spec"]["containers"][0]
     cmd = container["command"]
