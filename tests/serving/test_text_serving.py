@@ -87,19 +87,6 @@ def triton(repositories: dict[str, Path], serving_dir: Path) -> Iterator[Triton]
         yield server
 
 
-def _reference_embeddings(texts: list[str]) -> np.ndarray:
-    from transformers import AutoModel, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(textmodels.minilm_dir()), local_files_only=True)
-    model = AutoModel.from_pretrained(str(textmodels.minilm_dir()), local_files_only=True).eval()
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-    with torch.no_grad():
-        states = model(**enc).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).float()
-    pooled = (states * mask).sum(1) / mask.sum(1)
-    return torch.nn.functional.normalize(pooled, dim=-1).numpy()
-
-
 def _text_array(texts: list[str] | list[bytes]) -> np.ndarray:
     rows = [t.encode() if isinstance(t, str) else t for t in texts]
     return np.array(rows, dtype=object).reshape(-1, 1)
@@ -121,21 +108,15 @@ def embed_grpc(server: Triton, model: str, texts: list[str]) -> np.ndarray:
     return np.asarray(client.infer(model, [inp]).as_numpy("embedding"))
 
 
-def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return float((a * b).sum(1).mean())
-
-
 @pytest.mark.parametrize(("model", "floor"), [("minilm", 0.995), ("minilm_fp32", 0.999)])
 def test_embeddings_match_the_original_over_http_and_grpc(triton: Triton, model: str, floor: float) -> None:
-    reference = _reference_embeddings(SENTENCES)
+    reference = textmodels.reference_embeddings(SENTENCES)
     over_http = embed_http(triton, model, SENTENCES)
     over_grpc = embed_grpc(triton, model, SENTENCES)
     assert over_http.shape == (len(SENTENCES), 384)
     assert over_http.dtype == np.float32
-    assert _mean_cosine(over_http, reference) >= floor
-    assert _mean_cosine(over_grpc, reference) >= floor
+    assert textmodels.mean_cosine(over_http, reference) >= floor
+    assert textmodels.mean_cosine(over_grpc, reference) >= floor
     assert np.allclose(np.linalg.norm(over_http, axis=1), 1.0, atol=1e-4)  # normalised by the post step
 
 
@@ -180,14 +161,19 @@ def test_bad_inputs_get_clear_answers_and_the_server_keeps_serving(triton: Trito
 
     huge = "word " * 20_000  # 100k characters: truncated to maxLength tokens, not an error
     long_answer = embed_http(triton, "minilm_fp32", [huge])
-    assert _mean_cosine(long_answer, _reference_embeddings([huge])) >= 0.999
+    assert textmodels.mean_cosine(long_answer, textmodels.reference_embeddings([huge])) >= 0.999
 
     mixed = [SENTENCES[0], "ok", SENTENCES[1] * 5]
     together = embed_http(triton, "minilm_fp32", mixed)
     one_by_one = np.concatenate([embed_http(triton, "minilm_fp32", [t]) for t in mixed])
-    assert _mean_cosine(together, one_by_one) >= 0.9999  # padding does not change an answer
+    assert textmodels.mean_cosine(together, one_by_one) >= 0.9999  # padding does not change an answer
 
     with pytest.raises(InferenceServerException, match=r"batch-size must be <= 8"):
         embed_http(triton, "minilm", [*SENTENCES, "one too many"])
 
-    assert _mean_cosine(embed_http(triton, "minilm", SENTENCES), _reference_embeddings(SENTENCES)) >= 0.995
+    assert (
+        textmodels.mean_cosine(
+            embed_http(triton, "minilm", SENTENCES), textmodels.reference_embeddings(SENTENCES)
+        )
+        >= 0.995
+    )
