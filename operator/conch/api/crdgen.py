@@ -63,6 +63,10 @@ def _structural(node: Schema) -> Schema:
         node["x-kubernetes-preserve-unknown-fields"] = True
     if "properties" in node or "additionalProperties" in node:
         node.setdefault("type", "object")
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = node.get(bound)  # JSON schema: a number; OpenAPI v3.0 (Kubernetes): a bool on the limit
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            node[limit], node[bound] = value, True
     if node.get("type") == "array":  # bounded lists keep CEL cost estimates within the budget
         node.setdefault("maxItems", DEFAULT_MAX_ITEMS)
     for name, keys in _MAP_LISTS.items():
