@@ -10,7 +10,6 @@ and what each changed goes into build.json under ``passes``.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -171,20 +170,29 @@ def _compress(  # noqa: PLR0917
     passes: list[dict[str, Any]] = [{"name": "export", "format": "onnx", "opset": recipe.export.opset}]
     with steps.step("prune"):
         passes += _prune(plain, recipe)
+    timing_batch = next(iter(batches(calib, 8)))
+    fused = work / "model.fused.onnx"
     with steps.step("optimize"):
-        fused = work / "model.fused.onnx"
-        timing_batch = next(iter(batches(calib, 8)))
-        entry = optimize.fuse_if_faster(plain, fused, timing_batch, model.num_heads, model.hidden_size)
-        passes.append(entry)
-        current = fused if entry["applied"] else plain
-    final = work / "model.onnx"
+        fusion = optimize.try_fuse(plain, fused, timing_batch, model.num_heads, model.hidden_size)
+        passes.append(fusion)
+    candidates = [plain, fused] if fused.exists() else [plain]
     with steps.step("quantize"):
-        if recipe.quantize.mode == "none":
-            shutil.copyfile(current, final)
-        else:
-            pipeline.quantize(current, final, recipe, calib)
-        passes.append(_quantize_entry(recipe, current, final))
-    return final, size_before, passes
+        finals = [_quantized(c, recipe, calib) for c in candidates]
+    if len(finals) == 2:
+        with steps.step("choose"):
+            keep_fused = optimize.choose(fusion, finals[0], finals[1], timing_batch, recipe.quantize.mode)
+        candidates, finals = ([fused], finals[1:]) if keep_fused else ([plain], finals[:1])
+    passes.append(_quantize_entry(recipe, candidates[0], finals[0]))
+    return finals[0], size_before, passes
+
+
+def _quantized(src: Path, recipe: Recipe, calib: Arrays) -> Path:
+    """The model as it would be published: `src` quantized per the recipe (or `src` itself)."""
+    if recipe.quantize.mode == "none":
+        return src
+    dst = src.with_name(src.stem + ".quantized.onnx")
+    pipeline.quantize(src, dst, recipe, calib)
+    return dst
 
 
 def _prune(path: Path, recipe: Recipe) -> list[dict[str, Any]]:
