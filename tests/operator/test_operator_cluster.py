@@ -82,12 +82,16 @@ def test_op_rollout_then_rollback_reuses_the_build(kube: Kube) -> None:
     assert k.status("roll")["currentVersion"] == "v1" and deploy_version(k, "roll") == "v1"
     k.finish_build("roll", "v2")
     wait_for("serving v2", lambda: serving(k, "roll", "v2"), 90)
-    pods = k.items("pods", "serving.conch.dev/modeldeployment=roll,app.kubernetes.io/component=triton")
-    assert {
-        p["metadata"]["labels"]["serving.conch.dev/version"]
-        for p in pods
-        if p["status"]["phase"] == "Running"
-    }
+
+    def running_versions() -> set[str]:
+        pods = k.items("pods", "serving.conch.dev/modeldeployment=roll,app.kubernetes.io/component=triton")
+        return {
+            p["metadata"]["labels"]["serving.conch.dev/version"]
+            for p in pods
+            if p["status"]["phase"] == "Running" and "deletionTimestamp" not in p["metadata"]
+        }
+
+    wait_for("only v2 pods running", lambda: running_versions() == {"v2"}, 30)
     k.k("patch", "md", "roll", "--type=merge", "-p", '{"spec":{"version":"v1"}}')  # only the version
     wait_for("serving v1 again", lambda: serving(k, "roll", "v1"), 60)
     assert len(k.jobs("roll")) == 2, "rolling back to a built version must not start a Job"
@@ -147,13 +151,25 @@ def test_op_noop_reconcile_writes_nothing_and_drift_is_corrected(
 ) -> None:
     k = kube
     bring_up(k, "idle", replicas=2)
-    time.sleep(2)  # let the last status write and its echo events settle before measuring
+
+    clean = [0]  # consecutive pokes whose pass wrote nothing
+
+    def settled() -> bool:
+        """Two pokes in a row made passes without writes: the last status write and its echoes are done."""
+        start, count = cluster.audit_log.stat().st_size, operator.metric("conch_reconciles_total") or 0
+        k.k("annotate", "md", "idle", f"test/settle={time.monotonic_ns()}", "--overwrite")
+        wait_for("a reconcile", lambda: (operator.metric("conch_reconciles_total") or 0) > count, 30)
+        clean[0] = clean[0] + 1 if operator_writes(cluster.audit_log, k.ns, start) == [] else 0
+        return clean[0] >= 2
+
+    wait_for("the operator settled after bring-up", settled, 60, every=0.1)
     offset = cluster.audit_log.stat().st_size
     before = operator.metric("conch_reconciles_total") or 0
     for i in range(3):  # metadata-only changes wake the operator without changing the spec
         k.k("annotate", "md", "idle", f"test/poke={i}", "--overwrite")
     wait_for("reconciles", lambda: (operator.metric("conch_reconciles_total") or 0) >= before + 3, 30)
-    time.sleep(1)
+    # The audit log backend is blocking: a write is logged before the operator gets its response, so
+    # the passes counted above have logged every write they made.
     assert operator_writes(cluster.audit_log, k.ns, offset) == []
     k.k(
         "patch",
@@ -181,8 +197,13 @@ def test_op_restart_mid_build_converges_without_duplicates(kube: Kube, operator:
     k.apply(md_object("rs"))
     wait_for("build job", lambda: k.jobs("rs"), 30)
     operator.kill()
+    # An edit made while no operator runs: its observedGeneration proves the new process reconciled "rs".
+    k.k("patch", "md", "rs", "--type=merge", "-p", '{"spec":{"replicas":2}}')
+    generation = k.get("md", "rs")["metadata"]["generation"]  # type: ignore[index]
     operator.start()
-    time.sleep(2)
+    wait_for(
+        "restarted operator observed rs", lambda: k.status("rs").get("observedGeneration") == generation, 30
+    )
     assert len(k.jobs("rs")) == 1
     k.finish_build("rs", "v1")
     wait_for("serving v1", lambda: serving(k, "rs", "v1"), 90)

@@ -10,7 +10,6 @@ import pytest
 
 from conch import apply, build, rollout, status
 from conch.api import types
-from conch.render import common
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +30,7 @@ def job(condition: str | None) -> dict[str, Any]:
     return {"metadata": {"name": "j"}, "status": {"conditions": conds}}
 
 
-def pod(message: str | None) -> dict[str, Any]:
+def builder_pod(message: str | None) -> dict[str, Any]:
     term = {"exitCode": 0, "finishedAt": "2026-01-01T00:00:00Z", "message": message}
     return {"status": {"containerStatuses": [{"name": "builder", "state": {"terminated": term}}]}}
 
@@ -41,12 +40,12 @@ def pod(message: str | None) -> dict[str, Any]:
     [
         (None, [], "Building", None),
         (job(None), [], "Building", None),
-        (job("Complete"), [pod(summary())], "Succeeded", None),
-        (job("Failed"), [pod(summary(False))], "Failed", "gate-failed: cosine 0.9 < 0.99"),
+        (job("Complete"), [builder_pod(summary())], "Succeeded", None),
+        (job("Failed"), [builder_pod(summary(False))], "Failed", "gate-failed: cosine 0.9 < 0.99"),
         (job("Failed"), [], "Failed", "R: m"),
-        (job("Complete"), [pod("not json")], "Failed", "termination message is not JSON"),
-        (job("Complete"), [pod('{"no": 1}')], "Failed", "no boolean 'ok'"),
-        (job("Complete"), [pod(summary(buildKey=""))], "Failed", "no buildKey"),
+        (job("Complete"), [builder_pod("not json")], "Failed", "termination message is not JSON"),
+        (job("Complete"), [builder_pod('{"no": 1}')], "Failed", "no boolean 'ok'"),
+        (job("Complete"), [builder_pod(summary(buildKey=""))], "Failed", "no buildKey"),
     ],
 )
 def test_build_outcomes(job_obj: Any, pods: list[Any], result: str, message: str | None) -> None:
@@ -160,12 +159,18 @@ def test_transitions_post_events() -> None:
         current_version="v1", history=[entry("v1")],
         conditions=status.merge([], [status.Cond("Degraded", True, "BuildFailed")], 1, "t"),
     )  # fmt: skip
-    reasons = {e.reason: e.type for e in status.transitions(old, new)}
-    assert reasons == {"BuildFailed": "Warning", "Serving": "Normal", "BuildSucceeded": "Normal"}
-    assert common.LABEL_MD == "serving.conch.dev/modeldeployment"
+    events = {e.reason: (e.type, e.message) for e in status.transitions(old, new)}
+    assert events == {
+        "BuildFailed": ("Warning", "Degraded=True: "),
+        "Serving": ("Normal", "now serving version v1"),
+        "BuildSucceeded": ("Normal", "built version v1: bk-v1"),
+    }
+    assert status.transitions(new, new) == [], "nothing changed: no events"
 
 
-def pod(restarts: int, ready: bool = False, waiting: str = "CrashLoopBackOff", deleting: bool = False) -> Any:
+def triton_pod(
+    restarts: int, ready: bool = False, waiting: str = "CrashLoopBackOff", deleting: bool = False
+) -> Any:
     meta: dict[str, Any] = {"name": "p-1", **({"deletionTimestamp": "t"} if deleting else {})}
     last = {"terminated": {"exitCode": 1, "message": "E1123 model_lifecycle.cc] failed to load 'm'"}}
     status = {"name": "triton", "ready": ready, "restartCount": restarts,
@@ -177,15 +182,15 @@ def pod(restarts: int, ready: bool = False, waiting: str = "CrashLoopBackOff", d
     ("pods", "expected"),
     [
         ([], ""),
-        ([pod(1)], ""),  # one restart may be a slow start: the deadline still decides
+        ([triton_pod(1)], ""),  # one restart may be a slow start: the deadline still decides
         (
-            [pod(2)],
+            [triton_pod(2)],
             "pod p-1: container triton restarted 2 times (last exit code 1): E1123 model_lifecycle.cc]",
         ),
-        ([pod(5, ready=True)], ""),  # it recovered
-        ([pod(5, deleting=True)], ""),  # an old pod on its way out
-        ([pod(0, waiting="InvalidImageName")], "pod p-1: InvalidImageName"),
-        ([pod(0, waiting="ImagePullBackOff")], ""),  # a registry hiccup can heal
+        ([triton_pod(5, ready=True)], ""),  # it recovered
+        ([triton_pod(5, deleting=True)], ""),  # an old pod on its way out
+        ([triton_pod(0, waiting="InvalidImageName")], "pod p-1: InvalidImageName"),
+        ([triton_pod(0, waiting="ImagePullBackOff")], ""),  # a registry hiccup can heal
     ],
 )
 def test_crash_reason(pods: list[Any], expected: str) -> None:
