@@ -28,7 +28,12 @@ Obj = dict[str, Any]
 def helm(
     *args: str, kubeconfig: Path | None = None, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run helm (isolated from the user's helm config); AssertionError on failure when `check`."""
+    """Run helm (isolated from the user's helm config); AssertionError on failure when `check`.
+
+    A missing helm fails the calling test (never a skip): `make tools` builds it into the cache.
+    """
+    if not HELM.exists():
+        raise AssertionError(f"helm is not installed at {HELM}: run `make tools` (or set CONCH_CACHE)")
     env = dict(os.environ)
     for var in ("CACHE", "CONFIG", "DATA"):
         env[f"HELM_{var}_HOME"] = f"/tmp/conch-helm/{var.lower()}"

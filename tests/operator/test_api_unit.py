@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,24 @@ def test_crd_is_structural() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_examples_parse(path: Path) -> None:
-    for doc in yaml.safe_load_all(path.read_text()):
-        if doc["kind"] == types.KIND:
-            spec = types.ModelDeploymentSpec.model_validate(doc["spec"])
-            assert keys.recipe_json(spec).startswith("{")
+    """Each example's spec parses and its recipe JSON carries what the spec says, and round-trips."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == types.KIND]
+    for doc in docs:
+        raw = doc["spec"]
+        spec = types.ModelDeploymentSpec.model_validate(raw)
+        data = json.loads(keys.recipe_json(spec))
+        assert recipe.Recipe.model_validate(data) == keys.effective_recipe(spec), "recipe JSON round-trips"
+        serving = raw.get("serving", {})
+        triton = data["triton"]
+        assert triton["instanceKind"] == ("KIND_GPU" if serving.get("gpus", 1) > 0 else "KIND_CPU")
+        assert triton["maxBatchSize"] == serving.get("maxBatchSize", 8)
+        quantize = raw.get("compression", {}).get("quantize", {})
+        task = raw["model"].get("task")
+        text_default = "int8-dynamic" if task else "none"
+        assert data["quantize"]["mode"] == quantize.get("mode", text_default)
+        assert data.get("text", {}).get("task") == task
+        assert ("inputs" in raw["model"]) == bool(data["io"]["inputs"])
+    assert path.name == "model-store-pvc.yaml" or docs, "an example without a ModelDeployment"
 
 
 def test_spec_key_depends_on_build_inputs_only() -> None:
