@@ -22,9 +22,7 @@ class TritonPythonModel:
     """Stateless post-processing; settings come from the model config's parameters."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        here = Path(args["model_repository"]) / args["model_version"]
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params, here = textproc.step_settings(args)
         self.task = params["task"]
         self.pooling = params.get("pooling", "mean")
         self.normalize = params.get("normalize", "true") == "true"

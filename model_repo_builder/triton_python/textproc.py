@@ -9,7 +9,9 @@ image must carry both (images/triton.Dockerfile).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,13 @@ from numpy.typing import NDArray
 PAD_MULTIPLE = 8
 """Sequences are padded to the longest text of a request, rounded up to a multiple of this, so that
 requests of similar length have equal shapes and Triton's dynamic batcher can merge them."""
+
+
+def step_settings(args: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """(string parameters of the model config, version folder) from Triton's initialize() args."""
+    config = json.loads(args["model_config"])
+    params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+    return params, Path(args["model_repository"]) / args["model_version"]
 
 
 class TextError(ValueError):

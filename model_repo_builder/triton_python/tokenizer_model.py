@@ -8,7 +8,6 @@ others are answered.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,7 @@ class TritonPythonModel:
     """One tokenizer per model instance."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        here = Path(args["model_repository"]) / args["model_version"]
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params, here = textproc.step_settings(args)
         settings = textproc.TokenizerSettings.from_parameters(params)
         self.tokenize = textproc.TextTokenizer(str(here / "tokenizer.json"), settings)
 

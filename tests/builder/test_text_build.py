@@ -3,9 +3,16 @@ or text file is refused with one line naming the file, and nothing is published.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import json
 import shutil
+import ssl
+import subprocess
 import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +181,44 @@ def test_textproc_pooling_truncation_and_utf8(tmp_path: Path) -> None:
     cut = textproc.TextTokenizer(str(tokenizer_file), textproc.TokenizerSettings(8, True, 0, "[PAD]"))
     ids, mask = cut(["short", "this sentence is certainly longer than eight tokens"])
     assert ids.shape == (2, 8) and mask[1].sum() == 8 and ids[1, -1] == 102  # [SEP] kept at the end
+
+
+@pytest.fixture
+def https_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """An https file server on 127.0.0.1 with a self-signed certificate the process trusts."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+
+
+def test_https_tar_gz_is_downloaded_checked_and_unpacked(
+    run_cli: Run, sentiment_checkpoint: Path, tmp_path: Path, https_server: tuple[str, Path]
+) -> None:
+    url, root = https_server
+    archive = root / "sentiment.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(sentiment_checkpoint, arcname="sentiment")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    store = tmp_path / "store"
+    unpinned = run_cli("build", f"{url}/sentiment.tar.gz", "--out", store, "--recipe-json", _recipe())
+    assert unpinned.code == 2 and "sha256 is required" in unpinned.summary["error"]["message"]
+    ok = run_cli(
+        "build", f"{url}/sentiment.tar.gz", "--out", store, "--recipe-json", _recipe(), "--sha256", digest
+    )
+    assert ok.code == 0, ok.stderr
+    assert ok.summary["sourceDigest"] == f"sha256:{digest}"
