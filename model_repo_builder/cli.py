@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -17,8 +18,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import BadInput, BuilderError
-from .recipe import Recipe, parse_recipe_text
+from .recipe import Recipe, recipe_data
 from .summary import emit, make_summary, table
+
+DEADLINE_ENV = "CONCH_BUILD_DEADLINE_SECONDS"
+"""Set by the operator's builder Job to its activeDeadlineSeconds (same as --deadline-seconds)."""
 
 # flag -> dotted recipe path (values are applied over --recipe/--recipe-json)
 _FLAGS: list[tuple[str, str, type, str]] = [
@@ -42,6 +46,9 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--min-cosine", "gate.minCosine", float, "gate: mean cosine"),
     ("--min-top1-agreement", "gate.minTop1Agreement", float, "gate: top-1 agreement"),
     ("--max-accuracy-drop", "gate.maxAccuracyDrop", float, "gate: accuracy drop (needs labels)"),
+    ("--distill-data", "distill.dataPath", str, "distill on this .npz / .txt / .jsonl (no labels needed)"),
+    ("--distill-steps", "distill.steps", int, "distillation optimizer steps"),
+    ("--keep-layers", "distill.keepLayers", int, "text models: the student keeps this many layers"),
 ]
 _BOOL_FLAGS = [
     ("--tensorrt-fp16", "triton.tensorrtFp16", True),
@@ -68,15 +75,34 @@ def _parser() -> argparse.ArgumentParser:
         b.add_argument(flag, dest=path, type=kind, default=None, help=text)
     for flag, path, value in _BOOL_FLAGS:
         b.add_argument(flag, dest=path, action="store_const", const=value, default=None)
+    b.add_argument(
+        "--fallback", type=lambda t: [m.strip() for m in t.split(",") if m.strip()], metavar="MODE,MODE",
+        help="precision ladder: quantize modes tried after --quantize when the gate fails",
+    )  # fmt: skip
+    b.add_argument(
+        "--deadline-seconds", type=float, default=_env_deadline(), metavar="S",
+        help=f"the Job's activeDeadlineSeconds (default ${DEADLINE_ENV}): distillation that would not "
+        "finish in time fails early",
+    )  # fmt: skip
     v = sub.add_parser("verify", help="re-hash a repository against its build.json")
     v.add_argument("repository", type=Path)
     return parser
 
 
+def _env_deadline() -> float | None:
+    text = os.environ.get(DEADLINE_ENV, "").strip()
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     for key in parents:
-        data = data.setdefault(key, {})
+        if data.get(key) is None:  # an optional section (text, distill) dumps as None while unset
+            data[key] = {}
+        data = data[key]
     data[leaf] = value
 
 
@@ -92,7 +118,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """The recipe file/JSON with command-line flags applied on top."""
     try:
         text = args.recipe.read_text(encoding="utf-8") if args.recipe else (args.recipe_json or "")
-        data = parse_recipe_text(text).model_dump(by_alias=True)
+        data = recipe_data(text)  # flags apply before validation: rules may span both
         for dotted, value in vars(args).items():
             if "." in dotted and value is not None:
                 _set(data, dotted, value)
@@ -100,6 +126,8 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
             _set(data, "io.inputs", [_tensor(t) for t in args.input])
         if args.output:
             _set(data, "io.outputs", [{"name": n} for n in args.output])
+        if args.fallback is not None:
+            data["fallback"] = args.fallback
         return Recipe.model_validate(data)
     except (OSError, ValueError) as exc:  # ValidationError and YAML errors are ValueErrors
         raise BadInput(f"invalid recipe: {_short(exc)}") from exc
@@ -118,7 +146,7 @@ def _build(args: argparse.Namespace) -> int:
         recipe = recipe_from_args(args)
         from .pipeline import BuildRequest, Steps, build
 
-        steps = Steps(info=info)
+        steps = Steps(info=info, deadline=args.deadline_seconds)
         result = build(BuildRequest(args.source, args.out, recipe, args.model_name, args.sha256), steps)
     except BuilderError as exc:
         return _fail(info, exc.kind, _short(exc), exc.exit_code, args.summary_file)

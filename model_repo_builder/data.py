@@ -33,35 +33,40 @@ def generate_inputs(inputs: list[Any], count: int, validation: Validation) -> Ar
     return feed
 
 
-def load_npz(path: str, inputs: list[Any], limit: int) -> tuple[Arrays, NDArray[Any] | None]:
-    """Read inputs (one array per input name, batch first) and optional 'labels' from an .npz."""
+def load_npz(
+    path: str, inputs: list[Any], limit: int, what: str = "validation data"
+) -> tuple[Arrays, NDArray[Any] | None]:
+    """Read inputs (one array per input name, batch first) and optional 'labels' from an .npz.
+
+    ``what`` names the file's role in errors ("validation data", "distill data (distill.dataPath)").
+    """
     file = Path(path)
     if not file.is_file():
-        raise BadInput(f"validation data not found: {path}")
+        raise BadInput(f"{what} not found: {path}")
     try:
         with np.load(file, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise BadInput(f"cannot read validation data {file.name}: {exc}") from exc
+        raise BadInput(f"cannot read {what} {file.name}: {exc}") from exc
     feed: Arrays = {}
     for spec in inputs:
         if spec.name not in arrays:
-            raise BadInput(f"validation data {file.name} has no array {spec.name!r} (has {sorted(arrays)})")
-        feed[spec.name] = _checked(arrays[spec.name], spec)[:limit]
+            raise BadInput(f"{what} {file.name} has no array {spec.name!r} (has {sorted(arrays)})")
+        feed[spec.name] = _checked(arrays[spec.name], spec, what)
     labels = arrays.get("labels")
-    sizes = {len(a) for a in feed.values()}
+    sizes = {len(a) for a in feed.values()} | ({len(labels)} if labels is not None else set())
     if len(sizes) != 1:
-        raise BadInput(f"shape mismatch: validation arrays have different batch sizes {sorted(sizes)}")
-    return feed, (labels[:limit] if labels is not None else None)
+        raise BadInput(f"shape mismatch: {what} arrays have different batch sizes {sorted(sizes)}")
+    limited = {k: v[:limit] for k, v in feed.items()}
+    return limited, (labels[:limit] if labels is not None else None)
 
 
-def _checked(array: NDArray[Any], spec: Any) -> NDArray[Any]:
+def _checked(array: NDArray[Any], spec: Any, what: str) -> NDArray[Any]:
     expected = list(spec.shape)
     got = list(array.shape[1:])
     if len(got) != len(expected) or any(e > 0 and e != g for e, g in zip(expected, got, strict=True)):
         raise BadInput(
-            f"shape mismatch: input {spec.name!r} expects [N, {expected}], "
-            f"validation data has {list(array.shape)}"
+            f"shape mismatch: input {spec.name!r} expects [N, {expected}], {what} has {list(array.shape)}"
         )
     return array.astype(spec.dtype, copy=False)
 

@@ -18,30 +18,20 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import onnx
 import torch
 from numpy.typing import NDArray
 
-from . import BUILDER_VERSION
+from . import BUILDER_VERSION, compress, distdata, ladder
+from .compress import guarded
 from .data import Arrays, generate_inputs, load_npz
 from .errors import BadInput, GateFailed, Internal
-from .export import (
-    make_batch_dynamic,
-    module_to_onnx,
-    program_to_onnx,
-    save_onnx,
-    to_torchscript,
-    upgrade_opset,
-)
 from .formats import LoadedModel, Runner, TensorInfo, load_model, torch_runner
-from .prune import channel_prune, magnitude_prune_module, magnitude_prune_onnx, onnx_to_torch
-from .quantize import quantize_file
 from .recipe import Recipe
 from .repository import build_key, publish, read_build_json, staging, verify_repository, write_build_json
 from .source import FetchedSource, fetch
 from .triton_config import MODEL_FILES, Warmup, build_config, render
 from .triton_python import MODEL_PY
-from .verify import check_gate, compare, onnx_runner, run_all
+from .verify import compare, onnx_runner, run_all
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -74,6 +64,8 @@ class Steps:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # buildKey, sourceDigest, ... known so far
+    deadline: float | None = None  # seconds from `started` the Job may run (activeDeadlineSeconds)
+    started: float = field(default_factory=time.monotonic)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -126,27 +118,49 @@ def _fresh(
     with steps.step("load"):
         loaded = load_model(src.path, src.suffix, recipe)
     with steps.step("data"):
-        feed, labels = _validation(loaded, recipe)
-        calibration = _calibration(loaded, recipe, feed)
+        train, feed, labels, origin = _data(loaded, recipe)
+        calibration = _calibration(loaded, recipe, feed, train)
+    teacher = _reference_runner(loaded)
     with steps.step("reference"):
-        reference = run_all(_reference_runner(loaded), feed, recipe.validation.batch_size)
+        reference = run_all(teacher, feed, recipe.validation.batch_size)
         _check_finite(reference)
     example = tuple(torch.from_numpy(np.ascontiguousarray(feed[i.name][:2])) for i in loaded.inputs)
-    artifact, runner, size_before = _compress(loaded, recipe, example, calibration, work=work, steps=steps)
-    with steps.step("gate"):
-        compressed = run_all(runner, feed, recipe.validation.batch_size)
-        metrics = compare(reference, compressed, labels)
-        try:
-            check_gate(metrics, recipe.gate)
-        finally:
-            steps.info["gate"] = metrics
+    ctx = compress.Context(loaded, example, teacher, train, calibration, work, steps)
+    prepared = compress.prepare(recipe, ctx)
+
+    def judge(path: Path) -> dict[str, float]:
+        return compare(reference, run_all(prepared.runner(path), feed, recipe.validation.batch_size), labels)
+
+    published = ladder.climb(recipe.ladder(), prepared.make, judge, recipe.gate, steps)
     with steps.step("publish"), staging(req.store, key) as tmp:
+        compressed = prepared.runner(published.artifact)({k: v[:1] for k, v in feed.items()})
         outputs = [replace(o, dtype=c.dtype.name) for o, c in zip(loaded.outputs, compressed, strict=True)]
+        artifact = published.artifact
         layout(tmp, req.model_name, recipe, loaded.inputs, outputs, artifact=artifact, feed=feed)
-        record = make_record(req, src, key, artifact, metrics, steps.timings, size_before=size_before)
+        record = make_record(
+            req, src, key, artifact, published.metrics, steps.timings, size_before=prepared.size_before
+        )
+        record |= prepared.report | {"quantize": published.record(recipe.ladder()), "validationData": origin}
         record = write_build_json(tmp, record)
         won = publish(tmp, final)
     return BuildResult(key, final, record if won else read_build_json(final), cached=not won)
+
+
+def _data(
+    loaded: LoadedModel, recipe: Recipe
+) -> tuple[distdata.TensorData | None, Arrays, NDArray[Any] | None, str]:
+    """(distillation data, validation inputs, labels, where the validation data came from)."""
+    d, v = recipe.distill, recipe.validation
+    train = distdata.tensor_data(d, loaded.inputs, v.samples) if d is not None else None
+    if train is not None and train.held_out is not None:
+        feed, labels = train.held_out
+        origin = distdata.held_out_origin(train, d.data_path if d else "")
+    else:
+        feed, labels = _validation(loaded, recipe)
+        origin = Path(v.data_path).name if v.data_path else f"generated (seed {v.seed})"
+    if train is not None:
+        distdata.check_disjoint_arrays(train.feed, feed, origin)
+    return train, feed, labels, origin
 
 
 def _validation(loaded: LoadedModel, recipe: Recipe) -> tuple[Arrays, NDArray[Any] | None]:
@@ -156,12 +170,17 @@ def _validation(loaded: LoadedModel, recipe: Recipe) -> tuple[Arrays, NDArray[An
     return generate_inputs(loaded.inputs, v.samples, v), None
 
 
-def _calibration(loaded: LoadedModel, recipe: Recipe, feed: Arrays) -> Arrays | None:
+def _calibration(
+    loaded: LoadedModel, recipe: Recipe, feed: Arrays, train: distdata.TensorData | None
+) -> Arrays | None:
+    """Calibration inputs: the given file, else the distillation data, validation data or generated."""
     q = recipe.quantize
-    if q.mode != "int8-static" and q.smooth_alpha is None:
+    if "int8-static" not in recipe.ladder() and q.smooth_alpha is None:
         return None
     if q.calibration_data_path:
         return load_npz(q.calibration_data_path, loaded.inputs, q.calibration_samples)[0]
+    if train is not None:
+        return {k: v[: q.calibration_samples] for k, v in train.feed.items()}
     if recipe.validation.data_path:
         return {k: v[: q.calibration_samples] for k, v in feed.items()}
     seeded = recipe.validation.model_copy(update={"seed": recipe.validation.seed + 1})
@@ -170,18 +189,8 @@ def _calibration(loaded: LoadedModel, recipe: Recipe, feed: Arrays) -> Arrays | 
 
 def _reference_runner(loaded: LoadedModel) -> Runner:
     if loaded.kind == "onnx":
-        return _guarded(onnx_runner(loaded.path))
+        return guarded(onnx_runner(loaded.path))
     return torch_runner(loaded.module, loaded.inputs)
-
-
-def _guarded(runner: Runner) -> Runner:
-    def run(feed: Arrays) -> list[NDArray[Any]]:
-        try:
-            return runner(feed)
-        except Exception as exc:  # onnxruntime raises its own exception types for bad inputs
-            raise BadInput(f"model failed on validation inputs: {str(exc).strip().splitlines()[0]}") from exc
-
-    return run
 
 
 def _check_finite(outputs: list[NDArray[Any]]) -> None:
@@ -190,96 +199,9 @@ def _check_finite(outputs: list[NDArray[Any]]) -> None:
             raise GateFailed(f"the original model produced non-finite (NaN/Inf) values in output {i}")
 
 
-def _compress(
-    loaded: LoadedModel,
-    recipe: Recipe,
-    example: tuple[torch.Tensor, ...],
-    calibration: Arrays | None,
-    *,
-    work: Path,
-    steps: Steps,
-) -> tuple[Path, Runner, int]:
-    """(served model file, runner over it, bytes of the unpruned fp32 export: the like-for-like base)."""
-    if recipe.export.format == "torchscript":
-        path, size_before = _torchscript_artifact(loaded, recipe, example, work, steps)
-        runner = torch_runner(torch.jit.load(str(path)), loaded.inputs)  # type: ignore[no-untyped-call]
-        return path, runner, size_before
-    with steps.step("export"):
-        model = _base_onnx(loaded, recipe, example)
-        size_before = model.ByteSize()
-    with steps.step("prune"):
-        model = _prune_onnx(model, loaded, recipe, example)
-    fp32 = work / "model.fp32.onnx"
-    save_onnx(model, fp32)
-    final = work / "model.onnx"
-    with steps.step("quantize"):
-        if recipe.quantize.mode == "none":
-            shutil.copyfile(fp32, final)
-        else:
-            quantize(fp32, final, recipe, calibration)
-    return final, _guarded(onnx_runner(final)), size_before
-
-
 def quantize(src: Path, dst: Path, recipe: Recipe, calibration: Arrays | None) -> None:
-    """Quantize per the recipe; unsupported graphs become BadInput naming the mode."""
-    try:
-        quantize_file(src, dst, recipe.quantize, calibration)
-    except BadInput:
-        raise
-    except Exception as exc:  # onnxruntime.quantization raises generic errors for unsupported graphs
-        raise BadInput(
-            f"quantization {recipe.quantize.mode} failed: {str(exc).strip().splitlines()[0]}"
-        ) from exc
-
-
-def _base_onnx(loaded: LoadedModel, recipe: Recipe, example: tuple[torch.Tensor, ...]) -> onnx.ModelProto:
-    opset = recipe.export.opset
-    if loaded.onnx_model is not None:
-        return make_batch_dynamic(upgrade_opset(loaded.onnx_model, opset))
-    if loaded.kind == "exported":
-        return program_to_onnx(loaded.program, loaded.inputs, loaded.outputs, opset)
-    return module_to_onnx(loaded.module, example, loaded.inputs, loaded.outputs, opset)
-
-
-def _prune_onnx(
-    model: onnx.ModelProto, loaded: LoadedModel, recipe: Recipe, example: tuple[torch.Tensor, ...]
-) -> onnx.ModelProto:
-    p = recipe.prune
-    if p.method == "none" or p.amount == 0:
-        return model
-    if p.method == "magnitude":
-        magnitude_prune_onnx(model, p.amount)
-        return model
-    module = channel_prune(onnx_to_torch(model), example, p.amount, p.ignore_layers)
-    return module_to_onnx(module, example, loaded.inputs, loaded.outputs, recipe.export.opset)
-
-
-def _torchscript_artifact(
-    loaded: LoadedModel, recipe: Recipe, example: tuple[torch.Tensor, ...], work: Path, steps: Steps
-) -> tuple[Path, int]:
-    p = recipe.prune
-    with steps.step("baseline"):
-        original = work / "model.original.pt"
-        torch.jit.save(to_torchscript(_torch_module(loaded), example, fp16=False), str(original))
-    with steps.step("prune"):
-        if p.method == "channel" and p.amount > 0:
-            base = _base_onnx(loaded, recipe, example)
-            module: Any = channel_prune(onnx_to_torch(base), example, p.amount, p.ignore_layers)
-        else:
-            module = _torch_module(loaded)
-        if p.method == "magnitude" and p.amount > 0:
-            magnitude_prune_module(module, p.amount)
-    with steps.step("export"):
-        scripted = to_torchscript(module, example, fp16=recipe.quantize.mode == "fp16")
-        path = work / "model.pt"
-        torch.jit.save(scripted, str(path))
-    return path, original.stat().st_size
-
-
-def _torch_module(loaded: LoadedModel) -> Any:
-    if loaded.kind == "onnx" and loaded.onnx_model is not None:
-        return onnx_to_torch(loaded.onnx_model)
-    return loaded.module
+    """Quantize per recipe.quantize; unsupported graphs become BadInput naming the mode."""
+    compress.quantize(src, dst, recipe.quantize, calibration)
 
 
 def _serving_names(specs: list[TensorInfo], recipe: Recipe, prefix: str) -> list[TensorInfo]:

@@ -43,13 +43,26 @@ def magnitude_prune_tensors(tensors: list[torch.Tensor], amount: float) -> list[
     return [h.weight.detach().to(t.dtype) for h, t in zip(holders, tensors, strict=True)]
 
 
-def magnitude_prune_onnx(model: onnx.ModelProto, amount: float) -> int:
-    """Prune the weight initializers (rank >= 2) of Conv/Gemm/MatMul nodes in place; returns count."""
+def _weight_inits(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """float32 weight initializers (rank >= 2) of Conv/Gemm/MatMul nodes: what magnitude pruning prunes."""
     weight_names = {n.input[1] for n in model.graph.node if n.op_type in _WEIGHT_OPS and len(n.input) > 1}
     weight_names |= {n.input[0] for n in model.graph.node if n.op_type == "MatMul"}
-    inits = [
+    return [
         i for i in model.graph.initializer if i.name in weight_names and len(i.dims) >= 2 and i.data_type == 1
     ]
+
+
+def onnx_sparsity(model: onnx.ModelProto) -> dict[str, Any]:
+    """Zero fraction of the prunable weights: what magnitude pruning left (stored dense, so no bytes)."""
+    arrays = [numpy_helper.to_array(i) for i in _weight_inits(model)]
+    total = sum(a.size for a in arrays)
+    zeros = sum(int((a == 0).sum()) for a in arrays)
+    return {"tensors": len(arrays), "zeroFraction": round(zeros / total, 6) if total else 0.0}
+
+
+def magnitude_prune_onnx(model: onnx.ModelProto, amount: float) -> int:
+    """Prune the weight initializers (rank >= 2) of Conv/Gemm/MatMul nodes in place; returns count."""
+    inits = _weight_inits(model)
     if not inits:
         return 0
     arrays = [torch.from_numpy(numpy_helper.to_array(i).copy()) for i in inits]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -27,6 +27,7 @@ InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
 TensorDtype = Literal["float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool"]
 TextTask = Literal["feature-extraction", "text-classification"]
 Pooling = Literal["mean", "cls"]
+DistillLoss = Literal["auto", "kl", "mse", "cosine"]
 TRANSFORMER_SMOOTH_ALPHA = 0.7
 """SmoothQuant strength used for text models whose recipe does not set compression.quantize."""
 
@@ -240,8 +241,94 @@ class Text(_Spec):
         return True if self.normalize is None else self.normalize
 
 
+class Distill(_Spec):
+    """Knowledge distillation: the original model (teacher) trains the compressed one (student).
+
+    The student is the pruned model, or for Hugging Face text models a shallower copy (keepLayers).
+    Training data needs no labels; the gate must judge the student on other data than it learnt from.
+    """
+
+    data_path: str = Field(
+        ...,
+        min_length=1,
+        description="Training inputs on the model store: .npz with one array per input name (batch first, "
+        "optional 'labels') for tensor models; .txt (one text per line) or .jsonl ({text, label}) for text "
+        "models. Must share no sample with the validation data.",
+    )
+    steps: int = Field(300, ge=1, le=1_000_000, description="Optimizer steps.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Samples per step.")
+    learning_rate: float = Field(
+        1e-3, gt=0.0, le=1.0, description="AdamW learning rate (warm-up, cosine decay)."
+    )
+    temperature: float = Field(
+        2.0, gt=0.0, le=100.0, description="Softens both models' logits for the KL loss (classifiers)."
+    )
+    loss: DistillLoss = Field(
+        "auto",
+        description="kl: KL divergence on temperature-softened logits; mse or cosine: on outputs/embeddings; "
+        "auto: kl for classifiers, cosine for text embeddings, mse otherwise.",
+    )
+    hard_label_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of cross-entropy on the data's labels (used only when the data has labels).",
+    )
+    keep_layers: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Text models only: the student keeps this many of the teacher's encoder layers, "
+        "evenly spaced from the first to the last (initialised from them, as DistilBERT is).",
+    )
+    holdout: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="Fraction of the data (its last rows/lines) held out of training and used as the "
+        "gate's validation data; needs validation.dataPath unset.",
+    )
+    seed: int = Field(0, ge=0, description="Seed for batch order: the same seed gives the same model.")
+    log_every: int = Field(50, ge=1, le=1_000_000, description="Log step, loss and seconds every N steps.")
+
+
 class Recipe(_Spec):
     """The whole build recipe."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.distill) || has(self.distill.keepLayers) || (has(self.prune) && "
+                    "has(self.prune.method) && self.prune.method != 'none' && has(self.prune.amount) && "
+                    "self.prune.amount > 0.0)",
+                    "message": "distill needs a smaller student: set prune (method and amount) or "
+                    "distill.keepLayers",
+                    "fieldPath": ".distill",
+                },
+                {
+                    "rule": "!has(self.distill) || !has(self.validation) || "
+                    "!has(self.validation.dataPath) || (self.distill.dataPath != self.validation.dataPath && "
+                    "(!has(self.distill.holdout) || self.distill.holdout == 0.0))",
+                    "message": "distill.dataPath must differ from validation.dataPath, and distill.holdout "
+                    "needs validation.dataPath unset (the held-out split is the validation data)",
+                    "fieldPath": ".distill",
+                },
+                {
+                    "rule": "!has(self.fallback) || !has(self.quantize) || !has(self.quantize.mode) || "
+                    "!(self.quantize.mode in self.fallback)",
+                    "message": "fallback lists the modes tried after quantize.mode: do not repeat it",
+                    "fieldPath": ".fallback",
+                },
+                {
+                    "rule": "!has(self.fallback) || !has(self.export) || !has(self.export.format) || "
+                    "self.export.format != 'torchscript' || self.fallback.all(m, m == 'none' || m == 'fp16')",
+                    "message": "torchscript exports quantize to none or fp16 only",
+                    "fieldPath": ".fallback",
+                },
+            ]
+        }
+    )
 
     prune: Prune = Field(default_factory=Prune, description="Pruning step.")
     quantize: Quantize = Field(default_factory=Quantize, description="Quantization step.")
@@ -253,6 +340,20 @@ class Recipe(_Spec):
     text: Text | None = Field(
         None, description="Text model settings (Hugging Face sources): the served model takes text."
     )
+    distill: Distill | None = Field(
+        None, description="Knowledge distillation of the original model into the compressed one."
+    )
+    fallback: list[QuantizeMode] | None = Field(
+        None,
+        max_length=4,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Precision ladder: quantize modes tried in order after quantize.mode when the gate "
+        "fails (e.g. [int8-dynamic, fp16, none]); the first that passes is published.",
+    )
+
+    def ladder(self) -> list[QuantizeMode]:
+        """quantize.mode, then the fallback modes: the order in which precisions are tried."""
+        return [self.quantize.mode, *(self.fallback or [])]
 
     @model_validator(mode="after")
     def _transformer_default(self) -> Recipe:
@@ -273,6 +374,44 @@ class Recipe(_Spec):
             raise ValueError("text models take text: io.inputs/io.outputs come from the checkpoint")
         if self.triton.max_batch_size < 1:
             raise ValueError("text models are served batched: triton.maxBatchSize must be >= 1")
+        return self
+
+    @model_validator(mode="after")
+    def _distill_consistent(self) -> Recipe:
+        d = self.distill
+        if d is None:
+            return self
+        pruned = self.prune.method != "none" and self.prune.amount > 0
+        if d.keep_layers is None and not pruned:
+            raise ValueError(
+                "distill needs a smaller student: set prune (method and amount) or distill.keepLayers"
+            )
+        if d.keep_layers is not None and self.text is None:
+            raise ValueError("distill.keepLayers applies to Hugging Face text models (text.task) only")
+        v = self.validation.data_path
+        if v is not None and d.data_path == v:
+            raise ValueError(
+                "distill.dataPath is validation.dataPath: the gate must not judge the model on its own "
+                "training data (use another file, or distill.holdout without validation.dataPath)"
+            )
+        if v is not None and d.holdout > 0:
+            raise ValueError(
+                "distill.holdout needs validation.dataPath unset (the held-out split is the validation data)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ladder_consistent(self) -> Recipe:
+        if self.fallback is None:
+            return self
+        if len(set(self.fallback)) != len(self.fallback):
+            raise ValueError(f"fallback {self.fallback} repeats a mode")
+        if self.quantize.mode in self.fallback:
+            raise ValueError(
+                f"fallback repeats quantize.mode {self.quantize.mode!r}: it is always tried first"
+            )
+        if self.export.format == "torchscript" and any(m not in ("none", "fp16") for m in self.fallback):
+            raise ValueError("torchscript exports quantize to none or fp16 only: fallback has an int8 mode")
         return self
 
     @model_validator(mode="after")
@@ -301,7 +440,12 @@ class Recipe(_Spec):
 # Optional fields added after 0.1.0: left out of the canonical JSON while unset, so that adding a field
 # changes no existing build or spec key (an upgrade must not make every deployed version look changed).
 # A section of "" means a top-level field.
-ADDED_OPTIONAL: tuple[tuple[str, str], ...] = (("quantize", "smoothAlpha"), ("", "text"))
+ADDED_OPTIONAL: tuple[tuple[str, str], ...] = (
+    ("quantize", "smoothAlpha"),
+    ("", "text"),
+    ("", "distill"),
+    ("", "fallback"),
+)
 
 
 def canonical_json(recipe: Recipe) -> str:
@@ -314,8 +458,8 @@ def canonical_json(recipe: Recipe) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
-def parse_recipe_text(text: str) -> Recipe:
-    """Parse a YAML or JSON document into a Recipe (raises ValueError / pydantic.ValidationError)."""
+def recipe_data(text: str) -> dict[str, Any]:
+    """The mapping in a YAML or JSON document, not yet validated (raises ValueError if not a mapping)."""
     import yaml  # lazy: keeps this module's import-time dependencies to stdlib + pydantic
 
     data = yaml.safe_load(text) if text.strip() else {}
@@ -323,7 +467,12 @@ def parse_recipe_text(text: str) -> Recipe:
         data = {}
     if not isinstance(data, dict):
         raise ValueError("a recipe must be a mapping")
-    return Recipe.model_validate(data)
+    return data
+
+
+def parse_recipe_text(text: str) -> Recipe:
+    """Parse a YAML or JSON document into a Recipe (raises ValueError / pydantic.ValidationError)."""
+    return Recipe.model_validate(recipe_data(text))
 
 
 def load_recipe(path: str | Path) -> Recipe:

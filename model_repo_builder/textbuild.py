@@ -1,15 +1,19 @@
 """The build of a text model: checkpoint -> ONNX encoder -> fusions -> int8 -> gate on text -> ensemble.
 
-Steps, each timed: load (offline, checked) -> data (validation and calibration text) -> reference
-(the original `transformers` model with its own tokenizer, pooled in torch) -> export (ONNX, dynamic
-batch and sequence axes) -> prune -> optimize (transformer fusions, kept when faster) -> quantize
-(int8 with SmoothQuant by default) -> gate (through the served path: the ensemble's tokenizer code,
-the compressed model in onnxruntime and the ensemble's post-processing) -> publish. Which passes ran
-and what each changed goes into build.json under ``passes``.
+Steps, each timed: load (offline, checked) -> data (validation and calibration text, and the
+distillation text, never overlapping validation) -> reference (the original `transformers` model with
+its own tokenizer, pooled in torch) -> [prune + distill: a shallower/pruned student learns from the
+original, see `textdistill`] -> export (ONNX, dynamic batch and sequence axes) -> prune ->
+optimize (transformer fusions, kept when faster) -> the precision ladder: quantize (int8 with
+SmoothQuant by default, then each fallback mode) -> gate (through the served path: the ensemble's
+tokenizer code, the compressed model in onnxruntime and the ensemble's post-processing), first pass
+published. Which passes ran and what each changed goes into build.json under ``passes``.
 """
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +21,17 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from . import ensemble, hf, optimize, pipeline, textdata
+from . import distdata, distill, ensemble, hf, ladder, optimize, pipeline, textdata, textdistill
+from .compress import quantize, rung
 from .data import Arrays, batches
 from .errors import BadInput, GateFailed
 from .export import module_to_onnx, save_onnx
-from .prune import magnitude_prune_onnx
-from .recipe import Recipe, Text
+from .prune import magnitude_prune_onnx, onnx_sparsity
+from .recipe import QuantizeMode, Recipe, Text
 from .repository import publish, read_build_json, staging, write_build_json
 from .source import FetchedSource
 from .triton_python import textproc
-from .verify import check_gate, compare, onnx_runner
+from .verify import compare, onnx_runner
 
 REFERENCE_BATCH = 8
 
@@ -51,21 +56,39 @@ def fresh(
         hf.save_tokenizer(model, tokenizer_json)
         served_tokenizer = textproc.TextTokenizer(str(tokenizer_json), model.settings)
     with steps.step("data"):
-        validation, calibration = _texts(recipe, model)
+        validation, calibration, train = _texts(recipe, model)
     with steps.step("reference"):
         reference = _reference(model, recipe.text, validation.texts)
-    artifact, size_before, passes = _compress(model, recipe, served_tokenizer, calibration, work, steps)
-    with steps.step("gate"):
-        served = _served(
-            artifact, served_tokenizer, recipe.text, validation.texts, recipe.validation.batch_size
-        )
+    ids, mask = served_tokenizer(calibration.texts)
+    calib: Arrays = {"input_ids": ids, "attention_mask": mask}
+    graph = _compress(model, recipe, served_tokenizer, calib, train, work, steps)
+
+    def make(mode: QuantizeMode) -> Path:
+        if mode == recipe.quantize.mode and graph.first is not None:
+            return graph.first  # quantized already, to choose between the plain and fused graphs
+        dst = work / f"model.{mode}.onnx"
+        if mode == "none":
+            shutil.copyfile(graph.fp32, dst)
+        else:
+            quantize(graph.fp32, dst, rung(recipe.quantize, mode), calib)
+        return dst
+
+    def judge(path: Path) -> dict[str, float]:
+        assert recipe.text is not None
+        served = _served(path, served_tokenizer, recipe.text, validation.texts, recipe.validation.batch_size)
         metrics = compare([reference], [served], validation.labels)
         if recipe.text.task == "feature-extraction":
             metrics.pop("top1Agreement", None)
-        try:
-            check_gate(metrics, recipe.gate)
-        finally:
-            steps.info["gate"] = metrics
+        return metrics
+
+    published = ladder.climb(recipe.ladder(), make, judge, recipe.gate, steps)
+    artifact, metrics, passes, size_before = (
+        published.artifact,
+        published.metrics,
+        graph.passes,
+        graph.size_before,
+    )
+    passes.append(_quantize_entry(recipe, published.mode, graph.fp32, artifact))
     with steps.step("publish"), staging(req.store, key) as tmp:
         warm_ids, warm_mask = served_tokenizer(validation.texts[:1])
         pipeline.layout(
@@ -84,24 +107,36 @@ def fresh(
             req, src, key, artifact, metrics, steps.timings, size_before=size_before
         )
         record |= _text_record(model, recipe.text, validation, calibration, passes)
+        record["quantize"] = published.record(recipe.ladder())
+        if train is not None:
+            record["distill"] = passes[0]["report"]
         record = write_build_json(tmp, record)
         won = publish(tmp, final)
     return pipeline.BuildResult(key, final, record if won else read_build_json(final), cached=not won)
 
 
-def _texts(recipe: Recipe, model: hf.TextModel) -> tuple[textdata.TextSet, textdata.TextSet]:
-    v, q = recipe.validation, recipe.quantize
-    validation = (
-        textdata.load_texts(v.data_path, v.samples, model.label2id())
-        if v.data_path
-        else textdata.builtin("validation", v.samples)
-    )
-    calibration = (
-        textdata.load_texts(q.calibration_data_path, q.calibration_samples, None)
-        if q.calibration_data_path
-        else textdata.builtin("calibration", q.calibration_samples)
-    )
-    return validation, calibration
+def _texts(
+    recipe: Recipe, model: hf.TextModel
+) -> tuple[textdata.TextSet, textdata.TextSet, textdata.TextSet | None]:
+    """(validation, calibration, distillation texts); distillation texts never overlap validation."""
+    v, q, d = recipe.validation, recipe.quantize, recipe.distill
+    train = distdata.text_data(d, model.label2id(), v.samples) if d is not None else None
+    if train is not None and train.held_out is not None:
+        validation = train.held_out
+    elif v.data_path:
+        validation = textdata.load_texts(v.data_path, v.samples, model.label2id())
+    else:
+        validation = textdata.builtin("validation", v.samples)
+    if train is not None:
+        distdata.check_disjoint_texts(train.train, validation)
+    if q.calibration_data_path:
+        calibration = textdata.load_texts(q.calibration_data_path, q.calibration_samples, None)
+    elif train is not None:
+        texts = train.train.texts[: q.calibration_samples]
+        calibration = textdata.TextSet(texts, None, f"{train.train.origin} (first {len(texts)})")
+    else:
+        calibration = textdata.builtin("calibration", q.calibration_samples)
+    return validation, calibration, (train.train if train is not None else None)
 
 
 def _reference(model: hf.TextModel, text: Text, texts: list[str]) -> NDArray[Any]:
@@ -148,42 +183,52 @@ def _served(
     return np.concatenate(parts)
 
 
+@dataclass
+class _Graph:
+    """The fp32 graph every ladder rung quantizes, and its first rung when the fusion choice made it."""
+
+    fp32: Path
+    first: Path | None
+    size_before: int
+    passes: list[dict[str, Any]]
+
+
 def _compress(  # noqa: PLR0917
     model: hf.TextModel,
     recipe: Recipe,
     tokenizer: textproc.TextTokenizer,
-    calibration: textdata.TextSet,
+    calib: Arrays,
+    train: textdata.TextSet | None,
     work: Path,
     steps: pipeline.Steps,
-) -> tuple[Path, int, list[dict[str, Any]]]:
-    """(final model file, bytes of the fp32 export, the passes that ran)."""
-    ids, mask = tokenizer(calibration.texts)
-    calib: Arrays = {"input_ids": ids, "attention_mask": mask}
+) -> _Graph:
+    """Distil (if asked), export, prune, fuse when the quantized fused graph is faster."""
+    example = (torch.from_numpy(calib["input_ids"][:2]), torch.from_numpy(calib["attention_mask"][:2]))
+    passes: list[dict[str, Any]] = []
+    module = model.module
+    if train is not None:
+        module, entry = _distilled(model, recipe, train, steps)
+        passes.append(entry)
     with steps.step("export"):
-        example = (torch.from_numpy(ids[:2]), torch.from_numpy(mask[:2]))
-        onnx_model = module_to_onnx(
-            model.module, example, hf.TEXT_INPUTS, [model.output], recipe.export.opset
-        )
         plain = work / "model.fp32.onnx"
-        save_onnx(onnx_model, plain)
-    size_before = plain.stat().st_size
-    passes: list[dict[str, Any]] = [{"name": "export", "format": "onnx", "opset": recipe.export.opset}]
-    with steps.step("prune"):
-        passes += _prune(plain, recipe)
+        save_onnx(module_to_onnx(module, example, hf.TEXT_INPUTS, [model.output], recipe.export.opset), plain)
+        size_before = plain.stat().st_size if train is None else _teacher_bytes(model, recipe, example, work)
+    passes.append({"name": "export", "format": "onnx", "opset": recipe.export.opset})
+    if train is None:
+        with steps.step("prune"):
+            passes += _prune(plain, recipe)
     timing_batch = next(iter(batches(calib, 8)))
     fused = work / "model.fused.onnx"
     with steps.step("optimize"):
         fusion = optimize.try_fuse(plain, fused, timing_batch, model.num_heads, model.hidden_size)
         passes.append(fusion)
-    candidates = [plain, fused] if fused.exists() else [plain]
-    with steps.step("quantize"):
-        finals = [_quantized(c, recipe, calib) for c in candidates]
-    if len(finals) == 2:
-        with steps.step("choose"):
-            keep_fused = optimize.choose(fusion, finals[0], finals[1], timing_batch, recipe.quantize.mode)
-        candidates, finals = ([fused], finals[1:]) if keep_fused else ([plain], finals[:1])
-    passes.append(_quantize_entry(recipe, candidates[0], finals[0]))
-    return finals[0], size_before, passes
+    if not fused.exists():
+        return _Graph(plain, None, size_before, passes)
+    with steps.step("choose"):  # decided at the precision tried first: the one meant to be published
+        finals = [_quantized(c, recipe, calib) for c in (plain, fused)]
+        keep_fused = optimize.choose(fusion, finals[0], finals[1], timing_batch, recipe.quantize.mode)
+    chosen = 1 if keep_fused else 0
+    return _Graph((plain, fused)[chosen], finals[chosen], size_before, passes)
 
 
 def _quantized(src: Path, recipe: Recipe, calib: Arrays) -> Path:
@@ -191,8 +236,31 @@ def _quantized(src: Path, recipe: Recipe, calib: Arrays) -> Path:
     if recipe.quantize.mode == "none":
         return src
     dst = src.with_name(src.stem + ".quantized.onnx")
-    pipeline.quantize(src, dst, recipe, calib)
+    quantize(src, dst, recipe.quantize, calib)
     return dst
+
+
+def _distilled(
+    model: hf.TextModel, recipe: Recipe, train: textdata.TextSet, steps: pipeline.Steps
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    with steps.step("prune"):
+        module, masks, student = textdistill.student(model, recipe)
+    with steps.step("distill"):
+        clock = distill.Clock(steps.started, steps.deadline)
+        report = textdistill.train(model, module, masks, recipe, train, clock=clock, log=steps.stream)
+    report["student"] = student
+    return module, {"name": "distill", "student": student["kind"], "report": report}
+
+
+def _teacher_bytes(model: hf.TextModel, recipe: Recipe, example: tuple[torch.Tensor, ...], work: Path) -> int:
+    """Size of the original model's fp32 export: the baseline a smaller student is measured against."""
+    path = work / "teacher.fp32.onnx"
+    save_onnx(
+        module_to_onnx(model.module, example, hf.TEXT_INPUTS, [model.output], recipe.export.opset), path
+    )
+    size = path.stat().st_size
+    path.unlink()
+    return size
 
 
 def _prune(path: Path, recipe: Recipe) -> list[dict[str, Any]]:
@@ -204,21 +272,20 @@ def _prune(path: Path, recipe: Recipe) -> list[dict[str, Any]]:
     import onnx
 
     model = onnx.load(str(path))
-    count = magnitude_prune_onnx(model, p.amount)
+    magnitude_prune_onnx(model, p.amount)
     save_onnx(model, path)
-    return [{"name": "magnitude-prune", "amount": p.amount, "tensors": count}]
+    return [{"name": "magnitude-prune", "amount": p.amount, "storedDense": True, **onnx_sparsity(model)}]
 
 
-def _quantize_entry(recipe: Recipe, before: Path, after: Path) -> dict[str, Any]:
-    q = recipe.quantize
+def _quantize_entry(recipe: Recipe, mode: QuantizeMode, before: Path, after: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": "quantize",
-        "mode": q.mode,
+        "mode": mode,
         "bytesBefore": before.stat().st_size,
         "bytesAfter": after.stat().st_size,
     }
-    if q.smooth_alpha is not None:
-        entry["smoothAlpha"] = q.smooth_alpha
+    if recipe.quantize.smooth_alpha is not None and mode == recipe.quantize.mode:
+        entry["smoothAlpha"] = recipe.quantize.smooth_alpha
     return entry
 
 

@@ -88,23 +88,26 @@ def builtin(kind: str, limit: int) -> TextSet:
     return TextSet(list(pool[:limit]), None, f"built-in {kind} sentences")
 
 
-def load_texts(path: str, limit: int, label2id: dict[str, int] | None) -> TextSet:
-    """Read a .txt (one text per line) or .jsonl ({"text", "label"}) file; errors name file and line."""
+def load_texts(path: str, limit: int, label2id: dict[str, int] | None, what: str = "text data") -> TextSet:
+    """Read a .txt (one text per line) or .jsonl ({"text", "label"}) file; errors name file and line.
+
+    ``what`` names the file's role in errors ("text data", "distill data (distill.dataPath)").
+    """
     file = Path(path)
     if not file.is_file():
-        raise BadInput(f"text data not found: {path}")
+        raise BadInput(f"{what} not found: {path}")
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read text data {file.name}: {exc}") from exc
+        raise BadInput(f"cannot read {what} {file.name}: {exc}") from exc
     if file.suffix == ".jsonl":
         texts, labels = _jsonl(file.name, lines, label2id)
     elif file.suffix == ".txt":
         texts, labels = [line for line in lines if line.strip()], None
     else:
-        raise BadInput(f"text data {file.name}: expected a .txt or .jsonl file")
+        raise BadInput(f"{what} {file.name}: expected a .txt or .jsonl file")
     if not texts:
-        raise BadInput(f"text data {file.name} holds no text")
+        raise BadInput(f"{what} {file.name} holds no text")
     label_array = None if labels is None else np.array(labels[:limit], dtype=np.int64)
     return TextSet(texts[:limit], label_array, file.name)
 

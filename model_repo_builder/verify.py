@@ -7,6 +7,7 @@ and the drop. Non-finite outputs fail the gate outright. Thresholds come from th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,35 @@ _CHECKS: list[tuple[str, str, str, bool]] = [
 ]
 
 
-def check_gate(metrics: dict[str, float], gate: Gate) -> None:
-    """Raise GateFailed naming the first metric outside its threshold."""
-    for metric, field, alias, upper in _CHECKS:
-        threshold = getattr(gate, field)
+@dataclass(frozen=True)
+class Failure:
+    """The first gate threshold a model missed: metric, its value, the threshold and its recipe field."""
+
+    metric: str
+    value: float
+    threshold: float
+    field: str  # recipe alias, e.g. minCosine
+    op: str  # how the value compares with the threshold when it fails: ">" or "<"
+
+    @property
+    def message(self) -> str:
+        """One line: 'accuracy gate failed: cosine 0.93 < minCosine 0.99'."""
+        return (
+            f"accuracy gate failed: {self.metric} {self.value:.6g} {self.op} {self.field} {self.threshold:g}"
+        )
+
+    def record(self) -> dict[str, Any]:
+        """For build.json and the summary."""
+        return {"metric": self.metric, "value": self.value, "threshold": self.threshold, "field": self.field}
+
+
+def gate_failure(metrics: dict[str, float], gate: Gate) -> Failure | None:
+    """The first metric outside its threshold, or None when the gate passes.
+
+    Raises GateFailed when a threshold is set whose metric this model/data cannot give.
+    """
+    for metric, field_name, alias, upper in _CHECKS:
+        threshold = getattr(gate, field_name)
         if threshold is None:
             continue
         if metric not in metrics:
@@ -102,5 +128,12 @@ def check_gate(metrics: dict[str, float], gate: Gate) -> None:
             continue
         value = metrics[metric]
         if (value > threshold) if upper else (value < threshold):
-            op = ">" if upper else "<"
-            raise GateFailed(f"accuracy gate failed: {metric} {value:.6g} {op} {alias} {threshold:g}")
+            return Failure(metric, value, threshold, alias, ">" if upper else "<")
+    return None
+
+
+def check_gate(metrics: dict[str, float], gate: Gate) -> None:
+    """Raise GateFailed naming the first metric outside its threshold."""
+    failure = gate_failure(metrics, gate)
+    if failure is not None:
+        raise GateFailed(failure.message)
