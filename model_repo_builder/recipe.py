@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from model_repo_builder import recipe_rules
+
 SUMMARY_MAX_BYTES = 4096
 """Kubernetes caps a termination message at 4 KiB; the one-line summary must fit in it."""
 
@@ -56,17 +58,7 @@ class Prune(_Spec):
 class Quantize(_Spec):
     """Numeric precision of the exported model."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.smoothAlpha) || (has(self.mode) && self.mode == 'int8-dynamic')",
-                    "message": "smoothAlpha applies to mode 'int8-dynamic' only",
-                    "fieldPath": ".smoothAlpha",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": recipe_rules.QUANTIZE})
 
     mode: QuantizeMode = Field(
         "none",
@@ -94,6 +86,8 @@ class Quantize(_Spec):
 class Export(_Spec):
     """Serialized model format and the Triton backend that serves it."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": recipe_rules.EXPORT})
+
     format: ExportFormat = Field(
         "onnx", description="onnx for onnxruntime/tensorrt/python; torchscript for pytorch."
     )
@@ -119,6 +113,8 @@ class DynamicBatching(_Spec):
 
 class Triton(_Spec):
     """Settings rendered into config.pbtxt."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": recipe_rules.TRITON})
 
     max_batch_size: int = Field(8, ge=0, le=4096, description="Triton max_batch_size; 0 disables batching.")
     dynamic_batching: DynamicBatching = Field(
@@ -195,17 +191,7 @@ class Text(_Spec):
     The source is a model directory (config.json, weights, tokenizer files) or a .tar.gz of one.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.task == 'feature-extraction' || "
-                    "(!has(self.pooling) && !has(self.normalize))",
-                    "message": "pooling and normalize apply to task 'feature-extraction' only",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": recipe_rules.TEXT})
 
     task: TextTask = Field(
         ...,
@@ -295,40 +281,7 @@ class Distill(_Spec):
 class Recipe(_Spec):
     """The whole build recipe."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.distill) || has(self.distill.keepLayers) || (has(self.prune) && "
-                    "has(self.prune.method) && self.prune.method != 'none' && has(self.prune.amount) && "
-                    "self.prune.amount > 0.0)",
-                    "message": "distill needs a smaller student: set prune (method and amount) or "
-                    "distill.keepLayers",
-                    "fieldPath": ".distill",
-                },
-                {
-                    "rule": "!has(self.distill) || !has(self.validation) || "
-                    "!has(self.validation.dataPath) || (self.distill.dataPath != self.validation.dataPath && "
-                    "(!has(self.distill.holdout) || self.distill.holdout == 0.0))",
-                    "message": "distill.dataPath must differ from validation.dataPath, and distill.holdout "
-                    "needs validation.dataPath unset (the held-out split is the validation data)",
-                    "fieldPath": ".distill",
-                },
-                {
-                    "rule": "!has(self.fallback) || !has(self.quantize) || !has(self.quantize.mode) || "
-                    "!(self.quantize.mode in self.fallback)",
-                    "message": "fallback lists the modes tried after quantize.mode: do not repeat it",
-                    "fieldPath": ".fallback",
-                },
-                {
-                    "rule": "!has(self.fallback) || !has(self.export) || !has(self.export.format) || "
-                    "self.export.format != 'torchscript' || self.fallback.all(m, m == 'none' || m == 'fp16')",
-                    "message": "torchscript exports quantize to none or fp16 only",
-                    "fieldPath": ".fallback",
-                },
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": recipe_rules.RECIPE})
 
     prune: Prune = Field(default_factory=Prune, description="Pruning step.")
     quantize: Quantize = Field(default_factory=Quantize, description="Quantization step.")

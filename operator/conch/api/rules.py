@@ -10,13 +10,44 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
+from model_repo_builder import recipe
+
 Rules = list[JsonValue]
 
+# A rule on the root has no field to point at by default (the apiserver prints `<nil>`); metadata
+# declares no properties in the schema, so `.metadata` is the deepest valid fieldPath.
 ROOT: Rules = [
     {
         "rule": "self.metadata.name.size() <= 45",
         "message": "metadata.name must be at most 45 characters (child Job names append a build suffix)",
+        "fieldPath": ".metadata",
     }
+]
+
+# A resource quantity (int-or-string): a string must parse as one, and none may be negative.
+QUANTITY: Rules = [
+    {
+        "rule": "type(self) == int ? self >= 0 : "
+        "(isQuantity(self) && quantity(self).compareTo(quantity('0')) >= 0)",
+        "message": "must be a non-negative Kubernetes quantity (e.g. 500m, 2Gi, 4)",
+    }
+]
+
+# requests/limits of a container: no other keys, and no request above the limit of the same resource.
+# No fieldPath: on a map the apiserver would print it as `resources.[requests]`.
+RESOURCES: Rules = [
+    {
+        "rule": "self.all(k, k == 'limits' || k == 'requests')",
+        "message": "resources takes limits and requests only",
+    },
+    {
+        # self['requests'], not self.requests: the cost estimator bounds only the indexed form.
+        "rule": "!('requests' in self) || !('limits' in self) || self['requests'].all(r, "
+        "!(r in self['limits']) || !isQuantity(string(self['requests'][r])) || "
+        "!isQuantity(string(self['limits'][r])) || "
+        "quantity(string(self['requests'][r])).compareTo(quantity(string(self['limits'][r]))) <= 0)",
+        "message": "each of resources.requests must be at most its resources.limits",
+    },
 ]
 
 SOURCE: Rules = [
@@ -53,13 +84,6 @@ SERVING: Rules = [
         "message": "dynamic batching needs maxBatchSize > 0 (or set dynamicBatching.enabled: false)",
         "fieldPath": ".maxBatchSize",
     },
-    {
-        "rule": "!has(self.maxBatchSize) || !has(self.dynamicBatching) || "
-        "!has(self.dynamicBatching.preferredBatchSizes) || "
-        "self.dynamicBatching.preferredBatchSizes.all(s, s >= 1 && s <= self.maxBatchSize)",
-        "message": "preferredBatchSizes must be between 1 and maxBatchSize",
-        "fieldPath": ".dynamicBatching.preferredBatchSizes",
-    },
 ]
 
 MODEL: Rules = [
@@ -76,26 +100,52 @@ MODEL: Rules = [
     },
 ]
 
+# The spec's rules check the recipe the operator builds from it (keys.effective_recipe): serving's
+# backend, maxBatchSize and dynamicBatching replace compression's, spec.model's task, text and I/O are
+# merged in. Rules on compression alone live on the recipe models; these cover what the merge adds.
+_C = "has(self.compression)"
+_S = "has(self.serving)"
 # A text model: the task is set on spec.model or in the recipe's text section.
-_TEXT = "(has(self.model.task) || (has(self.compression) && has(self.compression.text)))"
+_TEXT = f"(has(self.model.task) || ({_C} && has(self.compression.text)))"
+# Text only through spec.model: the recipe's own rules do not see it.
+_TASK_ONLY = f"(has(self.model.task) && !({_C} && has(self.compression.text)))"
 _SOURCE = "(has(self.model.source.path) ? self.model.source.path : self.model.source.url)"
 _TENSOR_SUFFIXES = "['.pt', '.pt2', '.onnx']"
 _ARCHIVE = f"({_SOURCE}.endsWith('.tar.gz') || {_SOURCE}.endsWith('.tgz'))"
-_TRITON = "has(self.compression) && has(self.compression.triton)"
+_TRITON = f"{_C} && has(self.compression.triton)"
+_MAX_BATCH = (
+    f"({_S} && has(self.serving.maxBatchSize) ? self.serving.maxBatchSize : "
+    f"({_TRITON} && has(self.compression.triton.maxBatchSize) ? self.compression.triton.maxBatchSize : "
+    f"{recipe.Triton.model_fields['max_batch_size'].default}))"
+)
+_RECIPE_PREFERRED = (
+    f"({_TRITON} && has(self.compression.triton.dynamicBatching) && "
+    "has(self.compression.triton.dynamicBatching.preferredBatchSizes) ? "
+    "self.compression.triton.dynamicBatching.preferredBatchSizes : [])"
+)
+
+
+def _nonempty(path: str) -> str:
+    """CEL: the optional list at `path` (self.a.b.c) is there and has items."""
+    parts = path.split(".")
+    present = " && ".join(f"has({'.'.join(parts[: i + 1])})" for i in range(1, len(parts)))
+    return f"({present} && {path}.size() > 0)"
+
 
 TEXT: Rules = [
     {
-        "rule": f"!{_TEXT} || !has(self.model.inputs)",
+        "rule": f"!{_TEXT} || !{_nonempty('self.model.inputs')}",
         "message": "text models (model.task) take text: leave out model.inputs (from the checkpoint)",
         "fieldPath": ".model.inputs",
     },
     {
-        "rule": f"!{_TEXT} || !has(self.model.outputs)",
+        "rule": f"!{_TEXT} || !{_nonempty('self.model.outputs')}",
         "message": "text models (model.task) take text: leave out model.outputs (from the checkpoint)",
         "fieldPath": ".model.outputs",
     },
     {
-        "rule": f"!{_TEXT} || !(has(self.compression) && has(self.compression.io))",
+        "rule": f"!{_TASK_ONLY} || !({_nonempty('self.compression.io.inputs')} || "
+        f"{_nonempty('self.compression.io.outputs')})",
         "message": "text models (model.task) take text: leave out compression.io",
         "fieldPath": ".compression.io",
     },
@@ -112,23 +162,37 @@ TEXT: Rules = [
         "fieldPath": ".model.task",
     },
     {
-        "rule": f"!{_TEXT} || !(has(self.compression) && has(self.compression.export) && "
+        "rule": f"!{_TASK_ONLY} || !({_C} && has(self.compression.export) && "
         "has(self.compression.export.format)) || self.compression.export.format == 'onnx'",
         "message": "text models (model.task) export to ONNX: compression.export.format must be 'onnx'",
         "fieldPath": ".compression.export.format",
     },
     {
-        "rule": f"!{_TEXT} || !has(self.serving) || !has(self.serving.maxBatchSize) || "
-        "self.serving.maxBatchSize >= 1",
+        "rule": f"!{_TEXT} || !{_S} || !has(self.serving.maxBatchSize) || self.serving.maxBatchSize >= 1",
         "message": "text models (model.task) are served batched: serving.maxBatchSize must be >= 1",
         "fieldPath": ".serving.maxBatchSize",
     },
     {
-        "rule": f"!{_TEXT} || (has(self.serving) && has(self.serving.maxBatchSize)) || "
+        "rule": f"!{_TASK_ONLY} || ({_S} && has(self.serving.maxBatchSize)) || "
         f"!({_TRITON} && has(self.compression.triton.maxBatchSize)) || "
         "self.compression.triton.maxBatchSize >= 1",
         "message": "text models (model.task) are served batched: compression.triton.maxBatchSize >= 1",
         "fieldPath": ".compression.triton.maxBatchSize",
+    },
+    {
+        "rule": f"!has(self.model.task) || self.model.task == 'feature-extraction' || "
+        f"!({_C} && has(self.compression.text)) || "
+        "(!has(self.compression.text.pooling) && !has(self.compression.text.normalize))",
+        "message": "compression.text.pooling and normalize apply to task 'feature-extraction' only, "
+        "and model.task replaces compression.text.task",
+        "fieldPath": ".compression.text",
+    },
+    {
+        "rule": f"!{_TASK_ONLY} || ({_C} && has(self.compression.quantize)) || "
+        f"!({_C} && has(self.compression.fallback)) || !('int8-dynamic' in self.compression.fallback)",
+        "message": "text models quantize to int8-dynamic unless compression.quantize says otherwise: "
+        "compression.fallback must not repeat it",
+        "fieldPath": ".compression.fallback",
     },
 ]
 
@@ -139,11 +203,32 @@ SPEC: Rules = [
         "fieldPath": ".replicas",
     },
     {
-        "rule": "!has(self.serving) || !has(self.serving.backend) || (self.serving.backend == 'pytorch') == "
-        "(has(self.compression) && has(self.compression.export) && has(self.compression.export.format) "
+        "rule": f"!{_S} || !has(self.serving.backend) || (self.serving.backend == 'pytorch') == "
+        f"({_C} && has(self.compression.export) && has(self.compression.export.format) "
         "&& self.compression.export.format == 'torchscript')",
         "message": "backend 'pytorch' needs compression.export.format 'torchscript', other backends 'onnx'",
         "fieldPath": ".serving.backend",
+    },
+    {
+        "rule": f"!{_S} || !has(self.serving.backend) || self.serving.backend == 'onnxruntime' || "
+        f"!({_TRITON} && has(self.compression.triton.tensorrtFp16) && self.compression.triton.tensorrtFp16)",
+        "message": "compression.triton.tensorrtFp16 applies to the onnxruntime backend only: "
+        "serving.backend must be 'onnxruntime' or tensorrtFp16 false",
+        "fieldPath": ".serving.backend",
+    },
+    {
+        "rule": f"!{_S} || !has(self.serving.dynamicBatching) || "
+        "!has(self.serving.dynamicBatching.preferredBatchSizes) || "
+        f"self.serving.dynamicBatching.preferredBatchSizes.all(s, s >= 1 && s <= {_MAX_BATCH})",
+        "message": "serving.dynamicBatching.preferredBatchSizes must be between 1 and maxBatchSize "
+        "(serving.maxBatchSize, else compression.triton.maxBatchSize, else 8)",
+        "fieldPath": ".serving.dynamicBatching.preferredBatchSizes",
+    },
+    {
+        "rule": f"!{_S} || !has(self.serving.maxBatchSize) || has(self.serving.dynamicBatching) || "
+        f"{_RECIPE_PREFERRED}.all(s, s <= self.serving.maxBatchSize)",
+        "message": "serving.maxBatchSize is below compression.triton.dynamicBatching.preferredBatchSizes",
+        "fieldPath": ".serving.maxBatchSize",
     },
     *TEXT,
 ]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from conch.api import rules
+from conch.api import quantity, rules
 from model_repo_builder import recipe
 
 GROUP = "serving.conch.dev"
@@ -27,8 +27,20 @@ SHORT_NAMES = ["md"]
 DEFAULT_TRITON_IMAGE = "ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0"
 DEFAULT_BUILDER_IMAGE = "ghcr.io/conch-dev/model-repo-builder:0.1.0"
 
-# A Kubernetes quantity ("500m", "2Gi", 4): int-or-string in the schema.
-Quantity = Annotated[int | str, WithJsonSchema({"x-kubernetes-int-or-string": True})]
+# A Kubernetes quantity ("500m", "2Gi", 4): int-or-string in the schema, checked by CEL and by `quantity`.
+Quantity = Annotated[
+    int | str,
+    AfterValidator(quantity.check),
+    WithJsonSchema(
+        {"x-kubernetes-int-or-string": True, "maxLength": 64, "x-kubernetes-validations": rules.QUANTITY}
+    ),
+]
+# A container's requests and limits (name -> quantity), as the Deployment or Job takes them.
+Resources = Annotated[
+    dict[str, Annotated[dict[str, Quantity], Field(max_length=16)]],
+    AfterValidator(quantity.check_resources),
+    Field(json_schema_extra={"maxProperties": 2, "x-kubernetes-validations": rules.RESOURCES}),
+]
 # An object passed through to Kubernetes unchanged (tolerations, affinity): the apiserver keeps it.
 FreeForm = Annotated[
     dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
@@ -99,7 +111,7 @@ class Build(Model):
     image: str = Field(DEFAULT_BUILDER_IMAGE, max_length=512, min_length=1)
     active_deadline_seconds: int = Field(3600, ge=30, le=86400)
     backoff_limit: int = Field(1, ge=0, le=10)
-    resources: dict[str, dict[str, Quantity]] | None = None
+    resources: Resources | None = None
     node_selector: Labels | None = None
     tolerations: list[FreeForm] | None = Field(None, max_length=32)
 
@@ -127,7 +139,7 @@ class Serving(Model):
         None, ge=1, le=64, description="Model instances per device; overrides triton.instanceCount."
     )
     gpus: int = Field(1, ge=0, le=16, description="GPUs per pod (nvidia.com/gpu); 0 serves on CPU.")
-    resources: dict[str, dict[str, Quantity]] | None = None
+    resources: Resources | None = None
     node_selector: Labels | None = None
     tolerations: list[FreeForm] | None = Field(None, max_length=32)
     affinity: FreeForm | None = None
