@@ -1,0 +1,374 @@
+"""Generated invalid ModelDeployments: valid bases x one mutation each, every one with the path to blame.
+
+The cluster suite (test_validation_cluster) sends all of them to the apiserver in a few server-side dry
+runs and checks each is rejected naming its path; the unit suite (test_specgen_unit) checks the
+generator itself. A mutation is kept on a base only where the operator (the pydantic models plus
+keys.effective_recipe) refuses the result too, so every case is a refusal the operator makes and the
+apiserver must twin; mutations marked admission-only are CEL rules without an operator twin.
+The unit suite also finds every `raise ValueError` in recipe.py's validators and fails when no case
+is refused with that message: each refusal of the recipe has a case here, so an apiserver twin.
+"""
+
+# ruff: noqa: E501
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from conch import errors
+from conch.api import keys, types
+
+Obj = dict[str, Any]
+API = {"apiVersion": "serving.conch.dev/v1alpha1", "kind": "ModelDeployment"}
+SHA = "0" * 64
+TENSOR = [{"name": "input__0", "dtype": "float32", "shape": [3, 32, 32]}]
+
+BASES: dict[str, Obj] = {
+    "tensor-gpu": {
+        "version": "v1",
+        "model": {"name": "m", "source": {"path": "models/m.pt2"}},
+        "serving": {"gpus": 1, "maxBatchSize": 8},
+        "replicas": 1,
+        "storage": {"claimName": "store"},
+    },
+    "tensor-cpu-hpa": {
+        "version": "v2",
+        "model": {"name": "digits", "source": {"path": "models/digits.pt2"}},
+        "compression": {"quantize": {"mode": "fp16"}, "prune": {"method": "magnitude", "amount": 0.3}},
+        "serving": {"gpus": 0, "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                             "limits": {"cpu": 2, "memory": "2Gi"}}},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+        "storage": {"claimName": "store", "repositoryPath": "repos"},
+    },
+    "torchscript": {
+        "version": "ts-1",
+        "model": {"name": "ts", "source": {"path": "models/ts.pt"}, "inputs": TENSOR},
+        "compression": {"export": {"format": "torchscript", "backend": "pytorch"}, "quantize": {"mode": "fp16"}},
+        "serving": {"backend": "pytorch", "gpus": 1},
+        "storage": {"claimName": "store"},
+    },
+    "onnx-url-int8": {
+        "version": "v3",
+        "model": {"name": "r", "source": {"url": "https://models.example/r.onnx", "sha256": SHA}},
+        "compression": {"quantize": {"mode": "int8-dynamic", "smoothAlpha": 0.5, "perChannel": True},
+                        "triton": {"dynamicBatching": {"preferredBatchSizes": [2, 4]}}},
+        "serving": {"gpus": 0, "instances": 2},
+        "replicas": 2,
+        "storage": {"claimName": "store"},
+    },
+    "batching": {
+        "version": "v4",
+        "model": {"name": "b", "source": {"path": "models/b.pt2"}},
+        "serving": {"gpus": 2, "maxBatchSize": 16, "dynamicBatching": {"preferredBatchSizes": [4, 8]}},
+        "build": {"resources": {"limits": {"cpu": "4", "memory": "8Gi"}}, "backoffLimit": 2},
+        "replicas": 1,
+        "rollout": {"maxSurge": 2, "autoRollback": False},
+        "monitoring": {"serviceMonitor": {"enabled": True, "interval": "15s"}},
+        "storage": {"claimName": "store"},
+    },
+    "minimal": {
+        "version": "v1",
+        "model": {"name": "tiny", "source": {"path": "models/tiny.onnx"}},
+        "storage": {"claimName": "store"},
+    },
+    "text-task": {
+        "version": "v1",
+        "model": {"name": "minilm", "source": {"path": "models/all-MiniLM-L6-v2"}, "task": "feature-extraction",
+                  "text": {"pooling": "mean", "normalize": True, "maxLength": 256}},
+        "serving": {"gpus": 1, "maxBatchSize": 8},
+        "replicas": 1,
+        "storage": {"claimName": "store"},
+    },
+    "text-recipe": {
+        "version": "v1",
+        "model": {"name": "clf", "source": {"url": "https://models.example/clf.tar.gz", "sha256": SHA}},
+        "compression": {"text": {"task": "text-classification", "maxLength": 64}},
+        "serving": {"gpus": 0, "maxBatchSize": 4},
+        "replicas": 1,
+        "storage": {"claimName": "store"},
+    },
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """Changes (dotted path under the object -> value, None deletes) and the path the apiserver names."""
+
+    id: str
+    changes: dict[str, Any]
+    path: str
+    admission_only: bool = False  # a CEL rule the operator has no twin of (the builder or kubelet refuses)
+    only: str = ""  # apply to the bases whose id starts with this (where the path to blame is this one)
+
+
+def _m(id_: str, path: str, value: Any, blame: str | None = None, admission_only: bool = False) -> Mutation:
+    return Mutation(id_, {path: value}, blame or path, admission_only)
+
+
+_QUANTITIES = ["lots", "1.2.3", "-1", "1x", "", "1 Gi", "0x10", "1ki", "--1", -2]
+_QUANTITY_SPOTS = [("serving", "limits", "cpu"), ("serving", "requests", "memory"),
+                   ("build", "limits", "memory"), ("build", "requests", "cpu")]  # fmt: skip
+
+# fmt: off
+MUTATIONS: list[Mutation] = [
+    *[_m(f"version-{i}", "spec.version", v) for i, v in enumerate(["v1/x", "", "-v", "v" * 64, "v 1", ".v"])],
+    Mutation("no-version", {"spec.version": None}, "spec.version"),
+    *[_m(f"model-name-{i}", "spec.model.name", v) for i, v in enumerate(["", "a/b", "x" * 64, "-a", "a b"])],
+    Mutation("no-storage", {"spec.storage": None}, "spec.storage"),
+    *[_m(f"claim-{i}", "spec.storage.claimName", v) for i, v in enumerate(["Bad_Name", "", "-x", "a" * 254])],
+    _m("repo-abs", "spec.storage.repositoryPath", "/abs"),
+    *[_m(f"gpus-{v}", "spec.serving.gpus", v) for v in (-1, 17)],
+    *[_m(f"instances-{v}", "spec.serving.instances", v) for v in (0, 65)],
+    *[_m(f"startup-{v}", "spec.serving.startupTimeoutSeconds", v) for v in (9, 7201)],
+    _m("serving-image", "spec.serving.image", ""),
+    *[_m(f"max-batch-{v}", "spec.serving.maxBatchSize", v) for v in (-1, 4097)],
+    _m("backend-enum", "spec.serving.backend", "triton"),
+    *[
+        _m(f"quantity-{where}-{kind}-{i}", f"spec.{where}.resources.{kind}.{name}", v,
+           f"spec.{where}.resources[{kind}][{name}]")
+        for where, kind, name in _QUANTITY_SPOTS
+        for i, v in enumerate(_QUANTITIES)
+    ],
+    *[
+        Mutation(f"request-over-limit-{where}", {f"spec.{where}.resources": {"requests": {"cpu": "1500m"},
+                                                                            "limits": {"cpu": 1}}},
+                 f"spec.{where}.resources")
+        for where in ("serving", "build")
+    ],
+    *[_m(f"resources-claims-{w}", f"spec.{w}.resources.claims", {"x": 1}, f"spec.{w}.resources") for w in ("serving", "build")],
+    *[_m(f"replicas-{v}", "spec.replicas", v) for v in (-1, 1001)],
+    *[_m(f"history-{v}", "spec.revisionHistoryLimit", v) for v in (0, 101)],
+    *[_m(f"surge-{v}", "spec.rollout.maxSurge", v) for v in (0, 101)],
+    *[_m(f"deadline-{v}", "spec.rollout.progressDeadlineSeconds", v) for v in (4, 86401)],
+    *[_m(f"build-deadline-{v}", "spec.build.activeDeadlineSeconds", v) for v in (29, 86401)],
+    *[_m(f"backoff-{v}", "spec.build.backoffLimit", v) for v in (-1, 11)],
+    _m("build-image", "spec.build.image", ""),
+    *[_m(f"interval-{v}", "spec.monitoring.serviceMonitor.interval", v) for v in ("soon", "10", "1d")],
+    *[
+        Mutation(f"autoscaling-{i}", {"spec.replicas": None, "spec.autoscaling": a}, p, admission_only=i < 2)
+        for i, (a, p) in enumerate([
+            ({"maxReplicas": 2}, "spec.autoscaling"),  # admission-only: the HPA would have no metric
+            ({"minReplicas": 5, "maxReplicas": 2, "queueTime": {"averageMicroseconds": 9}}, "spec.autoscaling.minReplicas"),
+            ({"maxReplicas": 0, "targetCPUUtilizationPercentage": 50}, "spec.autoscaling.maxReplicas"),
+            ({"maxReplicas": 2, "targetCPUUtilizationPercentage": 0}, "spec.autoscaling.targetCPUUtilizationPercentage"),
+            ({"maxReplicas": 2, "targetCPUUtilizationPercentage": 101}, "spec.autoscaling.targetCPUUtilizationPercentage"),
+            ({"maxReplicas": 2, "queueTime": {"averageMicroseconds": 0}}, "spec.autoscaling.queueTime.averageMicroseconds"),
+        ])
+    ],
+    Mutation("replicas-and-autoscaling",
+             {"spec.replicas": 2, "spec.autoscaling": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 50}},
+             "spec.replicas", admission_only=True),
+    Mutation("long-name", {"metadata.name": None}, "metadata", admission_only=True),
+    *[
+        Mutation(f"source-{i}", {"spec.model.source": s}, p, admission_only=True)
+        for i, (s, p) in enumerate([
+            ({}, "spec.model.source"),
+            ({"path": "models/a", "url": "https://x.example/a.tar.gz", "sha256": SHA}, "spec.model.source"),
+            ({"url": "https://x.example/m.onnx"}, "spec.model.source.sha256"),
+            ({"path": "models/../../etc"}, "spec.model.source.path"),
+        ])
+    ],
+    *[
+        _m(f"source-field-{i}", f"spec.model.source.{k}", v)
+        for i, (k, v) in enumerate([("path", "/etc/m.pt2"), ("url", "http://x.example/m"), ("sha256", "xyz")])
+    ],
+    # recipe fields (spec.compression) and the recipe's cross-field rules
+    *[
+        _m(f"recipe-{i}", f"spec.compression.{p}", v)
+        for i, (p, v) in enumerate([
+            ("prune.amount", 0.99), ("prune.method", "random"), ("quantize.mode", "int4"),
+            ("quantize.calibrationSamples", 0), ("export.opset", 16), ("export.opset", 24),
+            ("validation.samples", 0), ("gate.minCosine", 1.5), ("triton.instanceKind", "KIND_TPU"),
+            ("triton.maxBatchSize", 4097), ("triton.instanceCount", 0), ("export.format", "tflite"),
+        ])
+    ],
+    Mutation("smooth-over-one", {"spec.compression.quantize": {"mode": "int8-dynamic", "smoothAlpha": 1.5}},
+             "spec.compression.quantize.smoothAlpha"),
+    Mutation("smooth-fp16", {"spec.compression.quantize": {"mode": "fp16", "smoothAlpha": 0.5}},
+             "spec.compression.quantize.smoothAlpha"),
+    Mutation("torchscript-onnxruntime", {"spec.compression.export": {"format": "torchscript", "backend": "onnxruntime"}},
+             "spec.compression.export.format"),
+    Mutation("onnx-pytorch", {"spec.compression.export": {"format": "onnx", "backend": "pytorch"}},
+             "spec.compression.export.format"),
+    Mutation("torchscript-int8", {"spec.compression.export": {"format": "torchscript", "backend": "pytorch"},
+                                  "spec.compression.quantize": {"mode": "int8-dynamic"}, "spec.serving.backend": "pytorch"},
+             "spec.compression.quantize.mode"),
+    Mutation("tensorrt-fp16-python", {"spec.compression.export": {"backend": "python"},
+                                      "spec.compression.triton.tensorrtFp16": True},
+             "spec.compression.triton.tensorrtFp16"),
+    *[
+        Mutation(f"recipe-preferred-{i}", {"spec.compression.triton": t},
+                 "spec.compression.triton.dynamicBatching.preferredBatchSizes")
+        for i, t in enumerate([
+            {"maxBatchSize": 0, "dynamicBatching": {"preferredBatchSizes": [4]}},
+            {"maxBatchSize": 4, "dynamicBatching": {"preferredBatchSizes": [2, 8]}},
+            {"dynamicBatching": {"preferredBatchSizes": [0]}},
+            {"dynamicBatching": {"preferredBatchSizes": [16]}},
+        ])
+    ],
+    # serving overrides merged into the recipe (keys.effective_recipe)
+    Mutation("serving-unbatched-preferred",
+             {"spec.serving.maxBatchSize": 0, "spec.serving.dynamicBatching": {"enabled": False, "preferredBatchSizes": [4]}},
+             "spec.serving.dynamicBatching.preferredBatchSizes"),
+    Mutation("serving-preferred-over-recipe-max",
+             {"spec.serving.maxBatchSize": None, "spec.compression.triton.maxBatchSize": 8,
+              "spec.serving.dynamicBatching": {"preferredBatchSizes": [16]}},
+             "spec.serving.dynamicBatching.preferredBatchSizes"),
+    Mutation("serving-preferred-over-default-max",
+             {"spec.serving.maxBatchSize": None, "spec.compression.triton": None,
+              "spec.serving.dynamicBatching": {"preferredBatchSizes": [4, 12]}},
+             "spec.serving.dynamicBatching.preferredBatchSizes"),
+    Mutation("serving-max-below-recipe-preferred",
+             {"spec.serving.maxBatchSize": 4, "spec.serving.dynamicBatching": None,
+              "spec.compression.triton": {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [8]}}},
+             "spec.serving.maxBatchSize"),
+    Mutation("serving-batching-without-batch", {"spec.serving.maxBatchSize": 0, "spec.serving.dynamicBatching": None},
+             "spec.serving.maxBatchSize", admission_only=True),
+    Mutation("serving-pytorch", {"spec.serving.backend": "pytorch"}, "spec.serving.backend"),
+    Mutation("serving-onnxruntime-for-torchscript", {"spec.serving.backend": "onnxruntime"}, "spec.serving.backend",
+             only="torchscript"),
+    Mutation("serving-python-tensorrt-fp16", {"spec.serving.backend": "python", "spec.compression.triton.tensorrtFp16": True},
+             "spec.serving.backend"),
+    # the precision ladder and distillation
+    Mutation("fallback-repeats-mode", {"spec.compression.quantize": {"mode": "fp16"}, "spec.compression.fallback": ["fp16", "none"]},
+             "spec.compression.fallback"),
+    Mutation("fallback-repeats-text-default", {"spec.compression.quantize": None,
+                                               "spec.compression.fallback": ["int8-dynamic", "fp16"]},
+             "spec.compression.fallback", only="text-"),
+    Mutation("fallback-duplicate", {"spec.compression.fallback": ["fp16", "fp16"]}, "spec.compression.fallback[1]"),
+    Mutation("fallback-int8-torchscript", {"spec.compression.export": {"format": "torchscript", "backend": "pytorch"},
+                                           "spec.serving.backend": "pytorch", "spec.compression.quantize": {"mode": "none"},
+                                           "spec.compression.fallback": ["int8-static"]},
+             "spec.compression.fallback"),
+    Mutation("distill-no-smaller-student", {"spec.compression.prune": None, "spec.compression.distill": {"dataPath": "d/train.npz"}},
+             "spec.compression.distill"),
+    Mutation("distill-keep-layers-tensor", {"spec.compression.text": None, "spec.model.task": None, "spec.model.text": None,
+                                            "spec.compression.distill": {"dataPath": "d/train.npz", "keepLayers": 2}},
+             "spec.compression.distill.keepLayers"),
+    Mutation("distill-on-validation-data", {"spec.compression.prune": {"method": "magnitude", "amount": 0.3},
+                                            "spec.compression.validation": {"dataPath": "d/v.npz"},
+                                            "spec.compression.distill": {"dataPath": "d/v.npz"}},
+             "spec.compression.distill"),
+    Mutation("distill-holdout-with-validation", {"spec.compression.prune": {"method": "magnitude", "amount": 0.3},
+                                                 "spec.compression.validation": {"dataPath": "d/v.npz"},
+                                                 "spec.compression.distill": {"dataPath": "d/t.npz", "holdout": 0.2}},
+             "spec.compression.distill"),
+    # text models
+    _m("text-without-task", "spec.model.text", {"maxLength": 64}),
+    _m("text-max-length", "spec.model.text.maxLength", 4),
+    Mutation("pooling-for-classification", {"spec.model.task": "text-classification",
+                                            "spec.model.text": {"pooling": "cls"}}, "spec.model.text", only="text-"),
+    Mutation("recipe-pooling-for-classification", {"spec.model.task": "text-classification", "spec.model.text": None,
+                                                   "spec.compression.text": {"task": "feature-extraction", "pooling": "cls"}},
+             "spec.compression.text", only="text-"),
+    Mutation("text-inputs", {"spec.model.inputs": TENSOR}, "spec.model.inputs", only="text-"),
+    Mutation("text-outputs", {"spec.model.outputs": [{"name": "y"}]}, "spec.model.outputs", only="text-"),
+    Mutation("text-recipe-io", {"spec.compression.io": {"inputs": TENSOR}}, "spec.compression.io", only="text-"),
+    Mutation("text-torchscript", {"spec.compression.export": {"format": "torchscript", "backend": "pytorch"},
+                                  "spec.serving.backend": "pytorch"}, "spec.compression.export.format", only="text-"),
+    Mutation("text-unbatched", {"spec.serving.maxBatchSize": 0, "spec.serving.dynamicBatching": {"enabled": False}},
+             "spec.serving.maxBatchSize", only="text-"),
+    Mutation("text-unbatched-recipe", {"spec.serving.maxBatchSize": None,
+                                       "spec.compression.triton": {"maxBatchSize": 0, "dynamicBatching": {"enabled": False}}},
+             "spec.compression.triton.maxBatchSize", only="text-"),
+    Mutation("text-tensor-source", {"spec.model.source": {"path": "models/m.pt2"}}, "spec.model.source", True, "text-"),
+    Mutation("tarball-without-task", {"spec.model.task": None, "spec.model.text": None, "spec.compression.text": None,
+                                      "spec.model.source": {"path": "models/m.tgz"}}, "spec.model.task", admission_only=True),
+]
+# fmt: on
+
+
+@dataclass(frozen=True)
+class Case:
+    """One object to send and the path its rejection must name."""
+
+    id: str
+    obj: Obj
+    path: str
+
+
+def mutate(obj: Obj, changes: dict[str, Any]) -> Obj:
+    """A deep copy of `obj` with the changes applied (None deletes the field)."""
+    out = copy.deepcopy(obj)
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = copy.deepcopy(value)
+    return out
+
+
+def operator_refuses(spec: Obj) -> str | None:
+    """Why the operator would park this spec as InvalidSpec (pydantic, then the merged recipe), or None."""
+    try:
+        keys.effective_recipe(types.ModelDeploymentSpec.model_validate(spec))
+    except pydantic.ValidationError as exc:
+        return str(exc)
+    except errors.InvalidSpecError as exc:
+        return str(exc)
+    return None
+
+
+def _object(name: str, spec: Obj) -> Obj:
+    return {**API, "metadata": {"name": name}, "spec": spec}
+
+
+def cases() -> list[Case]:
+    """Every (base, mutation) the operator refuses, or that an admission-only rule refuses."""
+    out: list[Case] = []
+    for base_id, spec in BASES.items():
+        for mut in MUTATIONS:
+            if not base_id.startswith(mut.only):
+                continue
+            name = f"g{len(out):04d}"
+            if mut.id == "long-name":
+                name = name + "-" + "n" * 40  # 46 characters
+            obj = mutate(_object(name, spec), mut.changes)
+            obj["metadata"]["name"] = name
+            if obj["spec"] == spec and mut.id != "long-name":
+                continue  # the mutation changes nothing on this base
+            if mut.admission_only or operator_refuses(obj["spec"]) is not None:
+                out.append(Case(f"{base_id}/{mut.id}", obj, mut.path))
+    return out
+
+
+def rejection_names_path(error: str, path: str) -> bool:
+    """The apiserver's error text names `path` as a field (`path: ...`) or a key/index below it."""
+    return f"{path}:" in error or f"{path}[" in error
+
+
+def as_list(objs: list[Obj]) -> str:
+    """A v1 List of the objects, as JSON (one kubectl call for many objects)."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
+
+
+def dry_run_all(kubectl: Any, namespace: str, objs: list[Obj], workers: int = 4) -> dict[str, str]:
+    """Server-side dry-run create of every object, `workers` kubectl calls at once: name -> error text.
+
+    An object the apiserver admits maps to "".
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [objs[i::workers] for i in range(workers)]
+
+    def run(chunk: list[Obj]) -> str:
+        args = ("-n", namespace, "create", "--dry-run=server", "--validate=false", "-f", "-")
+        proc = kubectl(*args, input=as_list(chunk), check=False, timeout=300)
+        return str(proc.stderr)
+
+    with ThreadPoolExecutor(workers) as pool:
+        stderr = "\n".join(pool.map(run, chunks))
+    errors_by_name = {o["metadata"]["name"]: "" for o in objs}
+    for block in stderr.split("Error from server")[1:]:
+        name = block.split('"', 3)[3].split('"', 1)[0] if block.count('"') >= 4 else ""
+        if name in errors_by_name:
+            errors_by_name[name] = block
+    return errors_by_name
