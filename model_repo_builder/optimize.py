@@ -6,7 +6,9 @@ and above all the precision: on this machine kind the fused fp32 graph is a few 
 after int8 quantization the fused graph (QAttention) is slower than the quantized plain one. So the
 decision is taken on the models that would be published: both candidates are quantized, timed on
 the same batch (interleaved, best of RUNS), and the fused one is kept only when it is at least
-MIN_GAIN faster. The report says what was fused and the times measured either way.
+MIN_GAIN faster. The report says what was fused and the times measured either way. Like TensorRT's
+tactic selection, the choice is a measurement: two fresh builds of one build key on a busy machine
+may differ in whether the fusions were kept (build.json says which); both passed the same gate.
 """
 
 from __future__ import annotations
