@@ -96,11 +96,6 @@ RECIPE: Rules = [
         "fieldPath": ".distill",
     },
     {
-        "rule": "!has(self.distill) || !has(self.distill.keepLayers) || has(self.text)",
-        "message": "distill.keepLayers applies to Hugging Face text models (text.task) only",
-        "fieldPath": ".distill.keepLayers",
-    },
-    {
         "rule": "!has(self.distill) || !has(self.validation) || !has(self.validation.dataPath) || "
         "(self.distill.dataPath != self.validation.dataPath && "
         "(!has(self.distill.holdout) || self.distill.holdout == 0.0))",

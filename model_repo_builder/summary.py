@@ -9,6 +9,9 @@ from typing import Any, TextIO
 from . import BUILDER_VERSION
 from .recipe import SUMMARY_MAX_BYTES
 
+ERROR_CHARS = 200
+"""A ladder rung's error is cut to this many characters in the summary (build.json keeps it whole)."""
+
 
 def make_summary(
     info: dict[str, Any], record: dict[str, Any] | None, cached: bool, error: tuple[str, str] | None
@@ -28,8 +31,32 @@ def make_summary(
         "sizeAfter": int(rec.get("sizeAfter", 0)),
         "compressionRatio": float(rec.get("compressionRatio", 0.0)),
         "gate": gate,
+        **_extras(rec),
         "error": None if error is None else {"kind": error[0], "message": error[1]},
     }
+
+
+def _extras(record: dict[str, Any]) -> dict[str, Any]:
+    """The distillation summary and, with a precision ladder, which mode was published and why not others."""
+    out: dict[str, Any] = {}
+    d = record.get("distill")
+    if isinstance(d, dict):
+        curve = d.get("lossCurve") or {}
+        out["distill"] = {
+            "steps": d.get("steps"),
+            "wallSeconds": d.get("wallSeconds"),
+            "loss": [curve.get("first"), curve.get("last")],
+            "student": (d.get("student") or {}).get("kind", ""),
+        }
+    q = record.get("quantize")
+    if isinstance(q, dict) and len(q.get("ladder") or []) > 1:
+        failed = [
+            {**a, "error": str(a["error"])[:ERROR_CHARS]} if "error" in a else dict(a)
+            for a in q.get("attempts") or []
+            if not a.get("passed")
+        ]
+        out["quantize"] = {"published": q.get("published"), "failed": failed}
+    return out
 
 
 def dumps(summary: dict[str, Any]) -> str:
@@ -47,6 +74,9 @@ def dumps(summary: dict[str, Any]) -> str:
         line = json.dumps(summary, separators=(",", ":"))
     if len(line.encode()) > SUMMARY_MAX_BYTES:
         summary = {**summary, "gate": {"passed": summary["gate"].get("passed", False)}}
+        line = json.dumps(summary, separators=(",", ":"))
+    if len(line.encode()) > SUMMARY_MAX_BYTES and "quantize" in summary:
+        summary = {**summary, "quantize": {"published": summary["quantize"].get("published")}}
         line = json.dumps(summary, separators=(",", ":"))
     return line
 

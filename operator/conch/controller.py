@@ -224,7 +224,9 @@ def _conditions(run: Pass, decision: rollout.Decision, state: rollout.Deployment
 
 def _built(run: Pass, entry: types.HistoryEntry) -> status.Cond:
     if entry.result == "Succeeded":
-        return status.Cond("Built", True, "BuildSucceeded", run.built_message or f"built {entry.build_key}")
+        note = status.outcome_note(entry.summary)
+        message = run.built_message or f"built {entry.build_key}"
+        return status.Cond("Built", True, "BuildSucceeded", f"{message}; {note}" if note else message)
     if entry.result == "Building":
         return status.Cond(
             "Built", False, "Building", f"Job {entry.job_name} is building version {entry.version}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from typing import Any
 
 from conch.api import types
 
@@ -109,3 +110,31 @@ def transitions(old: types.ModelDeploymentStatus, new: types.ModelDeploymentStat
         else:
             events.append(Event("Warning", "BuildFailed", f"version {entry.version}: {entry.message}"))
     return events
+
+
+def outcome_note(summary: types.BuildSummary | None) -> str:
+    """What the Built condition adds to 'built <key>': the distillation and the precision ladder's outcome."""
+    if summary is None:
+        return ""
+    parts = []
+    d = summary.distill
+    if isinstance(d, dict):
+        loss = d.get("loss") or [None, None]
+        parts.append(
+            f"distilled {d.get('steps')} steps in {d.get('wallSeconds')}s, loss {loss[0]} -> {loss[-1]}"
+            + (f", student {d['student']}" if d.get("student") else "")
+        )
+    q = summary.quantize
+    if isinstance(q, dict) and q.get("published"):
+        failed = [_rung(a) for a in q.get("failed") or [] if isinstance(a, dict)]
+        parts.append(f"published {q['published']}" + (f" ({'; '.join(failed)})" if failed else ""))
+    return "; ".join(parts)
+
+
+def _rung(attempt: dict[str, Any]) -> str:
+    mode = attempt.get("mode", "?")
+    if "error" in attempt:
+        return f"{mode} failed: {attempt['error']}"
+    op = "<" if str(attempt.get("field", "")).startswith("min") else ">"
+    metric, value, field, threshold = (attempt.get(k) for k in ("metric", "value", "field", "threshold"))
+    return f"{mode} failed: {metric} {value} {op} {field} {threshold}"

@@ -133,6 +133,13 @@ def _nonempty(path: str) -> str:
 
 
 TEXT: Rules = [
+    {  # here, not in recipe_rules: the recipe alone cannot see spec.model.task
+        "rule": f"!({_C} && has(self.compression.distill) && has(self.compression.distill.keepLayers)) "
+        f"|| {_TEXT}",
+        "message": "distill.keepLayers applies to Hugging Face text models (model.task or compression.text) "
+        "only",
+        "fieldPath": ".compression.distill.keepLayers",
+    },
     {
         "rule": f"!{_TEXT} || !{_nonempty('self.model.inputs')}",
         "message": "text models (model.task) take text: leave out model.inputs (from the checkpoint)",

@@ -259,6 +259,8 @@ class BuildSummary(Model):
     size_after: int = 0
     compression_ratio: float = 0.0
     gate: FreeForm | None = None
+    distill: FreeForm | None = None  # steps, wallSeconds, loss [first, last], student
+    quantize: FreeForm | None = None  # with a precision ladder: published mode, failed rungs and why
 
 
 class HistoryEntry(Model):
