@@ -353,6 +353,7 @@ def _write_status(
 def post_event(client: kube.Kube, md: Obj, event: status.Event) -> None:
     """Post a core/v1 Event about the ModelDeployment (best effort)."""
     meta = md["metadata"]
+    log.info("%s/%s: %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
     stamp = status.now()
     body = {
         "apiVersion": "v1",

@@ -1,6 +1,7 @@
 """Thin kopf wiring: watch events only enqueue keys; the work queue runs `controller.reconcile`.
 
-kopf supplies the watches (ModelDeployments and the children that carry our label), the process
+kopf supplies the watches (ModelDeployments, and the children that carry our label, selected by the
+apiserver: `labelSelector=` on every list and watch of CHILD_RESOURCES), the process
 lifecycle and the liveness probe. Event handlers keep no state on the objects (no finalizers, no
 progress annotations), so an idle operator writes nothing. Domain errors are translated here:
 an invalid spec waits for the next spec change, anything else is retried by the queue with backoff.
@@ -61,6 +62,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Server-side: the apiserver streams only our children (kopf's `labels=` filter is client-side,
+    # so without this every Pod, Job, ... in scope would be listed, watched and discarded here).
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = common.LABEL_MD
     client = kube.Kube.from_environment()
     queue = workqueue.WorkQueue(_process)
     _runtime[:] = [Runtime(client, queue, asyncio.create_task(queue.run()))]
@@ -89,15 +94,21 @@ async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str 
 
 
 _CHILD = {common.LABEL_MD: kopf.PRESENT}
+CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
+    ("apps", "v1", "deployments"),
+    ("batch", "v1", "jobs"),
+    ("", "v1", "pods"),
+    ("", "v1", "services"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=_CHILD)
-@kopf.on.event("batch", "v1", "jobs", labels=_CHILD)
-@kopf.on.event("", "v1", "pods", labels=_CHILD)
-@kopf.on.event("", "v1", "services", labels=_CHILD)
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=_CHILD)
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_CHILD)
 async def child_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     """A child changed or vanished (rollout progress, a build finishing, drift, a deletion): queue its
     owner. ServiceMonitors (an optional CRD) are corrected by the idle resync instead."""
     _enqueue(namespace, labels.get(common.LABEL_MD))
+
+
+for _group, _version, _plural in CHILD_RESOURCES:  # one list for the handlers and the selectors
+    kopf.on.event(_group, _version, _plural, labels=_CHILD)(child_event)

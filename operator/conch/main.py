@@ -1,4 +1,9 @@
-"""The `conch-operator` console script: flags, logging, metrics server, then kopf's event loop."""
+"""The `conch-operator` console script: flags, logging, metrics server, then kopf's event loop.
+
+Logging policy: INFO says what changed (the controller logs each transition it posts as an Event);
+per-event lines are DEBUG. kopf logs "Handler '...' succeeded." at INFO for every watch event it
+hands us (one per child event: thousands in a busy cluster), so those records are demoted here.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class DemoteHandlerLines(logging.Filter):
+    """Rewrite kopf's per-event INFO lines ("Handler 'x' succeeded.") as DEBUG records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith("Handler "):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run until interrupted."""
     args = parse(argv)
@@ -35,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    logging.getLogger("kopf.objects").addFilter(DemoteHandlerLines())
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
     from conch import handlers  # registers the kopf handlers
