@@ -149,7 +149,9 @@ def _distilled(base: onnx.ModelProto, recipe: Recipe, ctx: Context) -> tuple[Any
             out = module(*[x[idx] for x in inputs])
             return list(out) if isinstance(out, (tuple, list)) else [out]
 
-        task = distill.Task(ctx.train.size, forward, [t.float() for t in targets], labels, kind)
+        task = distill.Task(
+            ctx.train.size, forward, [t.float() for t in targets], labels, kind, spec.rate(False)
+        )
         clock = distill.Clock(ctx.steps.started, ctx.steps.deadline)
         report = distill.train(module, task, spec, masks=masks, clock=clock, log=ctx.steps.stream)
     report["data"] = {"origin": ctx.train.origin, "samples": ctx.train.size, "labels": labels is not None}

@@ -51,6 +51,7 @@ class Task:
     targets: list[torch.Tensor]  # the teacher's outputs for every sample, batch first
     labels: torch.Tensor | None
     loss: LossKind
+    learning_rate: float
 
 
 @dataclass
@@ -175,7 +176,7 @@ def train(
     torch.manual_seed(spec.seed)
     student.train(False)
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=task.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(spec.steps))
     objective = loss_fn(task.loss, spec, task.targets)
     losses: list[float] = []
@@ -260,7 +261,7 @@ def _report(
     report: dict[str, Any] = {
         "steps": len(losses),
         "batchSize": min(spec.batch_size, task.size),
-        "learningRate": spec.learning_rate,
+        "learningRate": task.learning_rate,
         "loss": task.loss,
         "seed": spec.seed,
         "threads": {"count": threads_used[0], "from": threads_used[1]},

@@ -30,6 +30,10 @@ TensorDtype = Literal["float32", "float16", "float64", "int64", "int32", "int8",
 TextTask = Literal["feature-extraction", "text-classification"]
 Pooling = Literal["mean", "cls"]
 DistillLoss = Literal["auto", "kl", "mse", "cosine"]
+TENSOR_LEARNING_RATE = 3e-3
+TEXT_LEARNING_RATE = 5e-4
+"""Distillation learning rates used unless distill.learningRate is set (they work for the examples:
+the digits CNN and MiniLM-sized transformers)."""
 TRANSFORMER_SMOOTH_ALPHA = 0.7
 """SmoothQuant strength used for text models whose recipe does not set compression.quantize."""
 
@@ -241,10 +245,14 @@ class Distill(_Spec):
         "optional 'labels') for tensor models; .txt (one text per line) or .jsonl ({text, label}) for text "
         "models. Must share no sample with the validation data.",
     )
-    steps: int = Field(300, ge=1, le=1_000_000, description="Optimizer steps.")
+    steps: int = Field(1000, ge=1, le=1_000_000, description="Optimizer steps.")
     batch_size: int = Field(32, ge=1, le=4096, description="Samples per step.")
-    learning_rate: float = Field(
-        1e-3, gt=0.0, le=1.0, description="AdamW learning rate (warm-up, cosine decay)."
+    learning_rate: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="AdamW learning rate (warm-up, then cosine decay); default 3e-3 for tensor models, "
+        "5e-4 for text models (transformers).",
     )
     temperature: float = Field(
         2.0, gt=0.0, le=100.0, description="Softens both models' logits for the KL loss (classifiers)."
@@ -276,6 +284,12 @@ class Distill(_Spec):
     )
     seed: int = Field(0, ge=0, description="Seed for batch order: the same seed gives the same model.")
     log_every: int = Field(50, ge=1, le=1_000_000, description="Log step, loss and seconds every N steps.")
+
+    def rate(self, text: bool) -> float:
+        """The learning rate in effect: the recipe's, else the default for the model kind."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return TEXT_LEARNING_RATE if text else TENSOR_LEARNING_RATE
 
 
 class Recipe(_Spec):

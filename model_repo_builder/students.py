@@ -11,6 +11,7 @@ description for build.json.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -89,7 +90,7 @@ def layer_choice(total: int, keep: int) -> list[int]:
     """Indices of the layers kept: evenly spaced from the first to the last."""
     if keep == 1:
         return [total - 1]
-    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+    return sorted({math.floor(i * (total - 1) / (keep - 1) + 0.5) for i in range(keep)})
 
 
 def shallow_copy(encoder: nn.Module, config: Any, keep: int) -> tuple[nn.Module, list[int]]:

@@ -4,7 +4,9 @@ teacher's served answers (softmax logits, or pooled embeddings) on a file of pla
 The teacher's answers for every training text are computed once. The student's loss is taken on
 what the ensemble serves: logits (KL with temperature, plus cross-entropy when the .jsonl has
 labels) for text-classification, the pooled and normalised embedding (cosine by default) for
-feature-extraction. Texts are tokenized with the checkpoint's own tokenizer, padded per batch.
+feature-extraction. Texts are tokenized with the checkpoint's own tokenizer, padded per batch. The
+vocabulary embedding stays the teacher's (frozen): it is most of a small encoder's parameters, and a
+few thousand sentences would only teach it the words they happen to contain.
 """
 
 from __future__ import annotations
@@ -37,12 +39,22 @@ def student(model: hf.TextModel, recipe: Recipe) -> tuple[nn.Module, distill.Mas
         kind = f"keep {len(kept)} of {total} layers {kept}"
     else:
         module, kind = copy.deepcopy(model.module), f"{total} layers"
+    for embedding in _word_embeddings(module):
+        embedding.weight.requires_grad_(False)
     masks: distill.Masks = {}
     if prune.method == "magnitude" and prune.amount > 0:
         masks = students.magnitude_masks(students.linear_weights(module), prune.amount)
         kind += f", magnitude-pruned {prune.amount:g}"
     info = students.describe(sum(p.numel() for p in model.module.parameters()), module, kind)
+    info["frozen"] = "word embeddings"
     return module, masks, info
+
+
+def _word_embeddings(module: nn.Module) -> list[nn.Embedding]:
+    """The vocabulary embedding(s): the largest Embedding layers (position/type tables are small)."""
+    tables = [m for m in module.modules() if isinstance(m, nn.Embedding)]
+    largest = max((t.num_embeddings for t in tables), default=0)
+    return [t for t in tables if t.num_embeddings == largest]
 
 
 def train(
@@ -62,7 +74,7 @@ def train(
     collate = _collate(ids, int(model.tokenizer.pad_token_id))
     finish = _finisher(text)
     with distill.threads(distill.cpu_threads()[0]):
-        targets = _teacher(model.module, collate, len(ids), finish)
+        targets = _teacher(model.module, collate, [len(i) for i in ids], finish)
     labels = torch.from_numpy(data.labels) if data.labels is not None else None
 
     def forward(idx: torch.Tensor) -> list[torch.Tensor]:
@@ -70,7 +82,7 @@ def train(
         return [finish(module(input_ids, mask), mask)]
 
     kind = students.text_loss(spec, text.task)
-    task = distill.Task(len(ids), forward, [targets], labels, kind)
+    task = distill.Task(len(ids), forward, [targets], labels, kind, spec.rate(True))
     report = distill.train(module, task, spec, masks=masks, clock=clock, log=log)
     report["data"] = {"origin": data.origin, "samples": len(ids), "labels": labels is not None}
     if masks:
@@ -111,12 +123,18 @@ def _finisher(text: Text) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 def _teacher(
     teacher: nn.Module,
     collate: Collate,
-    size: int,
+    lengths: list[int],
     finish: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    parts = []
+    """The teacher's answer for every text, computed in batches of similar length (little padding)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    parts: list[torch.Tensor] = []
     with torch.no_grad():
-        for start in range(0, size, TEACHER_BATCH):
-            input_ids, mask = collate(torch.arange(start, min(size, start + TEACHER_BATCH)))
+        for start in range(0, len(order), TEACHER_BATCH):
+            idx = torch.tensor(order[start : start + TEACHER_BATCH])
+            input_ids, mask = collate(idx)
             parts.append(finish(teacher(input_ids, mask), mask))
-    return torch.cat(parts)
+    answers = torch.cat(parts)
+    result = torch.empty_like(answers)
+    result[torch.tensor(order)] = answers
+    return result

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,6 +57,28 @@ def cnn_onnx(model_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def cnn_pt2(model_dir: Path) -> Path:
     return models.save_exported(models.cnn(), torch.randn(2, 1, 8, 8), model_dir / "cnn.pt2")
+
+
+@dataclass(frozen=True)
+class Digits:
+    """The digits CNN (seed 0, float64 training) as ONNX, and its data as .npz files."""
+
+    onnx: Path
+    validation: Path  # the held-out split with labels
+    calibration: Path  # 128 training inputs
+    train: Path  # every training input, no labels (distillation data)
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(tmp_path_factory: pytest.TempPathFactory) -> Digits:
+    """Trained once per session (about 20 s on 2 cores): test_digits and test_distill share it."""
+    d = tmp_path_factory.mktemp("digits")
+    model, x_train, _, x_test, y_test = models.train_digits_cnn()
+    onnx_path = models.save_onnx(model, torch.from_numpy(x_test[:2]), d / "digits.onnx")
+    np.savez(d / "val.npz", x=x_test, labels=y_test)
+    np.savez(d / "calib.npz", x=x_train[:128])
+    np.savez(d / "train.npz", x=x_train)
+    return Digits(onnx_path, d / "val.npz", d / "calib.npz", d / "train.npz")
 
 
 def listing(store: Path) -> list[str]:

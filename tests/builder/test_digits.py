@@ -5,26 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from . import models
-from .conftest import Run, listing
+from .conftest import Digits, Run, listing
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    d = tmp_path_factory.mktemp("digits")
-    model, x_train, _, x_test, y_test = models.train_digits_cnn()
-    onnx_path = models.save_onnx(model, torch.from_numpy(x_test[:2]), d / "digits.onnx")
-    val = d / "val.npz"
-    np.savez(val, x=x_test, labels=y_test)
-    calib = d / "calib.npz"
-    np.savez(calib, x=x_train[:128])
-    return onnx_path, val, calib
+def digits(digits_cnn: Digits) -> tuple[Path, Path, Path]:
+    return digits_cnn.onnx, digits_cnn.validation, digits_cnn.calibration
 
 
 def test_trained_cnn_is_accurate_and_survives_compression(
