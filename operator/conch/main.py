@@ -45,11 +45,11 @@ class DemoteHandlerLines(logging.Filter):
 def main(argv: list[str] | None = None) -> None:
     """Run until interrupted."""
     args = parse(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # kopf.configure sets the root level (DEBUG with -v, else INFO) and installs the one root handler;
+    # a second (basicConfig's) would print every line twice.
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("kopf.objects").addFilter(DemoteHandlerLines())
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
