@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import logging
 import threading
@@ -65,6 +66,17 @@ class Api:
             self.core.create_namespaced_event(meta["namespace"], body)
         except ApiException as exc:
             log.warning("event %s on %s not recorded: %s", reason, meta["name"], exc.reason)
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret (a secretKeyRef env var), or None when the Secret or key is missing."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        value = (secret.data or {}).get(key)
+        return None if value is None else base64.b64decode(value).decode()
 
     def volume_path(self, p: Obj, volume: Obj, scratch: Path) -> Path:
         """The local directory behind a pod volume (a PVC resolves to its PV's hostPath/local path)."""

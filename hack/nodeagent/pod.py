@@ -33,6 +33,7 @@ class PodApi(Protocol):
     def delete_pod(self, pod: Obj) -> None: ...
     def event(self, pod: Obj, reason: str, message: str, warning: bool = False) -> None: ...
     def volume_path(self, pod: Obj, volume: Obj, scratch: Path) -> Path: ...
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None: ...
 
 
 @dataclass
@@ -150,12 +151,19 @@ class PodWorker(threading.Thread):
         if mounts is None:
             return
         try:
-            argv = runtime.local_argv(c.spec, self.tools, mounts, self.ip)
+            env = runtime.local_env(
+                container=c.spec,
+                pod=self.pod,
+                tools=self.tools,
+                mounts=mounts,
+                pod_ip=self.ip,
+                home=self.dir,
+                secret=self.api.secret_value,
+            )
+            declared = {var["name"]: env[var["name"]] for var in c.spec.get("env") or []}
+            argv = runtime.expand(runtime.local_argv(c.spec, self.tools, mounts, self.ip), declared)
             if ISOLATE:
                 argv = runtime.with_read_only(argv, c.read_only)
-            env = runtime.local_env(
-                container=c.spec, pod=self.pod, tools=self.tools, mounts=mounts, pod_ip=self.ip, home=self.dir
-            )
             port_of = {
                 kind: runtime.container_port(c.spec, self.probe_port(c.spec[kind]))
                 for kind in self.probe_kinds(c)

@@ -10,13 +10,15 @@ so the API shows the same paths a real kubelet's pod would. Pure code: no I/O bu
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 Obj = dict[str, Any]
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+_REFERENCE = re.compile(r"\$(?:\$|\(([A-Za-z_][A-Za-z0-9_]*)\))")
 
 
 class UnsupportedPodError(Exception):
@@ -126,10 +128,31 @@ def field_value(path: str, pod: Obj, pod_ip: str) -> str:
     return str(values[path])
 
 
+def expand(argv: list[str], values: dict[str, str]) -> list[str]:
+    """The kubelet's `$(VAR)` expansion of command/args from the container's env (`$$` escapes `$`;
+    a reference to an undefined variable stays as written)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        return values.get(name, match.group(0))
+
+    return [_REFERENCE.sub(one, arg) for arg in argv]
+
+
 def local_env(
-    *, container: Obj, pod: Obj, tools: Toolchain, mounts: Mounts, pod_ip: str, home: Path
+    *,
+    container: Obj,
+    pod: Obj,
+    tools: Toolchain,
+    mounts: Mounts,
+    pod_ip: str,
+    home: Path,
+    secret: Callable[[str, str, str], str | None] | None = None,
 ) -> dict[str, str]:
-    """The process environment: a clean base (nothing of the agent's own), then the container's env."""
+    """The process environment: a clean base (nothing of the agent's own), then the container's env
+    (`secret(namespace, name, key)` reads a secretKeyRef)."""
     env = {
         "PATH": os.pathsep.join([str(tools.venv_bin), "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOME": str(home),
@@ -145,8 +168,16 @@ def local_env(
             env[var["name"]] = mounts.to_local(str(var["value"]))
         elif "fieldRef" in (var.get("valueFrom") or {}):
             env[var["name"]] = field_value(var["valueFrom"]["fieldRef"]["fieldPath"], pod, pod_ip)
+        elif "secretKeyRef" in (var.get("valueFrom") or {}) and secret is not None:
+            ref = var["valueFrom"]["secretKeyRef"]
+            value = secret(pod["metadata"]["namespace"], ref["name"], ref["key"])
+            if value is None:
+                raise UnsupportedPodError(f"env {var['name']!r}: secret {ref['name']}/{ref['key']} not found")
+            env[var["name"]] = value
         else:
-            raise UnsupportedPodError(f"env {var['name']!r}: only value and fieldRef are supported")
+            raise UnsupportedPodError(
+                f"env {var['name']!r}: only value, fieldRef and secretKeyRef are supported"
+            )
     return env
 
 

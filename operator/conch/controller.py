@@ -18,7 +18,7 @@ import pydantic
 
 from conch import apply, build, errors, kube, metrics, rollout, status
 from conch.api import keys, types
-from conch.render import common, deployment, hpa, job, pdb, service, servicemonitor
+from conch.render import common, deployment, hpa, job, pdb, secret, service, servicemonitor
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ def _serve_step(client: kube.Kube, run: Pass) -> tuple[rollout.Decision, rollout
         owner.spec.version, run.history, run.old, state, owner.spec.rollout.auto_rollback
     )
     if decision.serve is not None:
+        _admin_secret(client, run)
         written, _ = apply.apply(
             client, deployment.render_deployment(owner, decision.serve), live, fetch=False
         )
@@ -182,6 +183,14 @@ def _serve_step(client: kube.Kube, run: Pass) -> tuple[rollout.Decision, rollout
         metrics.ROLLBACKS.inc()
         metrics.ROLLOUTS.labels("failed").inc()
     return decision, state
+
+
+def _admin_secret(client: kube.Kube, run: Pass) -> None:
+    """The Secret of Triton's admin key: generated once, then kept (a pass re-applies the live key)."""
+    url = kube.path("v1", "Secret", run.owner.namespace, secret.name(run.owner))
+    live = client.get(url)
+    key = secret.key_of(live) or secret.new_key()
+    run.writes += apply.apply(client, secret.render_secret(run.owner, key), live, fetch=False)[0]
 
 
 def _with_crashes(

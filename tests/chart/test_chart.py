@@ -38,6 +38,7 @@ NEEDED_NAMESPACED = [
     ],
     *[(v, "servicemonitors.monitoring.coreos.com", "") for v in ("get", "create", "patch", "delete")],
     ("create", "events", ""),
+    *[(v, "secrets", "") for v in ("get", "create", "patch")],  # Triton's admin-key Secret
 ]
 # Cluster-scoped reads kopf makes (CRD and namespace observation).
 NEEDED_CLUSTER = [
@@ -45,9 +46,10 @@ NEEDED_CLUSTER = [
     *[(v, "namespaces", "") for v in ("list", "watch")],
 ]
 FORBIDDEN_NAMESPACED = [
-    ("get", "secrets", ""),
     ("list", "secrets", ""),
     ("watch", "secrets", ""),
+    ("update", "secrets", ""),
+    ("delete", "secrets", ""),
     ("get", "configmaps", ""),
     ("create", "pods", ""),
     ("delete", "pods", ""),

@@ -87,6 +87,8 @@ def test_chart_rbac_suffices_for_the_operator_to_build_and_serve(
     wait_for("ModelDeployment serving v1", serving, 90)
     for kind in ("deployment", "service", "poddisruptionbudget", "servicemonitor"):
         assert get(kind, MD) is not None, kind
+    admin = get("secret", f"{MD}-triton-admin")
+    assert admin is not None and admin["data"]["admin-key"]
     events = json.loads(cluster.kubectl(*ns, "get", "events", "-o", "json").stdout)["items"]
     reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == MD}
     assert {"BuildStarted", "BuildSucceeded"} <= reasons, reasons

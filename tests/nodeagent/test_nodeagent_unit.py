@@ -85,6 +85,39 @@ def test_env_is_clean_and_resolves_field_refs() -> None:
         runtime.local_env(container=bad, pod=POD, tools=TOOLS, mounts=MOUNTS, pod_ip="x", home=Path("/pod"))
 
 
+def test_secret_key_refs_resolve_and_args_expand() -> None:
+    ref = {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    container = {"name": "c", "env": [ref]}
+    asked: list[tuple[str, str, str]] = []
+
+    def secret(namespace: str, name: str, key: str) -> str | None:
+        asked.append((namespace, name, key))
+        return "sesame" if (name, key) == ("s", "k") else None
+
+    env = runtime.local_env(
+        container=container, pod=POD, tools=TOOLS, mounts=MOUNTS, pod_ip="x", home=Path("/pod"), secret=secret
+    )
+    assert env["KEY"] == "sesame" and asked == [(POD["metadata"]["namespace"], "s", "k")]
+    missing = {"name": "c", "env": [{"name": "M", "valueFrom": {"secretKeyRef": {"name": "s", "key": "no"}}}]}
+    with pytest.raises(runtime.UnsupportedPodError, match="secret s/no not found"):
+        runtime.local_env(
+            container=missing,
+            pod=POD,
+            tools=TOOLS,
+            mounts=MOUNTS,
+            pod_ip="x",
+            home=Path("/pod"),
+            secret=secret,
+        )
+    argv = ["--k=a:h=$(KEY)", "$$(KEY)", "$(UNSET)", "x$(KEY)$(KEY)"]
+    assert runtime.expand(argv, {"KEY": "sesame"}) == [
+        "--k=a:h=sesame",
+        "$(KEY)",
+        "$(UNSET)",
+        "xsesamesesame",
+    ]
+
+
 def test_named_probe_ports_resolve() -> None:
     container = {"name": "t", "ports": [{"name": "http", "containerPort": 8000}]}
     assert runtime.container_port(container, "http") == 8000

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conch.api import keys, types
-from conch.render import common, deployment, hpa, job, pdb, service, servicemonitor
+from conch.render import common, deployment, hpa, job, pdb, secret, service, servicemonitor
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +36,7 @@ def children(o: common.Owner) -> dict[str, Any]:
         "hpa": hpa.render_hpa(o),
         "pdb": pdb.render_pdb(o),
         "servicemonitor": servicemonitor.render_servicemonitor(o),
+        "secret": secret.render_secret(o, "golden-admin-key"),
     }
 
 
@@ -46,6 +47,22 @@ def test_golden(example: str) -> None:
     if os.environ.get("CONCH_UPDATE_GOLDEN") == "1":
         path.write_text(text)
     assert path.read_text() == text, f"{path.name} differs: rerun with CONCH_UPDATE_GOLDEN=1 and review"
+
+
+def test_triton_admin_key_comes_from_the_secret_and_stays() -> None:
+    o = owner("cpu-digits")
+    dep = deployment.render_deployment(o, deployment.Served("v1", "bk", "digits"))
+    triton = dep["spec"]["template"]["spec"]["containers"][0]
+    ref = triton["env"][0]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": secret.name(o), "key": secret.DATA_KEY}
+    restricted = [a for a in triton["args"] if "restricted" in a]
+    assert restricted and all(a.endswith(f"=$({triton['env'][0]['name']})") for a in restricted)
+    assert "--model-control-mode=none" in triton["args"]
+    key = secret.new_key()
+    assert key != secret.new_key() and len(key) >= 43
+    rendered = secret.render_secret(o, key)
+    assert secret.key_of(rendered) == key  # a pass reads back the key it applied: the Secret is stable
+    assert secret.key_of(None) is None and secret.key_of({"data": {secret.DATA_KEY: "%%"}}) is None
 
 
 def test_gpu_pod_shape() -> None:

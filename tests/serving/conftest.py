@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,9 @@ def _ready(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def run_triton(repository: Path | list[Path], workdir: Path) -> Iterator[Triton]:
+def run_triton(
+    repository: Path | list[Path], workdir: Path, extra_args: Sequence[str] = ()
+) -> Iterator[Triton]:
     """Start tritonserver on free loopback ports, wait (polling, bounded) until ready, stop it after."""
     repositories = repository if isinstance(repository, list) else [repository]
     tools = bundle.toolchain(workdir)
@@ -68,6 +70,7 @@ def run_triton(repository: Path | list[Path], workdir: Path) -> Iterator[Triton]
         f"--metrics-port={server.metrics}",
         "--allow-metrics=true",
         "--exit-on-error=true",
+        *extra_args,
     ]
     with server.log.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

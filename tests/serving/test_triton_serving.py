@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,14 @@ import pytest
 import torch
 from builder import models  # tests/ is on sys.path (pytest rootdir insertion)
 
+from conch.render import secret
 from model_repo_builder.cli import main
 
 from .conftest import Triton, run_triton
 
 pytestmark = pytest.mark.serving
 MODEL = "cnn"
+ADMIN_KEY = secret.new_key()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,8 @@ def built(serving_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def triton(built: dict[str, Any], serving_dir: Path) -> Iterator[Triton]:
-    with run_triton(Path(built["repository"]), serving_dir) as server:
+    """Triton with the operator's hardening flags (model control off, admin APIs behind a key)."""
+    with run_triton(Path(built["repository"]), serving_dir, secret.hardening_args(ADMIN_KEY)) as server:
         yield server
 
 
@@ -121,3 +125,39 @@ def _success_count(triton: Triton) -> float:
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     a2, b2 = a.reshape(len(a), -1), b.reshape(len(b), -1)
     return float(((a2 * b2).sum(1) / (np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1))).mean())
+
+
+def _post(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_admin_apis_need_the_key(triton: Triton) -> None:
+    """The model-repository API answers only with the admin header; unload is refused even with it
+    (--model-control-mode=none), and the model keeps serving."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    index = f"http://{triton.http_url}/v2/repository/index"
+    code, body = _post(index, {})
+    assert code == 403 and "restricted" in body.lower(), (code, body)
+    code, body = _post(index, {secret.ADMIN_HEADER: "wrong"})
+    assert code == 403, (code, body)
+    code, body = _post(index, {secret.ADMIN_HEADER: ADMIN_KEY})
+    assert code == 200 and json.loads(body)[0]["name"] == MODEL, (code, body)
+    unload = f"http://{triton.http_url}/v2/repository/models/{MODEL}/unload"
+    assert _post(unload, {})[0] == 403
+    code, body = _post(unload, {secret.ADMIN_HEADER: ADMIN_KEY})
+    assert code == 503 and "explicit model load / unload is not allowed" in body.lower(), (code, body)
+    code, body = _post(f"http://{triton.http_url}/v2/systemsharedmemory/status", {})
+    assert code == 403, (code, body)
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    with pytest.raises(InferenceServerException, match=r"This protocol is restricted"):
+        client.get_model_repository_index()
+    index_ok = client.get_model_repository_index(headers={secret.GRPC_ADMIN_HEADER: ADMIN_KEY})
+    assert [m.name for m in index_ok.models] == [MODEL]
+    assert client.is_model_ready(MODEL)

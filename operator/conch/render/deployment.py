@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conch.render import common
+from conch.render import common, secret
 from conch.render.common import Obj, Owner
 
 CONTAINER = "triton"
@@ -19,6 +19,7 @@ METRICS_PORT = 8002
 GPU_RESOURCE = "nvidia.com/gpu"
 STARTUP_PERIOD = 10
 REPLICASET_HISTORY = 3
+ADMIN_KEY_ENV = "CONCH_TRITON_ADMIN_KEY"
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class Served:
 
 
 def args(owner: Owner, served: Served) -> list[str]:
-    """tritonserver's arguments: the version's repository, fixed ports, strict readiness."""
+    """tritonserver's arguments: the version's repository, fixed ports, strict readiness, hardening (the
+    admin key is expanded by the kubelet from the env var, so it never appears in the pod spec)."""
     return [
         f"--model-repository={common.repository_root(owner.spec)}/{served.build_key}",
         f"--http-port={HTTP_PORT}",
@@ -40,6 +42,7 @@ def args(owner: Owner, served: Served) -> list[str]:
         "--strict-readiness=true",
         "--exit-on-error=true",
         "--log-verbose=0",
+        *secret.hardening_args(f"$({ADMIN_KEY_ENV})"),
     ]
 
 
@@ -84,6 +87,12 @@ def container(owner: Owner, served: Served) -> Obj:
         "image": owner.spec.serving.image,
         "command": ["tritonserver"],
         "args": args(owner, served),
+        "env": [
+            {
+                "name": ADMIN_KEY_ENV,
+                "valueFrom": {"secretKeyRef": {"name": secret.name(owner), "key": secret.DATA_KEY}},
+            }
+        ],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
