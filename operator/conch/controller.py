@@ -164,9 +164,10 @@ def _serve_step(client: kube.Kube, run: Pass) -> tuple[rollout.Decision, rollout
     )
     if decision.serve is not None:
         _admin_secret(client, run)
-        written, _ = apply.apply(
-            client, deployment.render_deployment(owner, decision.serve), live, fetch=False
-        )
+        desired = deployment.render_deployment(owner, decision.serve)
+        if decision.keep_template and live is not None:
+            desired["spec"]["template"] = live["spec"]["template"]
+        written, _ = apply.apply(client, desired, live, fetch=False)
         run.writes += written
         if written and state.version != decision.serve.version:
             metrics.ROLLOUTS.labels("started").inc()

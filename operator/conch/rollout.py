@@ -112,6 +112,7 @@ class Decision:
     rolled_back: bool = False
     stuck: bool = False
     reason: str = ""
+    keep_template: bool = False  # the live pods serve `serve`, an older version: leave them as they are
 
 
 def built(history: list[types.HistoryEntry]) -> dict[str, Served]:
@@ -151,6 +152,10 @@ def decide(
         serve = ready[current]
     if serve is not None and rolled_out(state, serve.version):
         current = serve.version
+    # While the wanted version is not ready, the version still served keeps the pod template it runs
+    # with: spec changes (GPUs, resources, image) arrive with the new version, never before it.
+    keep = serve is not None and serve.version != wanted and failed is None and state.version == serve.version
     return Decision(
-        serve=serve, current=current, failed=failed, rolled_back=rolled_back, stuck=stuck, reason=reason
-    )
+        serve=serve, current=current, failed=failed, rolled_back=rolled_back, stuck=stuck, reason=reason,
+        keep_template=keep,
+    )  # fmt: skip

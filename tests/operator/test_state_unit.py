@@ -87,12 +87,18 @@ def test_first_rollout_moves_current_only_when_complete() -> None:
 def test_building_version_keeps_serving_current() -> None:
     d = rollout.decide("v2", [entry("v1"), entry("v2", "Building")], st("v1"), dep("v1"), True)
     assert d.serve is not None and d.serve.version == "v1" and d.current == "v1"
+    assert d.keep_template  # v2's spec changes (e.g. a GPU) must not re-roll v1's pods while v2 builds
+    served = rollout.decide("v2", [entry("v1"), entry("v2")], st("v1"), dep("v1"), True)
+    assert not served.keep_template  # v2 is built: its template rolls out
+    same = rollout.decide("v1", [entry("v1")], st("v1"), dep("v1"), True)
+    assert not same.keep_template  # a serving-only edit of the served version rolls its pods
 
 
 def test_deadline_rolls_back_then_new_version_is_fresh() -> None:
     hist = [entry("v1"), entry("v2"), entry("v3")]
     d = rollout.decide("v2", hist, st("v1"), dep("v2", done=False, deadline=True), True)
     assert d.rolled_back and d.failed == "v2" and d.serve is not None and d.serve.version == "v1"
+    assert not d.keep_template  # the live pods run v2: v1 is rendered again
     again = rollout.decide("v2", hist, st("v1", failed="v2"), dep("v1"), True)
     assert again.serve is not None and again.serve.version == "v1" and not again.rolled_back
     fresh = rollout.decide("v3", hist, st("v1", failed="v2"), dep("v1"), True)
