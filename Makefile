@@ -10,7 +10,7 @@ STATE ?= $(HOME)/.local/state/conch/cluster
 export KUBECONFIG ?= $(STATE)/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(CACHE)/bin:$(PATH)
 
-.PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving test-e2e demo bench bench-text clean
+.PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving test-e2e demo bench bench-text bench-distill clean
 
 help:
 	@echo "make demo         run Conch end to end on the local cluster (sets everything up)"
@@ -20,6 +20,7 @@ help:
 	@echo "make cluster-down stop it and remove its state"
 	@echo "make bench        run the benchmarks (JSON under bench/results/)"
 	@echo "make bench-text   only the text (MiniLM offline + served) benchmark"
+	@echo "make bench-distill only the distillation (digits CNN x 5 seeds, MiniLM 6 -> 3 layers) benchmark"
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -67,9 +68,13 @@ demo: venv cluster-up
 bench: venv
 	$(VPY) bench/bench_builder.py
 	$(VPY) bench/bench_text.py
+	$(VPY) bench/bench_distill.py
 
 bench-text: venv
 	$(VPY) bench/bench_text.py
+
+bench-distill: venv
+	$(VPY) bench/bench_distill.py
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

@@ -62,6 +62,7 @@ class Context:
     calibration: Arrays | None
     work: Path
     steps: Any  # pipeline.Steps
+    labelled: bool = False  # the validation data has labels: the model is a classifier
 
 
 def prepare(recipe: Recipe, ctx: Context) -> Prepared:
@@ -142,24 +143,54 @@ def _distilled(base: onnx.ModelProto, recipe: Recipe, ctx: Context) -> tuple[Any
             torch.from_numpy(np.ascontiguousarray(t)) for t in run_all(ctx.teacher, ctx.train.feed, 64)
         ]
         labels = torch.from_numpy(ctx.train.labels.astype(np.int64)) if ctx.train.labels is not None else None
-        kind = students.tensor_loss(spec, recipe.gate, labels is not None, targets[0])
+        kind = students.tensor_loss(spec, recipe.gate, labels is not None or ctx.labelled, targets[0])
         inputs = [torch.from_numpy(np.ascontiguousarray(ctx.train.feed[i.name])) for i in ctx.loaded.inputs]
-
-        def forward(idx: torch.Tensor) -> list[torch.Tensor]:
-            out = module(*[x[idx] for x in inputs])
-            return list(out) if isinstance(out, (tuple, list)) else [out]
-
+        forward = _forward(module, inputs, [t.float() for t in targets], ctx, spec.mixup)
         task = distill.Task(
-            ctx.train.size, forward, [t.float() for t in targets], labels, kind, spec.rate(False)
+            ctx.train.size,
+            forward,
+            [t.float() for t in targets],
+            None if spec.mixup else labels,
+            kind,
+            spec.rate(False),
         )
         clock = distill.Clock(ctx.steps.started, ctx.steps.deadline)
         report = distill.train(module, task, spec, masks=masks, clock=clock, log=ctx.steps.stream)
+    if spec.mixup:
+        report["mixup"] = spec.mixup
     report["data"] = {"origin": ctx.train.origin, "samples": ctx.train.size, "labels": labels is not None}
     report["student"] = students.describe(teacher_params, module, f"{recipe.prune.method}-pruned")
     out: dict[str, Any] = {"distill": report}
     if masks:
         out["sparsity"] = {**_sparsity_head(recipe), **students.sparsity(masks)}
     return module, out
+
+
+def _forward(
+    module: Any, inputs: list[torch.Tensor], targets: list[torch.Tensor], ctx: Context, mixup: float
+) -> Callable[[torch.Tensor], tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """Student and teacher outputs for a batch; with mixup, on mixtures the teacher answers for anew."""
+    names = [i.name for i in ctx.loaded.inputs]
+    beta = torch.distributions.Beta(mixup, mixup) if mixup else None
+
+    def run(xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = module(*xs)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
+    def forward(idx: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        xs = [x[idx] for x in inputs]
+        if beta is None or not all(x.is_floating_point() for x in xs):
+            return run(xs), [t[idx] for t in targets]
+        weight = beta.sample((len(idx),))
+        partner = torch.roll(torch.arange(len(idx)), 1)
+        mixed = []
+        for x in xs:
+            w = weight.view(-1, *[1] * (x.dim() - 1))
+            mixed.append(w * x + (1 - w) * x[partner])
+        answers = ctx.teacher({n: m.numpy() for n, m in zip(names, mixed, strict=True)})
+        return run(mixed), [torch.from_numpy(np.ascontiguousarray(a)).float() for a in answers]
+
+    return forward
 
 
 def base_onnx(loaded: LoadedModel, recipe: Recipe, example: tuple[torch.Tensor, ...]) -> onnx.ModelProto:

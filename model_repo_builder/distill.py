@@ -4,7 +4,8 @@ Pruning removes what the model needs least, but it still costs accuracy; distill
 by training the student on the teacher's own outputs, so it needs inputs but no labels. The loss
 follows the output kind: KL divergence on temperature-softened logits for classifiers (plus
 cross-entropy when the data has labels), cosine or MSE for embeddings and other outputs. The
-teacher's answers are computed once, before training.
+teacher's answers are computed once, before training, except with mixup (tensor models): the student
+then trains on mixtures of two samples, which the teacher answers as they come.
 
 Training is deterministic for a seed on one machine: batches come from a seeded generator, the
 student runs in eval mode (no dropout, BatchNorm statistics frozen: the teacher's are right for the
@@ -44,11 +45,11 @@ CURVE_POINTS = 20
 
 @dataclass
 class Task:
-    """What to train on: `forward` maps sample indices to the student's outputs for them."""
+    """What to train on: `forward` maps sample indices to the student's outputs and the teacher's."""
 
     size: int
-    forward: Callable[[torch.Tensor], list[torch.Tensor]]
-    targets: list[torch.Tensor]  # the teacher's outputs for every sample, batch first
+    forward: Callable[[torch.Tensor], tuple[list[torch.Tensor], list[torch.Tensor]]]
+    targets: list[torch.Tensor]  # the teacher's outputs for every sample, batch first (scales the MSE)
     labels: torch.Tensor | None
     loss: LossKind
     learning_rate: float
@@ -185,7 +186,7 @@ def train(
         for step, idx in zip(range(spec.steps), _order(task.size, spec.batch_size, spec.seed), strict=False):
             optimizer.zero_grad(set_to_none=True)
             labels = task.labels[idx] if task.labels is not None else None
-            loss = objective(task.forward(idx), [t[idx] for t in task.targets], labels)
+            loss = objective(*task.forward(idx), labels)
             if not torch.isfinite(loss):
                 raise BadInput(
                     f"distillation diverged at step {step + 1} (loss {loss.item()}): "

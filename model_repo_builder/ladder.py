@@ -65,10 +65,8 @@ def climb(modes: list[QuantizeMode], make: Make, judge: Judge, gate: Gate, steps
         last = gate_failure(metrics, gate)
         if last is None:
             attempts.append({"mode": mode, "passed": True})
-            steps.info["quantize"] = {"published": mode, "failed": attempts[:-1]}
             return Published(mode, artifact, metrics, attempts)
         attempts.append({"mode": mode, "passed": False, **last.record()})
-    steps.info["quantize"] = {"published": None, "failed": attempts}
     if len(modes) == 1 and last is not None:
         raise GateFailed(last.message)
     text = "; ".join(describe(a) for a in attempts)

@@ -125,7 +125,7 @@ def _fresh(
         reference = run_all(teacher, feed, recipe.validation.batch_size)
         _check_finite(reference)
     example = tuple(torch.from_numpy(np.ascontiguousarray(feed[i.name][:2])) for i in loaded.inputs)
-    ctx = compress.Context(loaded, example, teacher, train, calibration, work, steps)
+    ctx = compress.Context(loaded, example, teacher, train, calibration, work, steps, labels is not None)
     prepared = compress.prepare(recipe, ctx)
 
     def judge(path: Path) -> dict[str, float]:

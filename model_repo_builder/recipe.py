@@ -260,7 +260,8 @@ class Distill(_Spec):
     loss: DistillLoss = Field(
         "auto",
         description="kl: KL divergence on temperature-softened logits; mse or cosine: on outputs/embeddings; "
-        "auto: kl for classifiers, cosine for text embeddings, mse otherwise.",
+        "auto: kl for classifiers (text-classification; tensor models with [N, C] outputs and labels in the "
+        "data or a top-1/accuracy gate), cosine for text embeddings, mse otherwise.",
     )
     hard_label_weight: float = Field(
         0.5,
@@ -281,6 +282,14 @@ class Distill(_Spec):
         le=0.5,
         description="Fraction of the data (its last rows/lines) held out of training and used as the "
         "gate's validation data; needs validation.dataPath unset.",
+    )
+    mixup: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="Tensor models with float inputs: train on mixtures of two samples (weight drawn from "
+        "Beta(mixup, mixup)) that the teacher answers during training, so the student sees more than the "
+        "file's inputs (the data's labels are then not used); 0 turns it off.",
     )
     seed: int = Field(0, ge=0, description="Seed for batch order: the same seed gives the same model.")
     log_every: int = Field(50, ge=1, le=1_000_000, description="Log step, loss and seconds every N steps.")

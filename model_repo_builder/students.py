@@ -71,7 +71,8 @@ def describe(teacher_params: int, student: nn.Module, kind: str) -> dict[str, An
 
 
 def tensor_loss(spec: Distill, gate: Gate, has_labels: bool, first_output: torch.Tensor) -> LossKind:
-    """auto: KL for classifiers (labels given, or the gate judges top-1 on [N, C] logits), else MSE."""
+    """auto: KL for classifiers ([N, C] logits with labels in the distill or validation data, or a gate
+    on top-1/accuracy), else MSE."""
     if spec.loss != "auto":
         return spec.loss
     logits = first_output.dim() == 2 and first_output.shape[-1] > 1

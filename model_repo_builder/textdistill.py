@@ -77,9 +77,9 @@ def train(
         targets = _teacher(model.module, collate, [len(i) for i in ids], finish)
     labels = torch.from_numpy(data.labels) if data.labels is not None else None
 
-    def forward(idx: torch.Tensor) -> list[torch.Tensor]:
+    def forward(idx: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         input_ids, mask = collate(idx)
-        return [finish(module(input_ids, mask), mask)]
+        return [finish(module(input_ids, mask), mask)], [targets[idx]]
 
     kind = students.text_loss(spec, text.task)
     task = distill.Task(len(ids), forward, [targets], labels, kind, spec.rate(True))

@@ -67,12 +67,12 @@ def test_channel_pruned_digits_recover_their_accuracy_by_distillation(
     assert set(record["timings"]) >= {"prune", "distill", "quantize", "gate"}
 
 
-def test_distillation_is_deterministic_and_magnitude_zeros_stay_zero(
+def test_distillation_with_mixup_is_deterministic_and_magnitude_zeros_stay_zero(
     run_cli: Run, digits_cnn: Digits, tmp_path: Path
 ) -> None:
     recipe = {
         "prune": {"method": "magnitude", "amount": 0.5},
-        "distill": {"dataPath": str(digits_cnn.train), "steps": 60},
+        "distill": {"dataPath": str(digits_cnn.train), "steps": 60, "mixup": 0.4},
     }
     files = []
     for store in ("a", "b"):
@@ -82,6 +82,7 @@ def test_distillation_is_deterministic_and_magnitude_zeros_stay_zero(
         files.append(_record(r.summary)["files"])
     assert files[0] == files[1]  # same seed, same machine: the same model bytes
     record = _record(r.summary)
+    assert record["distill"]["mixup"] == 0.4
     sparsity = record["sparsity"]
     assert sparsity["storedDense"] is True and sparsity["zeroFraction"] >= 0.5
     model = onnx.load(str(Path(r.summary["repository"]) / "model" / "1" / "model.onnx"))
