@@ -150,6 +150,21 @@ class Kube:
         return key
 
 
+@pytest.fixture(name="kube")
+def kube_fixture(cluster: Any, namespace: str, operator: Operator) -> Iterator[Kube]:
+    """A Kube for the test's namespace with a model store bound; the store's PV goes afterwards."""
+    k = Kube(cluster, namespace)
+    k.model_store()
+    yield k
+    cluster.kubectl("delete", "pv", f"store-{namespace}", "--wait=false", check=False)
+
+
+def serving(k: Kube, name: str, version: str) -> bool:
+    """Whether `name` serves `version`."""
+    st = k.status(name)
+    return st.get("currentVersion") == version and st.get("phase") == "Serving"
+
+
 def summary_json(ok: bool, build_key: str, model: str) -> str:
     return json.dumps(
         {

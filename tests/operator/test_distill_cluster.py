@@ -12,14 +12,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from opharness import Kube, Operator, md_object, operator_fixture, wait_for  # noqa: F401  (a fixture)
+from opharness import Kube, kube_fixture, md_object, operator_fixture, serving, wait_for  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.cluster
 DISTILL = {
@@ -29,19 +27,6 @@ DISTILL = {
     "fallback": ["fp16"],
     "gate": {"minCosine": 0.5},
 }
-
-
-@pytest.fixture
-def kube(cluster: Any, namespace: str, operator: Operator) -> Iterator[Kube]:
-    k = Kube(cluster, namespace)
-    k.model_store()
-    yield k
-    cluster.kubectl("delete", "pv", f"store-{namespace}", "--wait=false", check=False)
-
-
-def serving(k: Kube, name: str, version: str) -> bool:
-    st = k.status(name)
-    return st.get("currentVersion") == version and st.get("phase") == "Serving"
 
 
 def small_cnn(path: Path) -> Path:

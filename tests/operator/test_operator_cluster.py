@@ -8,28 +8,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opharness import Kube, Operator, md_object, operator_fixture, wait_for  # noqa: F401  (a fixture)
+from opharness import (  # noqa: F401  (fixtures)
+    Kube,
+    Operator,
+    kube_fixture,
+    md_object,
+    operator_fixture,
+    serving,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def kube(cluster: Any, namespace: str, operator: Operator) -> Iterator[Kube]:
-    k = Kube(cluster, namespace)
-    k.model_store()
-    yield k
-    cluster.kubectl("delete", "pv", f"store-{namespace}", "--wait=false", check=False)
-
-
-def serving(k: Kube, name: str, version: str) -> bool:
-    st = k.status(name)
-    return st.get("currentVersion") == version and st.get("phase") == "Serving"
 
 
 def deploy_version(k: Kube, name: str) -> str | None:
