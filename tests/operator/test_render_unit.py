@@ -5,6 +5,7 @@ Regenerate after an intended change with CONCH_UPDATE_GOLDEN=1 and review the di
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,20 @@ def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
     assert "replicas" not in dep["spec"]
     metrics = hpa.render_hpa(o)["spec"]["metrics"]  # type: ignore[index]
     assert {m["type"] for m in metrics} == {"Resource", "Pods"}
+    assert "behavior" not in hpa.render_hpa(o)["spec"]  # type: ignore[index]  # Kubernetes' defaults
+
+
+def test_hpa_stabilisation_windows_come_from_the_spec() -> None:
+    o = owner("autoscaling-minilm")
+    scaling = o.spec.autoscaling.model_copy(update={"scale_down_stabilization_seconds": 5})  # type: ignore[union-attr]
+    o = dataclasses.replace(o, spec=o.spec.model_copy(update={"autoscaling": scaling}))
+    assert hpa.render_hpa(o)["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 5}}  # type: ignore[index]
+
+
+def test_builder_job_tells_the_builder_its_deadline() -> None:
+    o = owner("cpu-digits")
+    env = job.render_job(o, "v1", "k")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": job.DEADLINE_ENV, "value": str(o.spec.build.active_deadline_seconds)}]
 
 
 def test_builder_job_contract() -> None:

@@ -165,6 +165,12 @@ class Autoscaling(Model):
         None, ge=1, le=100, alias="targetCPUUtilizationPercentage"
     )
     queue_time: QueueTimeTarget | None = None
+    scale_up_stabilization_seconds: int | None = Field(
+        None, ge=0, le=3600, description="HPA scale-up stabilisation window (Kubernetes default 0)."
+    )
+    scale_down_stabilization_seconds: int | None = Field(
+        None, ge=0, le=3600, description="HPA scale-down stabilisation window (Kubernetes default 300)."
+    )
 
 
 class Rollout(Model):

@@ -27,12 +27,24 @@ def metrics(autoscaling: types.Autoscaling) -> list[Obj]:
     return out
 
 
+def behavior(autoscaling: types.Autoscaling) -> Obj | None:
+    """Stabilisation windows the spec sets; unset ones keep Kubernetes' defaults (up 0 s, down 300 s)."""
+    out: Obj = {}
+    for direction, seconds in (
+        ("scaleUp", autoscaling.scale_up_stabilization_seconds),
+        ("scaleDown", autoscaling.scale_down_stabilization_seconds),
+    ):
+        if seconds is not None:
+            out[direction] = {"stabilizationWindowSeconds": seconds}
+    return out or None
+
+
 def render_hpa(owner: Owner) -> Obj | None:
     """The HPA, or None when the spec sets a fixed replica count."""
     autoscaling = owner.spec.autoscaling
     if autoscaling is None:
         return None
-    return {
+    hpa: Obj = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": common.metadata(owner, owner.name, "triton"),
@@ -41,5 +53,8 @@ def render_hpa(owner: Owner) -> Obj | None:
             "minReplicas": autoscaling.min_replicas,
             "maxReplicas": autoscaling.max_replicas,
             "metrics": metrics(autoscaling),
+            "behavior": behavior(autoscaling),
         },
     }
+    result: Obj = common.prune(hpa)
+    return result

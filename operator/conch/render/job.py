@@ -9,6 +9,9 @@ from conch.render.common import Obj, Owner
 CONTAINER = "builder"
 EXIT_BAD_INPUT = 2
 EXIT_GATE_FAILED = 3
+DEADLINE_ENV = (
+    "CONCH_BUILD_DEADLINE_SECONDS"  # model_repo_builder.cli: long steps (distillation) fit inside it
+)
 
 
 def source_argument(owner: Owner) -> str:
@@ -45,6 +48,7 @@ def render_job(owner: Owner, version: str, spec_key: str) -> Obj:
         "image": spec.build.image,
         "command": command(owner),
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "env": [{"name": DEADLINE_ENV, "value": str(spec.build.active_deadline_seconds)}],
         "resources": spec.build.resources,
         "securityContext": common.restricted_container_security(),
         "volumeMounts": [
