@@ -76,6 +76,77 @@ AUTOSCALING: Rules = [
     },
 ]
 
+# ---- canary rollouts (spec.rollout) -----------------------------------------------------------------
+
+ROLLOUT: Rules = [
+    {
+        "rule": "!has(self.strategy) || self.strategy != 'canary' || has(self.canary)",
+        "message": "strategy 'canary' needs rollout.canary (its steps)",
+        "fieldPath": ".canary",
+    },
+    {
+        "rule": "!has(self.canary) || (has(self.strategy) && self.strategy == 'canary')",
+        "message": "rollout.canary applies to strategy 'canary' only: set rollout.strategy: canary",
+        "fieldPath": ".strategy",
+    },
+]
+
+CANARY_MAX_STEPS = 20
+CANARY: Rules = [
+    {
+        "rule": f"{list(range(1, CANARY_MAX_STEPS))}.all(i, i >= self.steps.size() || "
+        "self.steps[i].weight >= self.steps[i - 1].weight)",
+        "message": "canary.steps weights must not decrease (each step moves more pods to the new version)",
+        "fieldPath": ".steps",
+    },
+]
+
+ANALYSIS: Rules = [
+    {
+        "rule": "has(self.minSuccessRate) || has(self.maxLatencyMs) || has(self.maxLatencyRatio) || "
+        "(has(self.queries) && self.queries.size() > 0) || has(self.quality)",
+        "message": "canary.analysis needs a check: minSuccessRate, maxLatencyMs, maxLatencyRatio, queries "
+        "or quality",
+    },
+]
+
+METRIC_QUERY: Rules = [
+    {"rule": "has(self.min) || has(self.max)", "message": "a query check needs min and/or max"},
+    {
+        "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+        "message": "min must be <= max",
+        "fieldPath": ".min",
+    },
+]
+
+QUALITY: Rules = [
+    {
+        "rule": "has(self.minCosine) || has(self.minTop1Agreement) || has(self.maxAbsError)",
+        "message": "quality needs a threshold: minCosine, minTop1Agreement and/or maxAbsError",
+    },
+    {
+        "rule": "!has(self.probePath) || !self.probePath.contains('..')",
+        "message": "probePath must stay inside the model store (no '..')",
+        "fieldPath": ".probePath",
+    },
+]
+
+_A = "self.rollout.canary.analysis"
+_PROM_CHECKS = (
+    f"(has({_A}.minSuccessRate) || has({_A}.maxLatencyMs) || has({_A}.maxLatencyRatio) || "
+    f"(has({_A}.queries) && {_A}.queries.size() > 0))"
+)
+CANARY_SPEC: Rules = [
+    {
+        "rule": f"!(has(self.rollout) && has(self.rollout.canary) && has({_A}) && {_PROM_CHECKS}) || "
+        "(has(self.monitoring) && has(self.monitoring.serviceMonitor) && "
+        "has(self.monitoring.serviceMonitor.enabled) && self.monitoring.serviceMonitor.enabled)",
+        "message": "canary analysis reads the canary's Triton series from Prometheus: set "
+        "monitoring.serviceMonitor.enabled: true",
+        "fieldPath": ".monitoring.serviceMonitor.enabled",
+    },
+]
+
 _DB_OFF = "(has(self.dynamicBatching) && has(self.dynamicBatching.enabled) && !self.dynamicBatching.enabled)"
 
 SERVING: Rules = [
@@ -238,4 +309,5 @@ SPEC: Rules = [
         "fieldPath": ".serving.maxBatchSize",
     },
     *TEXT,
+    *CANARY_SPEC,
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 from conch.api import quantity, rules
@@ -173,12 +173,132 @@ class Autoscaling(Model):
     )
 
 
-class Rollout(Model):
-    """How a new version rolls: surge pods (each takes serving.gpus GPUs), deadline, auto rollback."""
+class CanaryStep(Model):
+    """One canary step: move `weight` percent of the pods to the new version, then hold it."""
 
+    weight: int = Field(ge=1, le=100, description="Percent of the serving pods that run the new version.")
+    pause_seconds: int = Field(
+        0, ge=0, le=86400, description="How long the step holds once its pods are ready (analysis runs)."
+    )
+
+
+class MetricQuery(Model):
+    """A custom PromQL check: one number, within [min, max]. The query may use $namespace, $name,
+    $model, $version (the canary's), $stable and $window (e.g. 30s); it must return one sample."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.METRIC_QUERY})
+    name: str = Field(max_length=63, pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$")
+    query: str = Field(min_length=1, max_length=4096)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> MetricQuery:
+        if self.min is None and self.max is None:
+            raise ValueError(f"query {self.name}: a query check needs min and/or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"query {self.name}: min must be <= max")
+        return self
+
+
+class QualityAnalysis(Model):
+    """Answers of the canary vs the stable version on a probe set (the build gate's metrics)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.QUALITY})
+    min_cosine: float | None = Field(None, ge=-1, le=1)
+    min_top1_agreement: float | None = Field(None, ge=0, le=1, alias="minTop1Agreement")
+    max_abs_error: float | None = Field(None, ge=0)
+    probe_path: str | None = Field(
+        None, max_length=1024, pattern=r"^[^/]", description="Probe file on the store (else the gate's data)."
+    )
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> QualityAnalysis:
+        if self.min_cosine is None and self.min_top1_agreement is None and self.max_abs_error is None:
+            raise ValueError("quality needs a threshold: minCosine, minTop1Agreement and/or maxAbsError")
+        if self.probe_path is not None and ".." in self.probe_path:
+            raise ValueError("probePath must stay inside the model store (no '..')")
+        return self
+
+
+class CanaryAnalysis(Model):
+    """Checks on the canary's own Triton series in Prometheus, each intervalSeconds, plus quality."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.ANALYSIS})
+    prometheus_url: str | None = Field(
+        None,
+        max_length=512,
+        pattern=r"^https?://[^ ]+$",
+        description="Prometheus base URL; else the operator's CONCH_PROMETHEUS_URL.",
+    )
+    interval_seconds: int = Field(30, ge=1, le=3600, description="Seconds between analyses (and the window).")
+    min_success_rate: float | None = Field(
+        None, ge=0, le=1, description="success / (success + failure) of the canary's requests."
+    )
+    max_latency_ms: float | None = Field(None, gt=0, description="Mean request duration of the canary.")
+    max_latency_ratio: float | None = Field(
+        None, gt=0, description="Canary's mean request duration at most this times the stable's."
+    )
+    min_requests: int = Field(
+        1, ge=1, le=1_000_000, description="Requests the canary must have had in the window to be judged."
+    )
+    queries: list[MetricQuery] | None = Field(None, max_length=16)
+    failure_limit: int = Field(0, ge=0, le=100, description="Failed analyses tolerated; one more aborts.")
+    quality: QualityAnalysis | None = None
+
+    @model_validator(mode="after")
+    def _some_check(self) -> CanaryAnalysis:
+        if not self.prometheus_checks() and self.quality is None:
+            raise ValueError(
+                "canary.analysis needs a check: minSuccessRate, maxLatencyMs, maxLatencyRatio, queries "
+                "or quality"
+            )
+        return self
+
+    def prometheus_checks(self) -> bool:
+        """Whether any check reads Prometheus."""
+        return any(
+            v is not None for v in (self.min_success_rate, self.max_latency_ms, self.max_latency_ratio)
+        ) or bool(self.queries)
+
+
+class Canary(Model):
+    """Canary steps (pods of the new version beside the stable ones, behind the one Service)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.CANARY})
+    steps: list[CanaryStep] = Field(min_length=1, max_length=rules.CANARY_MAX_STEPS)
+    analysis: CanaryAnalysis | None = None
+
+    @model_validator(mode="after")
+    def _ascending(self) -> Canary:
+        weights = [s.weight for s in self.steps]
+        if weights != sorted(weights):
+            raise ValueError("canary.steps weights must not decrease")
+        return self
+
+
+class Rollout(Model):
+    """How a new version rolls: surge pods (each takes serving.gpus GPUs), deadline, auto rollback,
+    and the strategy: a rolling update (default) or canary steps with analysis."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.ROLLOUT})
     progress_deadline_seconds: int = Field(600, ge=5, le=86400)
     max_surge: int = Field(1, ge=1, le=100, description="Extra pods during a rollout; never unavailable.")
     auto_rollback: bool = True
+    strategy: Literal["rolling", "canary"] = "rolling"
+    canary: Canary | None = None
+
+    @model_validator(mode="after")
+    def _strategy(self) -> Rollout:
+        if self.strategy == "canary" and self.canary is None:
+            raise ValueError("strategy 'canary' needs rollout.canary (its steps)")
+        if self.strategy != "canary" and self.canary is not None:
+            raise ValueError("rollout.canary applies to strategy 'canary' only: set rollout.strategy: canary")
+        return self
+
+    def canary_analysis(self) -> CanaryAnalysis | None:
+        """The canary's analysis, when the strategy is canary and one is set."""
+        return self.canary.analysis if self.strategy == "canary" and self.canary is not None else None
 
 
 class ServiceMonitorSpec(Model):
@@ -219,6 +339,17 @@ class ModelDeploymentSpec(Model):
     revision_history_limit: int = Field(10, ge=1, le=100)
     monitoring: Monitoring = Monitoring()
     storage: Storage
+
+    @model_validator(mode="after")
+    def _analysis_needs_metrics(self) -> ModelDeploymentSpec:
+        analysis = self.rollout.canary_analysis()
+        scraped = self.monitoring.service_monitor.enabled
+        if analysis is not None and analysis.prometheus_checks() and not scraped:
+            raise ValueError(
+                "canary analysis reads the canary's Triton series from Prometheus: set "
+                "monitoring.serviceMonitor.enabled: true"
+            )
+        return self
 
     def effective_replicas(self) -> int | None:
         """Replicas the Deployment should carry; None when the HPA owns the count."""
@@ -292,6 +423,37 @@ class Endpoints(Model):
     metrics: str
 
 
+class AnalysisValue(Model):
+    """One measured check of a canary analysis: its value against its bound."""
+
+    name: str = Field(max_length=63)
+    value: float | None = None  # None: no data (e.g. no requests in the window)
+    bound: str = Field("", max_length=64)  # e.g. ">= 0.99"
+    passed: bool | None = None
+
+
+CanaryPhase = Literal["Progressing", "Paused", "Promoting", "Promoted", "Aborted"]
+
+
+class CanaryStatus(Model):
+    """Where the canary of `version` stands: its step, weight, pods and the last analysis."""
+
+    version: str
+    phase: CanaryPhase = "Progressing"
+    step: int = 0  # index into spec.rollout.canary.steps; == len(steps) while promoting
+    steps: int = 0
+    weight: int = 0
+    stable_replicas: int = 0
+    canary_replicas: int = 0
+    step_started_at: str | None = None  # when the step's pods were all ready
+    analyzed_at: str | None = None
+    analysis_result: Literal["Passed", "Failed", "Inconclusive", "Unavailable"] | None = None
+    failures: int = 0
+    analysis: list[AnalysisValue] = Field(default_factory=list, max_length=32)
+    quality_step: int | None = None  # the step whose quality analysis passed last
+    message: str = Field("", max_length=2048)
+
+
 class ModelDeploymentStatus(Model):
     """What the operator observed and decided; written only by the operator."""
 
@@ -307,6 +469,7 @@ class ModelDeploymentStatus(Model):
     ready_replicas: int | None = None
     selector: str | None = None
     endpoints: Endpoints | None = None
+    canary: CanaryStatus | None = None
 
     def entry(self, version: str) -> HistoryEntry | None:
         """The history entry of `version`, if any."""
