@@ -440,7 +440,7 @@ class CanaryStatus(Model):
 
     version: str
     phase: CanaryPhase = "Progressing"
-    step: int = 0  # index into spec.rollout.canary.steps; == len(steps) while promoting
+    step: int = 0  # index into steps; len(steps): the stable rolls to it; len(steps) + 1: the canary goes
     steps: int = 0
     weight: int = 0
     stable_replicas: int = 0
@@ -448,6 +448,7 @@ class CanaryStatus(Model):
     step_started_at: str | None = None  # when the step's pods were all ready
     analyzed_at: str | None = None
     analysis_result: Literal["Passed", "Failed", "Inconclusive", "Unavailable"] | None = None
+    analysis_message: str = Field("", max_length=2048)
     failures: int = 0
     analysis: list[AnalysisValue] = Field(default_factory=list, max_length=32)
     quality_step: int | None = None  # the step whose quality analysis passed last
