@@ -1,4 +1,4 @@
-"""The operator's domain errors. Handlers translate them to kopf's retry semantics; nothing else does."""
+"""The operator's domain errors. The work queue retries them with backoff; nothing else translates them."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ class KubeError(ConchError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NotLeaderError(ConchError):
+    """This replica does not hold the leader Lease (or could not renew it in time): it must not write."""
 
 
 class ConflictError(KubeError):

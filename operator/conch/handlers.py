@@ -3,8 +3,10 @@
 kopf supplies the watches (ModelDeployments, and the children that carry our label, selected by the
 apiserver: `labelSelector=` on every list and watch of CHILD_RESOURCES), the process
 lifecycle and the liveness probe. Event handlers keep no state on the objects (no finalizers, no
-progress annotations), so an idle operator writes nothing. Domain errors are translated here:
-an invalid spec waits for the next spec change, anything else is retried by the queue with backoff.
+progress annotations), so an idle operator writes nothing. Errors are counted here and retried by
+the work queue with its one backoff policy (workqueue.py); kopf never sees them, so no kopf retry
+semantics apply. With leader election (`configure`), the queue runs only while this replica holds
+the Lease, and the API client refuses writes the moment the Lease is not renewed in time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from conch import controller, errors, kube, metrics, workqueue
+from conch import controller, errors, kube, leader, metrics, workqueue
 from conch.api import types
 from conch.render import common
 
@@ -25,16 +27,36 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 
+@dataclass(frozen=True)
+class LeaderElection:
+    """Where the Lease lives and who this replica is (main.py fills it from flags)."""
+
+    namespace: str
+    name: str
+    identity: str
+    timing: leader.Timing
+
+
 @dataclass
 class Runtime:
-    """The operator's process-wide state: API client, queue and its dispatcher task."""
+    """The operator's process-wide state: API client, queue and its dispatcher task(s)."""
 
     client: kube.Kube
     queue: workqueue.WorkQueue
-    task: asyncio.Task[None]
+    tasks: list[asyncio.Task[None]]
 
 
 _runtime: list[Runtime] = []
+_election: list[LeaderElection] = []
+_exact_namespaces: list[bool] = [False]
+
+
+def configure(election: LeaderElection | None, exact_namespaces: bool = False) -> None:
+    """Set before kopf starts: campaign for a Lease (None = act alone, as a single replica does);
+    exact_namespaces: every --namespace is a plain name, so kopf need not list or watch namespaces
+    (a namespaced install's RBAC grants no cluster-wide namespace access)."""
+    _election[:] = [election] if election else []
+    _exact_namespaces[0] = exact_namespaces
 
 
 async def _process(key: Any) -> float | None:
@@ -46,11 +68,11 @@ async def _process(key: Any) -> float | None:
         except errors.ConchError as exc:
             metrics.RECONCILES.labels("error").inc()
             metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
-            raise kopf.TemporaryError(str(exc), delay=1) from exc
-        except Exception as exc:
+            raise
+        except Exception:
             metrics.RECONCILES.labels("error").inc()
             metrics.RECONCILE_ERRORS.labels("unexpected").inc()
-            raise kopf.TemporaryError(f"unexpected: {exc!r}") from exc
+            raise
     metrics.RECONCILES.labels("ok").inc()
     return delay
 
@@ -59,6 +81,7 @@ async def _process(key: Any) -> float | None:
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Configure kopf for a level-based controller and start the work queue."""
     settings.posting.enabled = False  # we post our own Events, on transitions only
+    settings.scanning.disabled = _exact_namespaces[0]  # no namespace/CRD observation beyond the start
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
@@ -68,14 +91,33 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.label_selectors[resource] = common.LABEL_MD
     client = kube.Kube.from_environment()
     queue = workqueue.WorkQueue(_process)
-    _runtime[:] = [Runtime(client, queue, asyncio.create_task(queue.run()))]
+    tasks = [asyncio.create_task(queue.run())]
+    if _election:
+        tasks.append(asyncio.create_task(_campaign(_election[0], client, queue).run()))
+    _runtime[:] = [Runtime(client, queue, tasks)]
+
+
+def _campaign(election: LeaderElection, client: kube.Kube, queue: workqueue.WorkQueue) -> leader.Elector:
+    """Pause the queue until this replica leads; guard every write of `client` with the Lease."""
+    lease_client = kube.Kube.from_environment()  # its own client: the Lease writes are not guarded
+    lease_client.timeout = election.timing.retry_period * 2
+    elector = leader.Elector(
+        lease_client, election.namespace, election.name, election.identity, timing=election.timing,
+        on_change=lambda leading: queue.resume() if leading else queue.pause(),
+    )  # fmt: skip
+    queue.pause()
+    client.may_write = elector.leading
+    client.api.user_agent = f"{client.api.user_agent} ({election.identity})"  # whose writes, in audit logs
+    return elector
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    """Stop the queue dispatcher."""
+    """Stop the queue dispatcher and the campaign (the Lease then expires; client-go's
+    ReleaseOnCancel would hand it over sooner, at the cost of a write racing a successor)."""
     for runtime in _runtime:
-        runtime.task.cancel()
+        for task in runtime.tasks:
+            task.cancel()
 
 
 def _enqueue(namespace: str | None, name: str | None) -> None:

@@ -9,8 +9,10 @@ audit log tells its writes apart from everyone else's.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -58,6 +60,9 @@ class Kube:
         self.api.user_agent = conch.USER_AGENT
         self._served: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
+        # Leader election (conch.leader): consulted before every write; None = always allowed.
+        self.may_write: Callable[[], bool] | None = None
+        self.timeout = 30.0  # seconds per request
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -66,7 +71,10 @@ class Kube:
         try:
             kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG"),  # read now: the package reads it once, at import
+                client_configuration=configuration,
+            )
         return cls(kubernetes.client.ApiClient(configuration))
 
     def request(
@@ -74,6 +82,8 @@ class Kube:
         content_type: str = "application/json",
     ) -> Obj | None:  # fmt: skip
         """Send one request; None on 404, the decoded JSON otherwise; KubeError on failure."""
+        if method != "GET" and self.may_write is not None and not self.may_write():
+            raise errors.NotLeaderError(f"{method} {url}: not the leader (the Lease is not held or renewed)")
         if query:
             url = f"{url}?{urlencode(query)}"
         headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -81,7 +91,7 @@ class Kube:
             method, url, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
         response = self.api.call_api(
-            method_, full_url, header_params=headers_, body=body_, _request_timeout=30
+            method_, full_url, header_params=headers_, body=body_, _request_timeout=self.timeout
         )
         data = response.read()  # type: ignore[no-untyped-call]
         if response.status == 404:

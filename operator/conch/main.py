@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
+import uuid
 
 import kopf
 
-from conch import metrics
+from conch import handlers, leader, metrics
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,7 +32,30 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
     parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="log line format")
+    election = parser.add_argument_group("leader election (run several replicas, one acts)")
+    election.add_argument("--leader-elect", action="store_true", help="act only while holding the Lease")
+    election.add_argument(
+        "--leader-election-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default $POD_NAMESPACE, else default)",
+    )  # fmt: skip
+    election.add_argument("--leader-election-id", default="conch-operator", help="name of the Lease")
+    election.add_argument("--lease-duration", type=float, default=15.0, metavar="S")
+    election.add_argument("--renew-deadline", type=float, default=10.0, metavar="S")
+    election.add_argument("--retry-period", type=float, default=2.0, metavar="S")
     return parser.parse_args(argv)
+
+
+def leader_election(args: argparse.Namespace) -> handlers.LeaderElection | None:
+    """The Lease settings from flags (identity: the pod's name, or host name, plus a random suffix)."""
+    if not args.leader_elect:
+        return None
+    try:
+        timing = leader.Timing(args.lease_duration, args.renew_deadline, args.retry_period)
+    except ValueError as exc:
+        raise SystemExit(f"conch-operator: --lease-duration/--renew-deadline/--retry-period: {exc}") from exc
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    return handlers.LeaderElection(args.leader_election_namespace, args.leader_election_id, identity, timing)
 
 
 class DemoteHandlerLines(logging.Filter):
@@ -47,15 +73,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     # kopf.configure sets the root level (DEBUG with -v, else INFO) and installs the one root handler;
     # a second (basicConfig's) would print every line twice.
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
-    for handler in logging.getLogger().handlers:
+    json_logs = args.log_format == "json"
+    kopf.configure(
+        verbose=args.verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.PLAIN
+    )
+    for handler in logging.getLogger().handlers if not json_logs else []:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("kopf.objects").addFilter(DemoteHandlerLines())
+    exact = bool(args.namespace) and not any(set(n) & set("*?[]!") for n in args.namespace)
+    handlers.configure(leader_election(args), exact_namespaces=exact)
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
-    from conch import handlers  # registers the kopf handlers
-
-    del handlers
     kopf.run(
         standalone=True,
         clusterwide=not args.namespace,

@@ -3,7 +3,12 @@
 Watch events only add keys; one key is never processed by two workers at once; a key added while
 it is being processed runs once more afterwards; failures are retried with capped exponential
 backoff; a successful pass may ask to run again after a delay (a resync). Nothing is lost when
-events arrive in bursts: many adds of one key collapse into one pass.
+events arrive in bursts: many adds of one key collapse into one pass. A paused queue (a replica that
+is not the leader) keeps collecting keys and dispatches none; resumed, it runs every key it holds.
+
+Retry policy (the one policy for every reconcile error): a pass that raises is retried after
+0.5 s x 2^failures, capped at MAX_BACKOFF; the count resets after a successful pass. A pass that
+succeeds may return a delay to run again (timed work: deadlines, canary pauses, the idle resync).
 """
 
 from __future__ import annotations
@@ -30,6 +35,22 @@ class WorkQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
+        self._active = True
+
+    def pause(self) -> None:
+        """Stop dispatching (passes already running finish; their writes are refused if not leading)."""
+        self._active = False
+
+    def resume(self) -> None:
+        """Dispatch again, at once, every key held (a new leader takes nothing on trust)."""
+        self._active = True
+        now = asyncio.get_running_loop().time()
+        self._due = dict.fromkeys(self._due, now)
+        self._wake.set()
+
+    def pending(self) -> int:
+        """Keys waiting to run."""
+        return len(self._due)
 
     def add(self, key: Hashable, delay: float = 0.0) -> None:
         """Schedule `key` to run after `delay` seconds (an earlier schedule wins)."""
@@ -48,13 +69,14 @@ class WorkQueue:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            for key in [k for k, due in self._due.items() if due <= now and k not in self._running]:
+            ready = [k for k, due in self._due.items() if due <= now and k not in self._running]
+            for key in ready if self._active else []:
                 del self._due[key]
                 self._running.add(key)
                 task = asyncio.create_task(self._work(key))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            waiting = [due for k, due in self._due.items() if k not in self._running]
+            waiting = [due for k, due in self._due.items() if k not in self._running] if self._active else []
             timeout = max(0.0, min(waiting) - loop.time()) if waiting else None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -103,7 +103,7 @@ def model_store(cluster: Any, namespace: str, path: Path) -> None:
 
 @contextlib.contextmanager
 def operator_as_release(
-    cluster: Any, namespace: str, workdir: Path, *, chart_crds: bool = False
+    cluster: Any, namespace: str, workdir: Path, *, chart_crds: bool = False, namespaced: bool = False
 ) -> Iterator[Path]:
     """CRDs, a release (replicas 0) in `namespace`, and the operator run locally as the release's
     ServiceAccount (a token kubeconfig: nothing but the chart's RBAC), watching only `namespace`.
@@ -111,6 +111,8 @@ def operator_as_release(
 
     chart_crds: the release installs the CRD itself (`--take-ownership`, since earlier tests may have
     applied the same CRD with kubectl); otherwise the CRD comes from crds/ and the release skips it.
+    namespaced: the release watches only `namespace` (a Role there, no cluster-wide grants but CRD
+    discovery) and elects a leader on a Lease in it, as an HA install does.
     """
     from conftest import free_port, stop_process, wait_for
 
@@ -118,8 +120,13 @@ def operator_as_release(
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     release = f"conch-r{secrets.token_hex(3)}"
     crds = ["--set", f"crds.install={str(chart_crds).lower()}"] + (["--take-ownership"] if chart_crds else [])
+    scope = (
+        ["--set", f"watchNamespaces={{{namespace}}}", "--set", "leaderElection.enabled=true"]
+        if namespaced
+        else []
+    )
     helm(
-        "install", release, str(CHART), "-n", namespace, *crds, "--set", "replicaCount=0",
+        "install", release, str(CHART), "-n", namespace, *crds, *scope, "--set", "replicaCount=0",
         kubeconfig=cluster.kubeconfig,
     )  # fmt: skip
     cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
@@ -128,6 +135,9 @@ def operator_as_release(
     port = free_port()
     # A namespace glob (matching only this namespace) makes kopf observe namespaces too.
     cmd = [sys.executable, "-m", "conch", "--namespace", f"{namespace}*", "--metrics-port", str(port)]
+    if namespaced:  # the chart's args for this mode: an exact namespace and a Lease named after the release
+        cmd[3:5] = ["--namespace", namespace]
+        cmd += ["--leader-elect", "--leader-election-namespace", namespace, "--leader-election-id", release]
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -36,16 +36,20 @@ def _summary(key: str) -> str:
     )  # fmt: skip
 
 
-@pytest.fixture
-def operator_as_sa(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
-    """CRD + a release (replicas 0) + the operator run locally as the release's ServiceAccount."""
-    with helmrun.operator_as_release(cluster, namespace, tmp_path) as log_path:
+@pytest.fixture(params=["cluster-wide", "namespaced-ha"])
+def operator_as_sa(
+    cluster: Cluster, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Path]:
+    """CRD + a release (replicas 0) + the operator run locally as the release's ServiceAccount:
+    cluster-wide, or namespaced with leader election (a Role per namespace, a Lease it must renew)."""
+    namespaced = request.param == "namespaced-ha"
+    with helmrun.operator_as_release(cluster, namespace, tmp_path, namespaced=namespaced) as log_path:
         helmrun.model_store(cluster, namespace, Path(f"/tmp/conch-store/{namespace}"))
         yield log_path
 
 
 def test_chart_rbac_suffices_for_the_operator_to_build_and_serve(
-    cluster: Cluster, namespace: str, operator_as_sa: Path
+    cluster: Cluster, namespace: str, operator_as_sa: Path, request: pytest.FixtureRequest
 ) -> None:
     ns = ("-n", namespace)
 
@@ -94,4 +98,5 @@ def test_chart_rbac_suffices_for_the_operator_to_build_and_serve(
     assert {"BuildStarted", "BuildSucceeded"} <= reasons, reasons
     log = operator_as_sa.read_text(errors="replace")
     assert "HTTP 403" not in log and "forbidden" not in log.lower(), log[-4000:]
+    assert ("acquired leadership" in log) == request.node.callspec.id.endswith("-ha"), log[-4000:]
     assert "Serving" in json.dumps(get("md", MD))
