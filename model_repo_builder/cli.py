@@ -1,7 +1,8 @@
-"""Command line: ``model-repo-builder build|verify`` (also ``python -m model_repo_builder``).
+"""Command line: ``model-repo-builder build|verify|analyze`` (also ``python -m model_repo_builder``).
 
 Exit codes: 0 ok, 2 bad input, 3 accuracy gate failed / NaN outputs, 1 internal error. The last
-stdout line is the JSON summary. Heavy modules (torch, onnxruntime) are imported only once a
+stdout line is the JSON summary. ``analyze`` (quality analysis of a canary, see `analyze`) exits 0
+passed, 4 quality failed, 5 could not analyse. Heavy modules (torch, onnxruntime) are imported only once a
 build actually starts.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import analyze
 from .errors import BadInput, BuilderError
 from .recipe import Recipe, recipe_data
 from .summary import emit, make_summary, table
@@ -86,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     v = sub.add_parser("verify", help="re-hash a repository against its build.json")
     v.add_argument("repository", type=Path)
+    a = sub.add_parser("analyze", help="compare a canary's answers to the stable version's on a probe set")
+    analyze.add_arguments(a)
     return parser
 
 
@@ -183,4 +187,20 @@ def _verify(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "analyze":
+        return _analyze(args)
     return _build(args) if args.command == "build" else _verify(args)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    try:
+        return analyze.run(args)
+    except Exception as exc:  # a bug in the analysis: report it as internal, like build does
+        traceback.print_exc(file=sys.stderr)
+        line = json.dumps(
+            {"result": "error", "passed": False, "reason": f"internal: {type(exc).__name__}: {exc}"}
+        )
+        sys.stdout.write(line[: analyze.MAX_LINE] + "\n")
+        if args.summary_file:
+            Path(args.summary_file).write_text(line[: analyze.MAX_LINE], encoding="utf-8")
+        return 1

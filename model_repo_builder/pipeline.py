@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from . import BUILDER_VERSION, compress, distdata, ladder
+from . import BUILDER_VERSION, compress, distdata, ladder, probes
 from .compress import guarded
 from .data import Arrays, generate_inputs, load_npz
 from .errors import BadInput, GateFailed, Internal
@@ -137,13 +137,27 @@ def _fresh(
         outputs = [replace(o, dtype=c.dtype.name) for o, c in zip(loaded.outputs, compressed, strict=True)]
         artifact = published.artifact
         layout(tmp, req.model_name, recipe, loaded.inputs, outputs, artifact=artifact, feed=feed)
+        probe_set = _probes(req.model_name, recipe, loaded, feed, reference, origin)
         record = make_record(
             req, src, key, artifact, published.metrics, steps.timings, size_before=prepared.size_before
         )
         record |= prepared.report | {"quantize": published.record(recipe.ladder()), "validationData": origin}
+        record["probes"] = probes.write(tmp, probe_set)
         record = write_build_json(tmp, record)
         won = publish(tmp, final)
     return BuildResult(key, final, record if won else read_build_json(final), cached=not won)
+
+
+def _probes(  # noqa: PLR0917
+    name: str, recipe: Recipe, loaded: LoadedModel, feed: Arrays, reference: list[NDArray[Any]], origin: str
+) -> probes.ProbeSet:
+    """The canary analysis's probe set: the first validation inputs and the original model's answers,
+    under the names Triton serves them by."""
+    ins = _serving_names(loaded.inputs, recipe, "INPUT")
+    outs = _serving_names(loaded.outputs, recipe, "OUTPUT")
+    inputs = {s.name: feed[i.name] for s, i in zip(ins, loaded.inputs, strict=True)}
+    answers = {s.name: r for s, r in zip(outs, reference, strict=True)}
+    return probes.tensor_probes(name, inputs, answers, origin, recipe.triton.max_batch_size)
 
 
 def _data(

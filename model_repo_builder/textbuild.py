@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from . import distdata, distill, ensemble, hf, ladder, optimize, pipeline, textdata, textdistill
+from . import distdata, distill, ensemble, hf, ladder, optimize, pipeline, probes, textdata, textdistill
 from .compress import quantize, rung
 from .data import Arrays, batches
 from .errors import BadInput, GateFailed
@@ -103,11 +103,22 @@ def fresh(
         ensemble.write_steps(
             tmp, req.model_name, recipe, tokenizer_json, model.settings, model.output, model.labels
         )
+        probe_set = probes.text_probes(
+            req.model_name,
+            validation.texts,
+            reference,
+            recipe.text.task,
+            model.labels,
+            validation.origin,
+            recipe.triton.max_batch_size,
+        )
+        probe_record = probes.write(tmp, probe_set)
         record = pipeline.make_record(
             req, src, key, artifact, metrics, steps.timings, size_before=size_before
         )
         record |= _text_record(model, recipe.text, validation, calibration, passes)
         record["quantize"] = published.record(recipe.ladder())
+        record["probes"] = probe_record
         if train is not None:
             record["distill"] = passes[0]["report"]
         record = write_build_json(tmp, record)

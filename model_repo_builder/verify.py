@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .data import Arrays, batches
 from .errors import GateFailed
-from .formats import Runner
 from .recipe import Gate
+
+if TYPE_CHECKING:  # formats imports torch and onnx; `analyze` uses the gate's metrics without them
+    from .formats import Runner
 
 
 def onnx_runner(path: Path) -> Runner:
