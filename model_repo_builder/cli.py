@@ -1,4 +1,4 @@
-"""Command line: ``model-repo-builder build|verify|analyze`` (also ``python -m model_repo_builder``).
+"""Command line: ``model-repo-builder build|verify|analyze|gc`` (also ``python -m model_repo_builder``).
 
 Exit codes: 0 ok, 2 bad input, 3 accuracy gate failed / NaN outputs, 1 internal error. The last
 stdout line is the JSON summary. ``analyze`` (quality analysis of a canary, see `analyze`) exits 0
@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import analyze
+from . import analyze, storegc
 from .errors import BadInput, BuilderError
 from .recipe import Recipe, recipe_data
 from .summary import emit, make_summary, table
@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("repository", type=Path)
     a = sub.add_parser("analyze", help="compare a canary's answers to the stable version's on a probe set")
     analyze.add_arguments(a)
+    g = sub.add_parser("gc", help="remove repositories no ModelDeployment references from the store")
+    storegc.add_arguments(g)
     return parser
 
 
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "analyze":
         return _analyze(args)
+    if args.command == "gc":
+        return storegc.run(args)
     return _build(args) if args.command == "build" else _verify(args)
 
 

@@ -6,6 +6,7 @@ passed; the repository is staged inside the store and renamed into place atomica
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -90,9 +91,21 @@ def build(req: BuildRequest, steps: Steps | None = None) -> BuildResult:
         key = build_key(src.digest, req.recipe, BUILDER_VERSION, req.model_name)
         final = req.store / key
         steps.info.update(buildKey=key, sourceDigest=src.digest, repository=str(final))
-        if final.exists():
+        if final.exists() and _touch(final):
             return _cached(key, final)
         return _fresh(req, src, key, final, work=work, steps=steps)
+
+
+def _touch(final: Path) -> bool:
+    """Mark a reused repository as young for the store's garbage collector (storegc's grace period);
+    False when it vanished meanwhile (collected), so the build runs afresh."""
+    try:
+        os.utime(final)
+    except FileNotFoundError:
+        return False
+    except OSError:  # a read-only store: reuse still works, the grace period just counts from publish
+        pass
+    return True
 
 
 def _cached(key: str, final: Path) -> BuildResult:
