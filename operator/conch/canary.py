@@ -164,7 +164,7 @@ def advance(
     """One pass of the canary of `version` beside `stable`."""
     st = old if old is not None and old.version == version else start(canary, version)
     if st.phase == "Aborted":
-        return _settle_abort(st, stable, world)
+        return settle(st, stable, world)
     if st.phase == "Promoting":
         return _promote(st, version, stable, world)
     if world.canary_failure:
@@ -308,10 +308,10 @@ def _promoted(plan: Plan, version: str) -> Plan:
 
 def _abort(st: types.CanaryStatus, stable: str, world: World, reason: str) -> Plan:
     aborted = _up(st, phase="Aborted", message=reason, step_started_at=None)
-    return replace(_settle_abort(aborted, stable, world), aborted=True, reason=reason)
+    return replace(settle(aborted, stable, world), aborted=True, reason=reason)
 
 
-def _settle_abort(st: types.CanaryStatus, stable: str, world: World) -> Plan:
+def settle(st: types.CanaryStatus, stable: str, world: World) -> Plan:
     """After an abort: the canary scales away, the stable grows back as its pods go."""
     if world.autoscaled:
         return Plan(_up(st, canary_replicas=0), stable, None, 0, reason=st.message)

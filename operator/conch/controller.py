@@ -16,7 +16,7 @@ from typing import Any
 
 import pydantic
 
-from conch import apply, build, errors, kube, metrics, rollout, status
+from conch import apply, build, canaryflow, errors, kube, metrics, rollout, status
 from conch.api import keys, types
 from conch.render import common, deployment, hpa, job, pdb, secret, service, servicemonitor
 
@@ -39,6 +39,7 @@ class Pass:
     writes: int = 0
     notes: list[status.Event] = field(default_factory=list)
     built_message: str = ""
+    flow: canaryflow.Flow | None = None  # a canary's pass, when one runs or is being scaled away
 
 
 def md_url(namespace: str, name: str) -> str:
@@ -65,6 +66,8 @@ def reconcile(client: kube.Kube, namespace: str, name: str) -> float | None:
     decision, dep_state = _serve_step(client, run)
     new = _new_status(run, decision, dep_state, generation)
     _finish(client, md, run, new, decision)
+    if run.flow is not None:
+        return run.flow.plan.wait
     busy = new.phase in ("Building", "RollingOut")
     return BUSY_REQUEUE if busy else IDLE_REQUEUE
 
@@ -162,7 +165,13 @@ def _serve_step(client: kube.Kube, run: Pass) -> tuple[rollout.Decision, rollout
     decision = rollout.decide(
         owner.spec.version, run.history, run.old, state, owner.spec.rollout.auto_rollback
     )
-    if decision.serve is not None:
+    run.flow = canaryflow.step(
+        client, owner, old=run.old, history=run.history, decision=decision, now=time.time()
+    )
+    if run.flow is not None:
+        run.writes += run.flow.writes
+        decision = canaryflow.decision(run.flow, decision, run.history, run.old.current_version)
+    elif decision.serve is not None:
         _admin_secret(client, run)
         desired = deployment.render_deployment(owner, decision.serve)
         if decision.keep_template and live is not None:
@@ -229,6 +238,9 @@ def _conditions(run: Pass, decision: rollout.Decision, state: rollout.Deployment
     ]
     if run.owner.spec.monitoring.service_monitor.enabled:
         out.append(_monitoring(run))
+    if run.flow is not None:
+        canary = canaryflow.conditions(run.flow, decision.current, run.owner.spec.version)
+        out = [canary.get(c.type, c) for c in out]
     return out
 
 
@@ -267,6 +279,8 @@ def _progressing(entry: types.HistoryEntry, decision: rollout.Decision) -> statu
 def _degraded(run: Pass, entry: types.HistoryEntry, decision: rollout.Decision) -> status.Cond:
     if decision.failed is not None:
         before = run.old.condition("Degraded")
+        if not decision.reason and before is not None and before.reason in ("AnalysisFailed", "CanaryFailed"):
+            return status.Cond("Degraded", True, before.reason, before.message)  # an aborted canary's
         keep = before.message if before is not None and before.reason == "RolloutFailed" else ""
         detail = (
             f"version {decision.failed} failed to roll out ({decision.reason}); serving {decision.current}"
@@ -292,6 +306,7 @@ def _new_status(
     entry = next(h for h in run.history if h.version == wanted)
     conds = _conditions(run, decision, state)
     rolling = decision.serve is not None and decision.serve.version != decision.current
+    rolling = rolling or (run.flow is not None and run.flow.running and decision.current != wanted)
     degraded = decision.failed is not None or decision.stuck
     phase = status.phase(
         entry.result == "Building", entry.result == "Failed", decision.current, rolling, degraded
@@ -310,6 +325,7 @@ def _new_status(
         ready_replicas=state.ready if state.exists else 0,
         selector=",".join(f"{k}={v}" for k, v in common.selector(owner).items()),
         endpoints=types.Endpoints.model_validate(service.endpoints(owner)),
+        canary=run.flow.plan.status if run.flow is not None else run.old.canary,
     )
 
 
@@ -327,7 +343,7 @@ def _finish(
     kept = {h.version for h in new.history}
     for gone in (h for h in run.history if h.version not in kept):
         run.writes += apply.absent(client, _job_url(run, gone.job_name), run.owner.uid)
-    events = status.transitions(run.old, new)
+    events = status.transitions(run.old, new) + (run.flow.events if run.flow is not None else [])
     if decision.rolled_back:
         events.append(
             status.Event("Warning", "RolledBack", f"rolled back to {decision.current}: {decision.reason}")

@@ -20,8 +20,16 @@ BUILDS = prometheus_client.Counter(
     "conch_builds_total", "Builds by outcome (started, succeeded, failed, reused)", ["outcome"]
 )
 ROLLOUTS = prometheus_client.Counter(
-    "conch_rollouts_total", "Rollouts by outcome (started, completed, failed)", ["outcome"]
+    "conch_rollouts_total",
+    "Rollouts by outcome (started, completed, failed; canaries: promoted, aborted)",
+    ["outcome"],
 )
+CANARY_ANALYSES = prometheus_client.Counter(
+    "conch_canary_analysis_total",
+    "Canary analyses by result (passed, failed, inconclusive, unavailable) and kind (metrics, quality)",
+    ["result", "kind"],
+)
+CANARY_STEPS = prometheus_client.Counter("conch_canary_steps_total", "Canary steps reached")
 ROLLBACKS = prometheus_client.Counter("conch_rollbacks_total", "Automatic rollbacks after a failed rollout")
 SPEC_TO_SERVING = prometheus_client.Histogram(
     "conch_spec_to_serving_seconds",

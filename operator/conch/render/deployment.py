@@ -3,6 +3,11 @@
 maxUnavailable is 0 so serving never drops during a rollout, and maxSurge bounds the extra pods
 (each taking `serving.gpus` GPUs) a rollout needs. With autoscaling the replicas field is left out,
 so the HPA owns it and an apply never fights it.
+
+A canary (spec.rollout.strategy: canary) runs in a second Deployment, `<name>-canary`, whose pods
+carry `serving.conch.dev/track: canary` beside the same selector labels: the one Service (and the
+PodDisruptionBudget) select the pods of both, so traffic splits by pod count. The stable Deployment's
+selector and template stay as they are (an immutable selector, and no re-roll of serving pods).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 STARTUP_PERIOD = 10
 REPLICASET_HISTORY = 3
 ADMIN_KEY_ENV = "CONCH_TRITON_ADMIN_KEY"
+LABEL_TRACK = "serving.conch.dev/track"
+CANARY_SUFFIX = "-canary"
 
 
 @dataclass(frozen=True)
@@ -161,3 +168,19 @@ def render_deployment(owner: Owner, served: Served) -> Obj:
     }
     result: Obj = common.prune(deployment)
     return result
+
+
+def canary_name(owner: Owner) -> str:
+    """The canary Deployment's name."""
+    return f"{owner.name}{CANARY_SUFFIX}"
+
+
+def render_canary_deployment(owner: Owner, served: Served, replicas: int) -> Obj:
+    """The canary Deployment: `replicas` pods of `served` beside the stable ones."""
+    out = render_deployment(owner, served)
+    out["metadata"]["name"] = canary_name(owner)
+    out["metadata"]["labels"][LABEL_TRACK] = "canary"
+    out["spec"]["replicas"] = replicas
+    out["spec"]["selector"]["matchLabels"][LABEL_TRACK] = "canary"
+    out["spec"]["template"]["metadata"]["labels"][LABEL_TRACK] = "canary"
+    return out

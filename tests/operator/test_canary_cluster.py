@@ -1,0 +1,108 @@
+"""Canary rollouts against the real control plane (kwok pods turn Ready by themselves): steps move pods
+from the stable Deployment to the canary's within the surge budget and promote; an analysis that
+cannot reach Prometheus pauses the canary with the URL in the condition and never promotes.
+Analysis against a real Prometheus and real Triton is in test_canary_serving.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from opharness import (  # noqa: F401  (fixtures)
+    Kube,
+    free_port,
+    kube_fixture,
+    md_object,
+    operator_fixture,
+    serving,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+TRITON = "serving.conch.dev/modeldeployment={},app.kubernetes.io/component=triton"
+
+
+def pods_by_version(k: Kube, name: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in k.items("pods", TRITON.format(name)):
+        version = p["metadata"]["labels"]["serving.conch.dev/version"]
+        out[version] = out.get(version, 0) + 1
+    return out
+
+
+def bring_up(k: Kube, name: str, **spec: Any) -> None:
+    k.apply(md_object(name, **spec))
+    k.finish_build(name, "v1")
+    wait_for("v1 serving", lambda: serving(k, name, "v1"), 90)
+
+
+def test_op_canary_steps_then_promotes_within_the_budget(kube: Kube) -> None:
+    k = kube
+    rollout = {
+        "strategy": "canary", "maxSurge": 1, "progressDeadlineSeconds": 60,
+        "canary": {"steps": [{"weight": 25, "pauseSeconds": 3}, {"weight": 50, "pauseSeconds": 3}]},
+    }  # fmt: skip
+    bring_up(k, "cn", replicas=4, rollout=rollout)
+    wait_for("4 v1 pods", lambda: pods_by_version(k, "cn") == {"v1": 4}, 60)
+    k.apply(md_object("cn", version="v2", replicas=4, rollout=rollout))
+    k.finish_build("cn", "v2")
+    seen: set[tuple[int, int]] = set()
+    most = [0]
+
+    def promoted() -> bool:
+        st = k.status("cn")
+        canary = st.get("canary", {})
+        if canary.get("phase") == "Progressing" and canary.get("stepStartedAt"):
+            seen.add((canary["step"], canary["weight"]))
+            assert st["currentVersion"] == "v1" and st["phase"] == "RollingOut", st
+        most[0] = max(most[0], sum(pods_by_version(k, "cn").values()))
+        return serving(k, "cn", "v2") and canary.get("phase") == "Promoted"
+
+    started = time.monotonic()
+    wait_for("canary promoted", promoted, 180, every=0.5)
+    took = time.monotonic() - started
+    assert seen == {(0, 25), (1, 50)}, seen
+    assert most[0] <= 5, f"{most[0]} pods at once: more than replicas + maxSurge"
+    wait_for("only v2 pods, the canary Deployment gone", lambda: pods_by_version(k, "cn") == {"v2": 4}, 60)
+    wait_for("canary deployment deleted", lambda: k.get("deployment", "cn-canary") is None, 30)
+    reasons = [e["reason"] for e in k.items("events") if e["involvedObject"]["name"] == "cn"]
+    assert {"CanaryStarted", "CanaryStep", "CanaryPromoted"} <= set(reasons), reasons
+    assert reasons.count("CanaryStep") == 2
+    assert took >= 6, "two steps of 3 s pause each"
+    assert k.condition("cn", "Degraded")["status"] == "False"
+
+
+def test_op_canary_without_prometheus_pauses_and_never_promotes(kube: Kube) -> None:
+    k = kube
+    closed = f"http://127.0.0.1:{free_port()}"
+    rollout = {
+        "strategy": "canary",
+        "canary": {"steps": [{"weight": 50}],
+                   "analysis": {"prometheusUrl": closed, "intervalSeconds": 2, "minSuccessRate": 0.99}},
+    }  # fmt: skip
+    spec = {"replicas": 2, "rollout": rollout, "monitoring": {"serviceMonitor": {"enabled": True}}}
+    bring_up(k, "np", **spec)
+    k.apply(md_object("np", version="v2", **spec))
+    k.finish_build("np", "v2")
+
+    def paused() -> dict[str, Any] | None:
+        cond = k.condition("np", "Progressing")
+        return cond if cond.get("reason") == "AnalysisUnavailable" else None
+
+    cond = wait_for("paused on analysis", paused, 90)
+    assert cond["status"] == "False" and closed in cond["message"], cond
+    assert "waiting for a passing analysis" in cond["message"]
+    first = k.status("np")["canary"]["analyzedAt"]
+    # analyses keep failing to reach Prometheus: a later one is recorded, and v2 is never promoted
+    wait_for("another analysis", lambda: k.status("np")["canary"]["analyzedAt"] != first, 30)
+    st = k.status("np")
+    assert st["currentVersion"] == "v1" and st["canary"]["phase"] == "Paused", st["canary"]
+    assert st["canary"]["analysisResult"] == "Unavailable" and st["canary"]["canaryReplicas"] == 1
+    assert pods_by_version(k, "np") == {"v1": 1, "v2": 1}
+    # spec.version back to v1: the canary is abandoned and scaled away, v1 serves on 2 pods
+    k.apply(md_object("np", version="v1", **spec))
+    wait_for("canary scaled away", lambda: pods_by_version(k, "np") == {"v1": 2}, 60)
+    wait_for("canary deployment deleted", lambda: k.get("deployment", "np-canary") is None, 30)
+    assert k.status("np")["currentVersion"] == "v1"
