@@ -255,8 +255,26 @@ def promise_cpu_minilm(k: Kube, summary: Obj, store: Path) -> None:
     assert k.get("horizontalpodautoscaler", "minilm-cpu") is None
 
 
+def promise_canary_digits(k: Kube, summary: Obj, store: Path) -> None:
+    """A new spec.version runs as a canary (1 of 4 pods at 25%); with no Prometheus it pauses, unpromoted."""
+    assert k.get("servicemonitor", "digits") is not None and "canary" not in k.status("digits")
+    k.k("patch", "md", "digits", "--type=merge", "-p", '{"spec":{"version":"1.1.0"}}')
+    canary = wait_for("the canary's pod", lambda: (d := k.get("deployment", "digits-canary")) and d, 60)
+    assert canary["spec"]["replicas"] == 1
+    paused = wait_for(
+        "paused without Prometheus",
+        lambda: (c := k.condition("digits", "Progressing")).get("reason") == "AnalysisUnavailable" and c,
+        90,
+    )
+    assert "no Prometheus configured" in paused["message"] and paused["status"] == "False"
+    st = k.status("digits")
+    assert st["currentVersion"] == "1.0.0" and (st["canary"]["step"], st["canary"]["weight"]) == (0, 25)
+    assert (st["canary"]["stableReplicas"], st["canary"]["canaryReplicas"]) == (3, 1)
+
+
 Promise = Callable[[Kube, Obj, Path], None]
 PROMISES: dict[str, Promise] = {
+    "canary-digits": promise_canary_digits,
     "cpu-digits": promise_cpu_digits,
     "gpu-resnet": promise_gpu_resnet,
     "autoscaling-minilm": promise_autoscaling_minilm,

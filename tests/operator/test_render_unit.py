@@ -38,6 +38,11 @@ def children(o: common.Owner) -> dict[str, Any]:
         "pdb": pdb.render_pdb(o),
         "servicemonitor": servicemonitor.render_servicemonitor(o),
         "secret": secret.render_secret(o, "golden-admin-key"),
+        **(
+            {"canary": deployment.render_canary_deployment(o, served, 1)}
+            if o.spec.rollout.strategy == "canary"
+            else {}
+        ),
     }
 
 
@@ -130,3 +135,22 @@ def test_builder_job_contract() -> None:
     assert rendered["metadata"]["name"] == keys.job_name("minilm", keys.spec_key(o.spec))
     digits = owner("cpu-digits")
     assert job.command(digits)[2] == "/store/models/digits.pt2"
+
+
+def test_canary_pods_are_behind_the_one_service_and_apart_from_the_stable() -> None:
+    o = owner("canary-digits")
+    served = deployment.Served("1.1.0", "bk-new", "digits")
+    stable = deployment.render_deployment(o, deployment.Served("1.0.0", "bk-old", "digits"))
+    canary = deployment.render_canary_deployment(o, served, 2)
+    assert canary["metadata"]["name"] == "digits-canary" and canary["spec"]["replicas"] == 2
+    pod_labels = canary["spec"]["template"]["metadata"]["labels"]
+    selector = service.render_service(o)["spec"]["selector"]
+    assert selector.items() <= pod_labels.items(), "the Service must send the canary its share"
+    assert pdb.render_pdb(o)["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()  # type: ignore[index]
+    assert canary["spec"]["selector"]["matchLabels"] == {**stable["spec"]["selector"]["matchLabels"],
+                                                         deployment.LABEL_TRACK: "canary"}  # fmt: skip
+    assert pod_labels[deployment.LABEL_TRACK] == "canary"
+    assert pod_labels["serving.conch.dev/version"] == "1.1.0"
+    assert deployment.LABEL_TRACK not in stable["spec"]["template"]["metadata"]["labels"]
+    stable_container = stable["spec"]["template"]["spec"]["containers"][0]
+    assert canary["spec"]["template"]["spec"]["containers"][0]["resources"] == stable_container["resources"]
