@@ -241,7 +241,7 @@ def _waits(canary: types.Canary, st: types.CanaryStatus, now: float) -> list[str
     out = []
     pause = canary.steps[st.step].pause_seconds
     if now < started + pause:
-        out.append(f"pause ({int(started + pause - now)}s left)")
+        out.append(f"the pause (until {format_time(started + pause)})")  # no countdown: status stays put
     analysis = canary.analysis
     if analysis is not None and analysis.prometheus_checks():
         fresh = (parse_time(st.analyzed_at) or 0.0) >= started

@@ -7,6 +7,7 @@ whole canaries through advance() and checks the GPU budget and availability at e
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,7 +175,10 @@ def test_steps_wait_for_pause_and_a_passing_analysis() -> None:
     ready = world((1, 1, 1), (1, 1, 1), total=2)
     first = canary.advance(spec, None, version="v2", stable="v1", world=ready)
     assert first.status.step_started_at == canary.format_time(T0) and first.status.phase == "Progressing"
-    assert "pause (60s left)" in first.status.message and "a passing analysis" in first.status.message
+    assert (
+        f"the pause (until {canary.format_time(T0 + 60)})" in first.status.message
+        and "a passing analysis" in first.status.message
+    )
     assert first.wait == 10  # the first analysis is due one interval after the step began
     assert not canary.analysis_due(spec, first.status, T0 + 9)
     assert canary.analysis_due(spec, first.status, T0 + 10)
@@ -316,3 +320,12 @@ def test_judge(values: dict[str, Any], result: str, message: str) -> None:
     assert got.result == result and message in got.message, got
     rate = next(v for v in got.values if v.name == "successRate")
     assert rate.bound == ">= 0.99"
+
+
+def test_an_unchanged_world_keeps_the_same_status() -> None:
+    """Nothing time-dependent is written between timers: a pass in the same world writes no status."""
+    spec = canary_spec([(50, 60)], minSuccessRate=0.99, intervalSeconds=10)
+    w = world((1, 1, 1), (1, 1, 1), total=2)
+    first = canary.advance(spec, None, version="v2", stable="v1", world=w).status
+    later = canary.advance(spec, first, version="v2", stable="v1", world=dataclasses.replace(w, now=T0 + 5))
+    assert later.status == first and later.wait == 5
