@@ -73,7 +73,7 @@ class Plan:
     status: types.CanaryStatus
     stable_version: str  # the version the stable Deployment serves
     stable_replicas: int | None  # None: the HPA owns the count
-    canary_replicas: int  # 0: scale the canary away (its Deployment goes once its pods are gone)
+    canary_replicas: int  # 0: scale the canary away (its Deployment stays, at zero)
     promoted: bool = False
     aborted: bool = False  # this pass aborted the canary
     reason: str = ""

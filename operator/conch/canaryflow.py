@@ -57,7 +57,7 @@ def step(
     pods = client.list(kube.path("v1", "Pod", owner.namespace), _selector(owner))
     world = observe(owner, live_stable, live_canary, pods, now)
     if not running:
-        if live_canary is None and world.canary.existing == 0:
+        if world.canary.spec == 0 and world.canary.existing == 0:
             return None
         if decision.serve is None:
             return None
@@ -187,8 +187,10 @@ def _apply(
         served = ready[owner.spec.version]
         want = deployment.render_canary_deployment(owner, served, plan.canary_replicas)
         writes += apply.apply(client, want, live_canary, fetch=False)[0]
-    elif live_canary is not None:
-        writes += apply.absent(client, _url(owner, deployment.canary_name(owner)), owner.uid)
+    elif live_canary is not None:  # scaled to zero and kept, as Flagger keeps its canary
+        idle = deployment.render_canary_deployment(owner, ready[plan.stable_version], 0)
+        idle["spec"]["template"] = live_canary["spec"]["template"]
+        writes += apply.apply(client, idle, live_canary, fetch=False)[0]
     return writes
 
 
