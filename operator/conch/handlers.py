@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from conch import controller, errors, kube, leader, metrics, workqueue
+from conch import controller, errors, kube, leader, metrics, storegc, workqueue
 from conch.api import types
 from conch.render import common
 
@@ -44,19 +44,26 @@ class Runtime:
     client: kube.Kube
     queue: workqueue.WorkQueue
     tasks: list[asyncio.Task[None]]
+    janitor: storegc.Janitor | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """Process-wide settings main.py derives from flags."""
+
+    election: LeaderElection | None = None
+    exact_namespaces: bool = False  # every --namespace is a plain name: kopf need not list namespaces
+    store_gc_grace_seconds: int | None = 86400  # None: never collect the model stores
 
 
 _runtime: list[Runtime] = []
-_election: list[LeaderElection] = []
-_exact_namespaces: list[bool] = [False]
+_options: list[Options] = [Options()]
 
 
-def configure(election: LeaderElection | None, exact_namespaces: bool = False) -> None:
-    """Set before kopf starts: campaign for a Lease (None = act alone, as a single replica does);
-    exact_namespaces: every --namespace is a plain name, so kopf need not list or watch namespaces
-    (a namespaced install's RBAC grants no cluster-wide namespace access)."""
-    _election[:] = [election] if election else []
-    _exact_namespaces[0] = exact_namespaces
+def configure(options: Options) -> None:
+    """Set before kopf starts (a namespaced install's RBAC grants no cluster-wide namespace access,
+    hence exact_namespaces)."""
+    _options[0] = options
 
 
 async def _process(key: Any) -> float | None:
@@ -81,7 +88,7 @@ async def _process(key: Any) -> float | None:
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Configure kopf for a level-based controller and start the work queue."""
     settings.posting.enabled = False  # we post our own Events, on transitions only
-    settings.scanning.disabled = _exact_namespaces[0]  # no namespace/CRD observation beyond the start
+    settings.scanning.disabled = _options[0].exact_namespaces  # no namespace/CRD observation beyond the start
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
@@ -92,9 +99,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     client = kube.Kube.from_environment()
     queue = workqueue.WorkQueue(_process)
     tasks = [asyncio.create_task(queue.run())]
-    if _election:
-        tasks.append(asyncio.create_task(_campaign(_election[0], client, queue).run()))
-    _runtime[:] = [Runtime(client, queue, tasks)]
+    options = _options[0]
+    if options.election is not None:
+        tasks.append(asyncio.create_task(_campaign(options.election, client, queue).run()))
+    janitor = None
+    if options.store_gc_grace_seconds is not None:
+        janitor = storegc.Janitor(client, options.store_gc_grace_seconds)
+        tasks.append(asyncio.create_task(janitor.run()))
+    _runtime[:] = [Runtime(client, queue, tasks, janitor)]
 
 
 def _campaign(election: LeaderElection, client: kube.Kube, queue: workqueue.WorkQueue) -> leader.Elector:
@@ -128,7 +140,10 @@ def _enqueue(namespace: str | None, name: str | None) -> None:
 @kopf.on.event(types.GROUP, types.VERSION, types.PLURAL)
 async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str | None, **_: Any) -> None:
     """Any change to a ModelDeployment (and the initial listing on start) queues a pass."""
-    if event.get("type") == "DELETED":
+    deleted = event.get("type") == "DELETED"
+    if _runtime and _runtime[0].janitor is not None:
+        _runtime[0].janitor.observe(namespace, name, dict(event.get("object") or {}), deleted)
+    if deleted:
         if _runtime:
             _runtime[0].queue.forget((namespace or "", name))
         return
@@ -146,9 +161,15 @@ CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-async def child_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+async def child_event(
+    event: kopf.RawEvent, labels: Mapping[str, str], namespace: str | None, **_: Any
+) -> None:
     """A child changed or vanished (rollout progress, a build finishing, drift, a deletion): queue its
-    owner. ServiceMonitors (an optional CRD) are corrected by the idle resync instead."""
+    owner. ServiceMonitors (an optional CRD) are corrected by the idle resync instead. A deleted pod
+    may have been the last to serve a repository: the store janitor looks again."""
+    body = dict(event.get("object") or {})
+    if event.get("type") == "DELETED" and body.get("kind") == "Pod" and _runtime and _runtime[0].janitor:
+        _runtime[0].janitor.pod_deleted(namespace, body)
     _enqueue(namespace, labels.get(common.LABEL_MD))
 
 

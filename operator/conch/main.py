@@ -43,6 +43,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     election.add_argument("--lease-duration", type=float, default=15.0, metavar="S")
     election.add_argument("--renew-deadline", type=float, default=10.0, metavar="S")
     election.add_argument("--retry-period", type=float, default=2.0, metavar="S")
+    store = parser.add_argument_group("model store garbage collection")
+    store.add_argument(
+        "--store-gc-grace", type=int, default=86400, metavar="S",
+        help="remove unreferenced repositories untouched this long (default one day)",
+    )  # fmt: skip
+    store.add_argument("--no-store-gc", action="store_true", help="never remove repositories")
     return parser.parse_args(argv)
 
 
@@ -81,7 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("kopf.objects").addFilter(DemoteHandlerLines())
     exact = bool(args.namespace) and not any(set(n) & set("*?[]!") for n in args.namespace)
-    handlers.configure(leader_election(args), exact_namespaces=exact)
+    if args.store_gc_grace < 0:
+        raise SystemExit("conch-operator: --store-gc-grace: must be >= 0 seconds")
+    grace = None if args.no_store_gc else args.store_gc_grace
+    handlers.configure(handlers.Options(leader_election(args), exact, grace))
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(
