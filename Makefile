@@ -91,3 +91,19 @@ install: venv  ## apply crds/ to the cluster in $KUBECONFIG
 run: venv install  ## run the operator locally against $KUBECONFIG (all namespaces)
 	$(VPY) -m conch --all-namespaces --metrics-port 8080 --liveness http://127.0.0.1:8081/healthz
 # ---- end operator block -------------------------------------------------------------------------
+
+# ---- images and the real node (issue #13; hack/images.sh, hack/realnode.sh) ------------------------
+.PHONY: images realnode-up realnode-down test-realnode
+images: venv  ## build the operator, builder and Triton images offline (see images/README.md)
+	hack/images.sh build
+
+realnode-up: tools images  ## one real node (kubelet + containerd + runc) in its own network namespace
+	hack/build-tools.sh kubelet
+	hack/realnode.sh up
+
+realnode-down:
+	hack/realnode.sh down
+
+test-realnode: realnode-up  ## the real-node e2e, run inside the node's network namespace
+	hack/realnode.sh exec $(VPY) -m pytest tests/realnode
+# ---- end images block ------------------------------------------------------------------------------

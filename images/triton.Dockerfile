@@ -1,22 +1,20 @@
-# syntax=docker/dockerfile:1
 # Triton for Conch: NVIDIA's tritonserver plus what the python steps of Conch's repositories import
 # (model_repo_builder/triton_python/): numpy (every step), tokenizers (the tokenizer step of a text
 # ensemble) and onnxruntime (export.backend "python", the CPU path). The operator's default serving
 # image (spec.serving.image; conch.api.types.DEFAULT_TRITON_IMAGE). Build from the repository root:
 #   docker build -f images/triton.Dockerfile -t ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0 .
+# (`make images` builds it offline on a local stand-in for the NGC base: images/tritonserver-standin.Dockerfile.)
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 
 FROM ${TRITON_IMAGE}
-LABEL org.opencontainers.image.title="conch-tritonserver" \
-      org.opencontainers.image.description="NVIDIA Triton 24.10 with numpy, tokenizers and onnxruntime for Conch's python steps (text ensembles, CPU backend)" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="24.10-py3-conch0.1.0" \
-      org.opencontainers.image.base.name="nvcr.io/nvidia/tritonserver:24.10-py3"
 USER root
+# PIP_NO_INDEX=1 (hack/images.sh): install only from the wheels in images/wheels (--network=none).
+ARG PIP_NO_INDEX
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# Into the system python3 (3.10) that the python backend's stub embeds; pinned, so a rebuilt image
+# Into the system python3 that the python backend's stub embeds; pinned, so a rebuilt image
 # behaves the same. numpy stays 1.x, like the builder's.
-RUN python3 -m pip install \
+RUN --mount=type=bind,source=images/wheels,target=/wheels \
+    python3 -m pip install --find-links /wheels \
       "numpy==1.26.4" \
       "tokenizers==0.23.3" \
       "onnxruntime==1.23.2"
@@ -28,3 +26,11 @@ RUN --mount=type=bind,source=model_repo_builder/triton_python,target=/tmp/conch-
 USER 1000:1000
 WORKDIR /tmp
 ENV HOME=/tmp PYTHONDONTWRITEBYTECODE=1
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="conch-tritonserver" \
+      org.opencontainers.image.description="NVIDIA Triton 24.10 with numpy, tokenizers and onnxruntime for Conch's python steps (text ensembles, CPU backend)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="24.10-py3-conch0.1.0" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="nvcr.io/nvidia/tritonserver:24.10-py3" \
+      org.opencontainers.image.source="https://github.com/conch-dev/conch"

@@ -1,9 +1,11 @@
-"""Static checks of the images' Dockerfiles and kind-config.yaml against the chart and the operator."""
+"""Static checks of the images' Dockerfiles, hack/images.sh and kind-config.yaml against the chart and the
+operator (tests/images builds and runs the images themselves)."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tomllib
 from importlib import metadata
@@ -28,7 +30,9 @@ def _final_stage(dockerfile: str) -> str:
 def test_operator_image_runs_as_the_chart_user_without_torch() -> None:
     text = (IMAGES / "operator.Dockerfile").read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
-    assert '".[operator]"' in text and "builder]" not in text and "torch ==" not in text
+    deps_stage = text.split("FROM")[1]
+    assert "pyproject_deps.py /src/pyproject.toml operator >" in deps_stage and "builder" not in deps_stage
+    assert '! /opt/conch/bin/python -c "import torch"' in text
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     uid = values["podSecurityContext"]["runAsUser"]
     assert uid == 65532
@@ -38,7 +42,7 @@ def test_operator_image_runs_as_the_chart_user_without_torch() -> None:
 
 def test_builder_image_is_non_root() -> None:
     text = (IMAGES / "builder.Dockerfile").read_text()
-    assert '".[builder]"' in text
+    assert "pyproject_deps.py /src/pyproject.toml builder >" in text
     user = re.search(r"^USER (\d+):(\d+)$", _final_stage("builder.Dockerfile"), re.M)
     assert user is not None and int(user.group(1)) != 0
 
@@ -144,3 +148,59 @@ def test_builder_extra_provides_what_the_builder_imports() -> None:
     }
     assert {"transformers", "torch", "onnxruntime"} <= _imports(ROOT / "model_repo_builder")
     assert not missing, f"the builder imports modules that .[builder] does not install: {missing}"
+
+
+DOCKERFILES = (
+    "operator.Dockerfile",
+    "builder.Dockerfile",
+    "triton.Dockerfile",
+    "tritonserver-standin.Dockerfile",
+)
+
+
+def test_dockerfiles_build_offline() -> None:
+    """No `# syntax=` line (BuildKit would pull the frontend image from a registry); every pip install
+    can be pointed at images/wheels alone (PIP_NO_INDEX), as hack/images.sh does with --network=none."""
+    for name in DOCKERFILES:
+        text = (IMAGES / name).read_text()
+        assert not re.search(r"^#\s*syntax=", text, re.M | re.I), name
+        runs = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+        installs = [line for line in runs if "pip install" in line and "--no-index" not in line]
+        for line in installs:
+            assert "--find-links /wheels" in line, f"{name}: {line}"
+        if installs:
+            assert "ARG PIP_NO_INDEX" in text and "source=images/wheels,target=/wheels" in text, name
+    script = (ROOT / "hack" / "images.sh").read_text()
+    assert "build --network=none --build-arg PIP_NO_INDEX=1" in script
+    assert "--iptables=false --ip-forward=false" in script and "--bridge=none" in script
+    assert "unshare --net" in script, "dockerd runs in a network namespace of its own"
+
+
+def test_images_sh_builds_the_names_the_chart_and_operator_default_to() -> None:
+    from conch.api import types
+
+    names = subprocess.run(
+        ["bash", str(ROOT / "hack" / "images.sh"), "names"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    operator = f"{values['image']['repository']}:{values['image']['tag'] or chart['appVersion']}"
+    assert names == [operator, types.DEFAULT_BUILDER_IMAGE, types.DEFAULT_TRITON_IMAGE]
+    readme = (IMAGES / "README.md").read_text()
+    for name, dockerfile in zip(names, DOCKERFILES, strict=False):
+        assert f"-f images/{dockerfile} -t {name} ." in (IMAGES / dockerfile).read_text()
+        assert name in readme and name in (CHART / "README.md").read_text()
+
+
+def test_pyproject_deps_lists_core_and_extra_without_self_references() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    out = subprocess.run(
+        [sys.executable, str(IMAGES / "pyproject_deps.py"), str(ROOT / "pyproject.toml"), "builder"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert out == project["dependencies"] + project["optional-dependencies"]["builder"]
+    bad = subprocess.run(
+        [sys.executable, str(IMAGES / "pyproject_deps.py"), str(ROOT / "pyproject.toml"), "nope"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "no extra named ['nope']" in bad.stderr
