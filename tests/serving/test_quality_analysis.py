@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ import pytest
 from builder import textmodels
 from conftest import free_port
 
+from conch.render import secret
 from model_repo_builder import analyze
 from model_repo_builder.cli import main
 
@@ -80,7 +83,8 @@ def fleet(serving_dir: Path, sentiment_checkpoint: Path) -> Iterator[Fleet]:
         servers = {}
         for name, kind in (("stable", "stable"), ("same", "stable"), ("other", "other")):
             (work / name).mkdir()
-            servers[name] = stack.enter_context(run_triton(repos[kind], work / name))
+            hardened = secret.hardening_args(secret.new_key())  # as the operator runs Triton
+            servers[name] = stack.enter_context(run_triton(repos[kind], work / name, hardened))
         yield Fleet(servers["stable"], servers["same"], servers["other"], *repos["stable"])
 
 
@@ -156,9 +160,19 @@ def test_a_user_probe_file(fleet: Fleet, tmp_path: Path) -> None:
 
 
 def test_an_unreachable_canary_cannot_be_analysed(fleet: Fleet, tmp_path: Path) -> None:
+    """Through the console script, as the analysis Job runs it: the exit code and the message line."""
     nobody = f"127.0.0.1:{free_port()}"
-    code, result = _analyze(fleet.digits, nobody, fleet.stable.http_url, tmp_path, "--timeout-seconds", "5")
-    assert (code, result["result"], result["passed"]) == (analyze.EXIT_CANNOT_ANALYSE, "error", False)
+    script = Path(sys.executable).parent / "model-repo-builder"
+    log = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [str(script), "analyze", "--probes", str(fleet.digits), "--canary", nobody,
+         "--stable", fleet.stable.http_url, "--timeout-seconds", "5", "--summary-file", str(log)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == analyze.EXIT_CANNOT_ANALYSE, proc.stderr
+    result = json.loads(log.read_text())
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == result
+    assert (result["result"], result["passed"]) == ("error", False)
     assert result["reason"].startswith(f"cannot analyse: cannot reach canary {nobody}")
 
 
