@@ -95,3 +95,9 @@ def test_name_overrides_extra_args_env_json_logs_and_readiness() -> None:
 def test_schema_rejects_bad_production_values(bad: str) -> None:
     proc = helm("template", "x", str(CHART), "--set", bad, check=False)
     assert proc.returncode != 0 and "schema" in proc.stderr, (bad, proc.stderr)
+
+
+def test_store_gc_grace_and_opt_out_reach_the_operator() -> None:
+    assert "--store-gc-grace=86400" in container(objects(template()))["args"]
+    args = container(objects(template("--set", "storeGC.enabled=false")))["args"]
+    assert "--no-store-gc" in args and main.parse(["--no-store-gc"]).no_store_gc
