@@ -205,7 +205,7 @@ def _step(
     waits = _waits(canary, st, world.now)
     if not waits:
         return _next_step(canary, st, version, stable, world)
-    paused = st.analysis_result == "Unavailable"
+    paused = st.analysis_result == "Unavailable" or (quality is not None and quality.result == "Unavailable")
     st = _up(st, phase="Paused" if paused else "Progressing", message=_waiting(canary, st, waits))
     return replace(plan, status=st, wait=_next_due(canary, st, world.now))
 
@@ -224,6 +224,7 @@ def _record(st: types.CanaryStatus, m: Measurement, now: float, is_quality: bool
             analysis=list(values.values()),
             failures=failures,
             quality_step=st.step if m.result == "Passed" else st.quality_step,
+            analysis_message=st.analysis_message if m.result == "Passed" else m.message,
         )
     return _up(
         st,
@@ -254,6 +255,8 @@ def _waits(canary: types.Canary, st: types.CanaryStatus, now: float) -> list[str
 
 def _waiting(canary: types.Canary, st: types.CanaryStatus, waits: list[str]) -> str:
     head = f"step {st.step + 1}/{len(canary.steps)} at weight {st.weight}%: waiting for {', '.join(waits)}"
+    if st.analysis_message.startswith("quality analysis:"):  # the step's quality Job could not analyse
+        return f"{head}; {st.analysis_message}"
     if st.analysis_result in ("Unavailable", "Inconclusive", "Failed") and st.analysis_message:
         return f"{head}; last analysis {st.analysis_result.lower()}: {st.analysis_message}"
     return head

@@ -14,9 +14,10 @@ from typing import Any
 
 from conch import apply, canary, kube, metrics, prometheus, promql, rollout, status
 from conch.api import types
-from conch.render import common, deployment
+from conch.render import analysis, common, deployment
 
 Obj = dict[str, Any]
+QUALITY_RETRY_S = 30.0
 NO_PROMETHEUS = (
     "no Prometheus configured: set spec.rollout.canary.analysis.prometheusUrl or the operator's "
     f"{prometheus.ENV_URL}"
@@ -70,7 +71,7 @@ def step(
         assert steps is not None and current is not None
         before = old.canary if old.canary is not None and old.canary.version == wanted else None
         measured = _analyse(owner, steps, before, current, now)
-        quality = _quality(steps, before)
+        quality = _quality(client, owner, steps, before, stable=current, ready=ready, pods=pods, now=now)
         plan = canary.advance(
             steps, before, version=wanted, stable=current, world=world, measured=measured, quality=quality
         )
@@ -162,11 +163,64 @@ def _analyse(
     return measured
 
 
-def _quality(steps: types.Canary, before: types.CanaryStatus | None) -> canary.Measurement | None:
-    """The quality analysis of the step, once per step (see quality.py when present)."""
-    if not canary.quality_due(steps, before):
+def _quality(
+    client: kube.Kube, owner: common.Owner, steps: types.Canary, before: types.CanaryStatus | None,
+    *, stable: str, ready: dict[str, deployment.Served], pods: list[Obj], now: float,
+) -> canary.Measurement | None:  # fmt: skip
+    """The step's quality analysis (conch.render.analysis): apply its Job, read its verdict. None while
+    it runs. A Job that could not analyse pauses the step and is retried after QUALITY_RETRY_S."""
+    quality = steps.analysis.quality if steps.analysis is not None else None
+    if quality is None or before is None or not canary.quality_due(steps, before):
         return None
-    return canary.Measurement("Unavailable", (), "quality analysis is not available in this operator build")
+    ips = {track: sorted(_ready_ips(pods, track)) for track in ("canary", "stable")}
+    if not ips["canary"] or not ips["stable"]:
+        return None
+    wanted = owner.spec.version
+    thresholds = analysis.QualityThresholds(
+        quality.min_cosine, quality.min_top1_agreement, quality.max_abs_error
+    )
+    req = analysis.AnalysisRequest(
+        canary_version=wanted, step=before.step, canary_addresses=tuple(ips["canary"]),
+        stable_addresses=tuple(ips["stable"][:1]), stable_build_key=ready[stable].build_key,
+        model_name=ready[stable].model_name, canary_model_name=ready[wanted].model_name,
+        thresholds=thresholds, probe_path=quality.probe_path,
+    )  # fmt: skip
+    desired = analysis.render_analysis_job(owner, req)
+    live = client.get(kube.path_of(desired))
+    if live is None:
+        apply.apply(client, desired, None, fetch=False)
+        return None
+    job_pods = client.list(
+        kube.path("v1", "Pod", owner.namespace),
+        f"batch.kubernetes.io/job-name={analysis.job_name(owner, req)}",
+    )
+    result = analysis.observe(live, job_pods)
+    if result.state == "Pending":
+        return None
+    metrics.CANARY_ANALYSES.labels(result.state.lower(), "quality").inc()
+    if result.state == "Error":
+        finished = max(
+            (canary.parse_time(c.get("lastTransitionTime")) or 0.0)
+            for c in live.get("status", {}).get("conditions", []) or [{}]
+        )
+        if now - finished >= QUALITY_RETRY_S:
+            apply.absent(client, kube.path_of(desired), owner.uid)
+        return canary.Measurement("Unavailable", (), f"quality analysis: {result.reason}")
+    verdict: canary.Result = "Passed" if result.state == "Passed" else "Failed"
+    return canary.Measurement(verdict, result.values(), f"quality: {result.reason}")
+
+
+def _ready_ips(pods: list[Obj], track: str) -> list[str]:
+    out = []
+    for pod in pods:
+        is_canary = pod["metadata"].get("labels", {}).get(deployment.LABEL_TRACK) == "canary"
+        conds = pod.get("status", {}).get("conditions", [])
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+        if is_canary == (track == "canary") and ready and not pod["metadata"].get("deletionTimestamp"):
+            ip = pod.get("status", {}).get("podIP")
+            if ip:
+                out.append(str(ip))
+    return out
 
 
 def _apply(

@@ -329,3 +329,14 @@ def test_an_unchanged_world_keeps_the_same_status() -> None:
     first = canary.advance(spec, None, version="v2", stable="v1", world=w).status
     later = canary.advance(spec, first, version="v2", stable="v1", world=dataclasses.replace(w, now=T0 + 5))
     assert later.status == first and later.wait == 5
+
+
+def test_a_quality_job_that_cannot_analyse_pauses_the_step() -> None:
+    spec = canary_spec([(50, 0)], quality={"minCosine": 0.99})
+    w = world((1, 1, 1), (1, 1, 1), total=2)
+    st = canary.advance(spec, None, version="v2", stable="v1", world=w).status
+    error = canary.Measurement("Unavailable", (), "quality analysis: 127.65.0.9:8000 unreachable")
+    plan = canary.advance(spec, st, version="v2", stable="v1", world=w, quality=error)
+    assert plan.status.phase == "Paused" and not plan.aborted and plan.status.quality_step is None
+    assert plan.status.message.endswith("; quality analysis: 127.65.0.9:8000 unreachable")
+    assert canary.quality_due(spec, plan.status), "retried"
