@@ -14,10 +14,12 @@ export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 
 log() { printf '[build-tools %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 have() { [ -x "$BIN/$1-$2" ]; }
+# `hack/build-tools.sh kubelet` builds the kubelet (for hack/realnode.sh) from the same wrapper module.
+K8S_BINS="kube-apiserver kube-controller-manager kube-scheduler kubectl"
 
 build_k8s() {
   local need=0 c
-  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do have "$c" "$K8S_VERSION" || need=1; done
+  for c in $K8S_BINS; do have "$c" "$K8S_VERSION" || need=1; done
   [ $need = 1 ] || { log "kubernetes $K8S_VERSION: cached"; return; }
   local dir=$CACHE/src/k8s-$K8S_VERSION minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
   local staging=v0.${K8S_VERSION#v1.}
@@ -53,7 +55,7 @@ GO
     vflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$ts -X $p.gitCommit=0000000000000000000000000000000000000000"
   done
   (cd "$dir" && log "kubernetes: go mod download (slow the first time)" && go mod download k8s.io/kubernetes >&2)
-  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for c in $K8S_BINS; do
     have "$c" "$K8S_VERSION" && continue
     log "kubernetes: building $c (several minutes cold)"
     (cd "$dir" && go build -trimpath -ldflags "-s -w $vflags" -o "$BIN/$c-$K8S_VERSION.tmp" "k8s.io/kubernetes/cmd/$c")
@@ -113,6 +115,12 @@ fetch_kwok_stages() {
 }
 
 start=$(date +%s)
+if [ "${1:-}" = kubelet ]; then  # only the kubelet: the real node's (hack/realnode.sh)
+  K8S_BINS=kubelet build_k8s
+  ln -sfn "$BIN/kubelet-$K8S_VERSION" "$BIN/kubelet"
+  log "kubelet ready in $BIN ($(( $(date +%s) - start ))s)"
+  exit 0
+fi
 build_etcd
 build_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 build_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"

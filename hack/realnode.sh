@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# A local Kubernetes cluster with ONE real node: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, containerd (Debian's 1.6) + runc, the CNI bridge plugin, and a kubelet built from
+# upstream at K8S_VERSION (hack/build-tools.sh kubelet). Pods run in real containers from Conch's
+# images (hack/images.sh, loaded with `ctr -n k8s.io image import`), with cgroup limits, the
+# securityContext they ask for, probes from the kubelet and `kubectl logs`.
+#
+# Network safety: everything runs inside ONE network namespace created here, whose only
+# interfaces are `lo` and the bridge `cni0` (pods hang off it by veth pairs that never leave the
+# namespace). It has no interface to the host's network and no route out. Its processes are
+# started with `nsenter --net=...`; anything that talks to the apiserver or a pod (kubectl, helm,
+# the tests) runs inside it too: `hack/realnode.sh exec CMD...`. The kubernetes Service's ClusterIP
+# is an address of the namespace's loopback where the apiserver listens on 443, so pods reach the
+# apiserver with their in-cluster config and no kube-proxy.
+#
+#   hack/realnode.sh up [--no-images]   start (or find running); loads the images unless told not to
+#   hack/realnode.sh down               stop what `up` started, restore the sysctls, remove the state
+#   hack/realnode.sh exec CMD...        run CMD inside the namespace (KUBECONFIG set)
+#   hack/realnode.sh status             exit 0 when the node is Ready
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+CACHE=${CONCH_CACHE:-$HOME/.cache/conch}
+BIN=$CACHE/bin
+STATE=${CONCH_REALNODE_DIR:-$HOME/.local/state/conch/realnode}
+NETNS=${CONCH_REALNODE_NETNS:-conch-realnode}
+NS_PATH=/run/netns/$NETNS
+NODE=realnode
+NODE_IP=10.88.0.1
+POD_SUBNET=10.88.0.0/16
+SERVICE_CIDR=10.96.0.0/16
+API_VIP=10.96.0.1
+PKI=$STATE/pki
+KUBECONFIG_PATH=$STATE/kubeconfig
+PAUSE_IMAGE=conch.local/pause:3.10.2
+SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops"
+
+log() { printf '[realnode %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+in_ns() { nsenter --net="$NS_PATH" -- "$@"; }
+kubectl_() { in_ns "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+ctr_() { in_ns ctr --address "$STATE/containerd.sock" -n k8s.io "$@"; }
+
+wait_for() {  # what timeout cmd...
+  local what=$1 timeout=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what (logs: $STATE/logs)"
+    sleep 0.5
+  done
+}
+
+alive() { [ -f "$STATE/pids/$1" ] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
+
+start() {  # name command...   (inside the namespace, in a session of its own)
+  local name=$1; shift
+  alive "$name" && return
+  mkdir -p "$STATE/pids" "$STATE/logs"
+  setsid nsenter --net="$NS_PATH" -- "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE/pids/$name"
+}
+
+need_packages() {
+  local missing=() p
+  for p in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
+           gcc:gcc ip:iproute2 nsenter:util-linux; do
+    if [ "${p:0:1}" = / ]; then [ -e "${p%%:*}" ] || missing+=("${p#*:}")
+    else command -v "${p%%:*}" >/dev/null || [ -x "/usr/sbin/${p%%:*}" ] || missing+=("${p#*:}"); fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing ${missing[*]} (apt; services are not started)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+}
+
+# The namespace: lo, the bridge with the node's address, the Service VIP on lo. Nothing else.
+make_netns() {
+  [ -e "$NS_PATH" ] || ip netns add "$NETNS"
+  in_ns ip link set lo up
+  in_ns ip link show cni0 >/dev/null 2>&1 || in_ns ip link add cni0 type bridge
+  in_ns ip addr replace "$NODE_IP/16" dev cni0
+  in_ns ip link set cni0 up
+  in_ns ip addr replace "$API_VIP/32" dev lo
+  # the promise: no interface but lo, cni0 and the pods' veths (which only ever join cni0)
+  local ifs; ifs=$(in_ns ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vE '^(lo|cni0|veth.*)$' || true)
+  [ -z "$ifs" ] || die "namespace $NETNS has unexpected interfaces: $ifs"
+}
+
+cert() {  # name subject [san]
+  local name=$1 subj=$2 san=${3:-}
+  [ -f "$PKI/$name.crt" ] && return
+  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  local ext; ext=$(mktemp)
+  if [ -n "$san" ]; then
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$ext"
+  else
+    printf 'extendedKeyUsage=clientAuth\n' >"$ext"
+  fi
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$ext" "$PKI/$name.csr"
+}
+
+make_pki() {
+  mkdir -p "$PKI"
+  [ -f "$PKI/ca.crt" ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" \
+    -out "$PKI/ca.crt" -days 3650 -subj "/CN=conch-realnode-ca" 2>/dev/null
+  cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,IP:$NODE_IP,IP:$API_VIP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  cert admin "/O=system:masters/CN=conch-admin"
+  cert apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  cert controller-manager "/CN=system:kube-controller-manager"
+  cert scheduler "/CN=system:kube-scheduler"
+  cert kubelet "/O=system:nodes/CN=system:node:$NODE"
+  [ -f "$PKI/sa.key" ] || { openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null; openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null; }
+}
+
+kubeconfig() {  # user file
+  local name=$1 file=$2
+  [ -f "$file" ] && return
+  "$BIN/kubectl" config set-cluster local --server="https://127.0.0.1:443" \
+    --certificate-authority="$PKI/ca.crt" --embed-certs --kubeconfig="$file" >/dev/null
+  "$BIN/kubectl" config set-credentials "$name" --client-certificate="$PKI/$name.crt" \
+    --client-key="$PKI/$name.key" --embed-certs --kubeconfig="$file" >/dev/null
+  "$BIN/kubectl" config set-context local --cluster=local --user="$name" --kubeconfig="$file" >/dev/null
+  "$BIN/kubectl" config use-context local --kubeconfig="$file" >/dev/null
+}
+
+ready() { kubectl_ get --raw /readyz; }
+
+start_control_plane() {
+  start etcd "$BIN/etcd" --name conch --data-dir "$STATE/etcd" --unsafe-no-fsync \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster conch=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 --log-level warn
+  wait_for etcd 30 in_ns curl -fsS --max-time 2 http://127.0.0.1:2379/health
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers http://127.0.0.1:2379 \
+    --bind-address 0.0.0.0 --advertise-address "$NODE_IP" --secure-port 443 \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet.crt" --kubelet-client-key "$PKI/apiserver-kubelet.key" \
+    --kubelet-preferred-address-types InternalIP \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --authorization-mode Node,RBAC --allow-privileged=true \
+    --enable-admission-plugins NodeRestriction \
+    --profiling=false
+  wait_for kube-apiserver 90 ready
+  start kube-controller-manager "$BIN/kube-controller-manager" \
+    --kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
+    --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+    --use-service-account-credentials=true --controllers '*' --leader-elect=false \
+    --bind-address 127.0.0.1 \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key"
+  start kube-scheduler "$BIN/kube-scheduler" \
+    --kubeconfig "$STATE/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
+    --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
+    --leader-elect=false --bind-address 127.0.0.1
+}
+
+write_containerd_config() {
+  mkdir -p "$STATE/containerd" "$STATE/cni/net.d"
+  cat >"$STATE/containerd/config.toml" <<EOF
+version = 2
+root = "$STATE/containerd/root"
+state = "$STATE/containerd/state"
+[grpc]
+  address = "$STATE/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # root here lacks CAP_SYS_RESOURCE for lowering oom_score_adj below its own
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "$(command -v runc || echo /usr/sbin/runc)"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$STATE/cni/net.d"
+EOF
+  cat >"$STATE/cni/net.d/10-conch.conflist" <<EOF
+{"cniVersion": "0.4.0", "name": "conch", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET", "rangeStart": "10.88.1.1",
+             "gateway": "$NODE_IP"}]], "routes": [{"dst": "0.0.0.0/0"}],
+             "dataDir": "$STATE/cni/ipam"}},
+  {"type": "loopback"}]}
+EOF
+}
+
+write_kubelet_config() {
+  mkdir -p "$STATE/kubelet"
+  : >"$STATE/kubelet/resolv.conf"
+  cat >"$STATE/kubelet/config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$STATE/containerd.sock
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+address: $NODE_IP
+healthzBindAddress: 127.0.0.1
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: Webhook}
+# kubelet would set vm.overcommit_memory, kernel.panic, kernel.panic_on_oops on the host; with
+# protectKernelDefaults it only checks them (up saves and sets them, down restores them)
+protectKernelDefaults: false
+makeIPTablesUtilChains: false
+resolvConf: $STATE/kubelet/resolv.conf
+clusterDomain: cluster.local
+evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
+imageGCHighThresholdPercent: 99
+imageGCLowThresholdPercent: 98
+serializeImagePulls: false
+registerNode: true
+podPidsLimit: 4096
+maxPods: 50
+EOF
+}
+
+save_sysctls() {
+  [ -f "$STATE/sysctls.saved" ] && return
+  local k; for k in $SYSCTLS; do echo "$k=$(sysctl -n "$k")"; done >"$STATE/sysctls.saved"
+}
+
+restore_sysctls() {
+  [ -f "$STATE/sysctls.saved" ] || return 0
+  local kv; while read -r kv; do sysctl -q -w "$kv" >/dev/null || true; done <"$STATE/sysctls.saved"
+  log "restored $(tr '\n' ' ' <"$STATE/sysctls.saved")"
+}
+
+build_pause() {
+  ctr_ image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 && return
+  local src; src=$(cd "$CACHE/src/k8s-$K8S_VERSION" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
+  local dir; dir=$(mktemp -d)
+  gcc -Os -Wall -Werror -static -DVERSION=v3.10.2-conch -o "$dir/pause" "$src"
+  "$here/images.sh" docker build -q --network=none -t "$PAUSE_IMAGE" -f - "$dir" >/dev/null <<'EOF'
+FROM scratch
+COPY pause /pause
+USER 65535:65535
+ENTRYPOINT ["/pause"]
+EOF
+  "$here/images.sh" docker save -o "$dir/pause.tar" "$PAUSE_IMAGE"
+  ctr_ image import "$dir/pause.tar" >/dev/null
+  rm -rf "$dir"
+}
+
+load_images() {  # the three Conch images, from hack/images.sh's daemon
+  local dir=$STATE/image-tars image name
+  mkdir -p "$dir"
+  for image in $("$here/images.sh" names); do
+    local want; want=$("$here/images.sh" docker image inspect -f '{{.Id}}' "$image")
+    [ "$(ctr_ image ls -q "name==$image" 2>/dev/null | head -1)" = "$image" ] \
+      && [ -f "$dir/$(basename "${image%%:*}").id" ] && [ "$(cat "$dir/$(basename "${image%%:*}").id")" = "$want" ] \
+      && continue
+    name=$(basename "${image%%:*}")
+    log "ctr image import $image"
+    "$here/images.sh" docker save -o "$dir/$name.tar" "$image"
+    ctr_ image import "$dir/$name.tar" >/dev/null
+    echo "$want" >"$dir/$name.id"
+    rm -f "$dir/$name.tar"
+  done
+}
+
+node_ready() {
+  kubectl_ get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True
+}
+
+up() {
+  [ "$(id -u)" = 0 ] || die "needs root (network namespace, containerd, kubelet)"
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b missing: run hack/build-tools.sh and hack/build-tools.sh kubelet first"
+  done
+  need_packages
+  local t0=$SECONDS images=1
+  [ "${1:-}" = --no-images ] && images=0
+  mkdir -p "$STATE"
+  make_netns
+  make_pki
+  kubeconfig admin "$KUBECONFIG_PATH"
+  kubeconfig controller-manager "$STATE/controller-manager.kubeconfig"
+  kubeconfig scheduler "$STATE/scheduler.kubeconfig"
+  kubeconfig kubelet "$STATE/kubelet.kubeconfig"
+  log "control plane in netns $NETNS (apiserver https://$API_VIP:443 for pods)"
+  start_control_plane
+  write_containerd_config
+  start containerd containerd --config "$STATE/containerd/config.toml"
+  wait_for containerd 30 ctr_ version
+  local dockerd=0  # pause and Conch's images come out of hack/images.sh's daemon
+  if ! "$here/images.sh" docker version >/dev/null 2>&1; then "$here/images.sh" up >/dev/null; dockerd=1; fi
+  build_pause
+  [ $images = 0 ] || load_images
+  [ $dockerd = 0 ] || "$here/images.sh" down
+  write_kubelet_config
+  save_sysctls
+  start kubelet "$BIN/kubelet" --config "$STATE/kubelet/config.yaml" \
+    --kubeconfig "$STATE/kubelet.kubeconfig" --hostname-override "$NODE" --node-ip "$NODE_IP" \
+    --root-dir "$STATE/kubelet/root" --cert-dir "$STATE/kubelet/pki" \
+    --node-labels node.conch.dev/real=true --v 1
+  wait_for "node $NODE Ready" 120 node_ready
+  wait_for "default ServiceAccount" 60 kubectl_ -n default get serviceaccount default
+  log "real node ready in $((SECONDS - t0))s; run things with: hack/realnode.sh exec CMD"
+  kubectl_ get nodes -o wide >&2
+}
+
+stop_pid() {  # name
+  local pid; pid=$(cat "$STATE/pids/$1")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$STATE/pids/$1"
+}
+
+down() {
+  [ -d "$STATE" ] || { log "nothing to stop"; return; }
+  # pods first, so that their containers, mounts and cgroups go with the kubelet's help
+  if alive kubelet && alive kube-apiserver; then
+    kubectl_ delete pods --all -A --grace-period=5 --wait=true --timeout=60s >/dev/null 2>&1 || true
+  fi
+  local name
+  [ -f "$STATE/pids/kubelet" ] && stop_pid kubelet
+  if alive containerd; then  # any sandbox left: stop and remove it through CRI
+    local t; for t in $(ctr_ task ls -q 2>/dev/null); do ctr_ task kill -s KILL "$t" >/dev/null 2>&1 || true; done
+  fi
+  for name in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    [ -f "$STATE/pids/$name" ] && stop_pid "$name"
+  done
+  restore_sysctls
+  # kubelet's and the shims' mounts under the state dir
+  grep -o " $STATE[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  [ -e "$NS_PATH" ] && ip netns delete "$NETNS"
+  rm -rf "$STATE"
+  log "real node stopped and state removed"
+}
+
+case "${1:-}" in
+  up) shift; up "$@" ;;
+  down) down ;;
+  status) node_ready ;;
+  exec) shift; KUBECONFIG=$KUBECONFIG_PATH CONCH_REALNODE_KUBECONFIG=$KUBECONFIG_PATH in_ns "$@" ;;
+  kubectl) shift; kubectl_ "$@" ;;
+  *) echo "usage: $0 up [--no-images]|down|status|exec CMD...|kubectl ARGS" >&2; exit 2 ;;
+esac

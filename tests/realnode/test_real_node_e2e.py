@@ -1,0 +1,163 @@
+"""Conch on a real kubelet: helm installs the operator, which runs IN its container from its image; the
+builder Job runs in the builder image and Triton in the serving image, under the restricted Pod Security
+Standard, with cgroup-enforced limits, the kubelet's probes and `kubectl logs`. A builder whose image
+is missing, and one over its memory limit, show why in the ModelDeployment's Built condition.
+
+Runs inside hack/realnode.sh's network namespace (make test-realnode); pod addresses exist only there.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import digits_model
+import pytest
+import torch
+from chart import helmrun
+from conftest import Cluster, wait_for
+from e2e import test_end_to_end as e2e
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
+
+EXPORT = {"format": "onnx", "backend": "python"}
+V1 = {"quantize": {"mode": "fp16"}, "export": EXPORT, "gate": {"minTop1Agreement": 0.9, "minCosine": 0.99}}
+SERVING_MEMORY = "1Gi"
+
+
+def modeldeployment(name: str, build: dict[str, Any], compression: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.conch.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+        "spec": {
+            "version": "v1",
+            "model": {"name": "digits", "source": {"path": "models/digits.pt2"},
+                      "inputs": [{"name": digits_model.INPUT, "dtype": "float32", "shape": [64]}]},
+            "compression": compression,
+            "build": {"backoffLimit": 0, **build},
+            "serving": {"gpus": 0, "maxBatchSize": 64, "startupTimeoutSeconds": 120,
+                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
+                                      "limits": {"memory": SERVING_MEMORY}}},
+            "replicas": 1,
+            "rollout": {"progressDeadlineSeconds": 240},
+            "storage": {"claimName": "model-store"},
+        },
+    }  # fmt: skip
+
+
+class Ns(e2e.Ns):
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        return self.items("pods", selector)
+
+    def built(self, name: str) -> dict[str, Any]:
+        conds = self.get("md", name).get("status", {}).get("conditions", [])
+        return next((c for c in conds if c["type"] == "Built"), {})
+
+
+@pytest.fixture
+def release(realnode: Cluster, tmp_path: Path) -> Iterator[tuple[Ns, Path, torch.nn.Module]]:
+    """A restricted namespace, a model store with the digits model, and the chart installed in it with
+    the operator watching it. Uninstalled and deleted afterwards."""
+    ns = f"real-{secrets.token_hex(3)}"
+    realnode.kubectl("create", "namespace", ns)
+    realnode.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    store = tmp_path / "store"
+    model, _ = digits_model.train()
+    digits_model.save(model, store / "models" / "digits.pt2")
+    for path in [tmp_path, store, *store.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o644)  # the builder runs as uid 1000
+    name = "conch"
+    helmrun.helm(
+        "install", name, str(helmrun.CHART), "-n", ns, "--take-ownership",
+        "--set", f"watchNamespaces={{{ns}}}", "--wait", "--timeout", "180s",
+        kubeconfig=realnode.kubeconfig, timeout=240,
+    )  # fmt: skip
+    helmrun.model_store(realnode, ns, store)
+    try:
+        yield Ns(realnode, ns), store, model
+    finally:
+        helmrun.helm("uninstall", name, "-n", ns, "--wait", kubeconfig=realnode.kubeconfig, check=False)
+        realnode.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        realnode.kubectl("delete", "pv", f"store-{ns}", "--wait=false", check=False)
+
+
+def memory_limit_of(pod: dict[str, Any]) -> int:
+    """The memory cgroup limit the kubelet set on the pod's first container (cgroup v1, cgroupfs)."""
+    cid = pod["status"]["containerStatuses"][0]["containerID"].split("//", 1)[1]
+    found = list(Path("/sys/fs/cgroup/memory/kubepods").glob(f"**/pod{pod['metadata']['uid']}/{cid}"))
+    assert found, f"no memory cgroup for container {cid}"
+    return int((found[0] / "memory.limit_in_bytes").read_text())
+
+
+def test_operator_builder_and_triton_run_in_their_containers(
+    release: tuple[Ns, Path, torch.nn.Module],
+) -> None:
+    k, store, model = release
+    operator = k.pods("app.kubernetes.io/component=operator")
+    assert len(operator) == 1
+    assert operator[0]["spec"]["containers"][0]["image"] == "ghcr.io/conch-dev/conch-operator:0.1.0"
+    assert operator[0]["status"]["containerStatuses"][0]["ready"]
+
+    t0 = time.monotonic()
+    k.apply(modeldeployment("digits", {}, V1))
+    status = wait_for("digits Serving and Ready", lambda: e2e.serving(k, "v1"), 400, every=2)
+    served_in = time.monotonic() - t0
+    entry = status["history"][0]
+    assert entry["result"] == "Succeeded" and entry["summary"]["gate"]["passed"] is True
+    assert (store / "repositories" / entry["buildKey"] / "digits" / "config.pbtxt").is_file()
+
+    builder = k.pods(f"{e2e.LABEL},app.kubernetes.io/component=builder")[0]
+    assert builder["status"]["phase"] == "Succeeded"
+    assert builder["spec"]["containers"][0]["image"] == "ghcr.io/conch-dev/model-repo-builder:0.1.0"
+    assert builder["status"]["containerStatuses"][0]["imageID"], "ran from an image"
+    triton = wait_for("a Ready Triton pod", lambda: [
+        p for p in k.pods(f"{e2e.LABEL},app.kubernetes.io/component=triton")
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ], 60)[0]  # fmt: skip
+    assert triton["spec"]["containers"][0]["image"] == "ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0"
+    assert memory_limit_of(triton) == 1 << 30, "the kubelet put the container's memory limit in its cgroup"
+
+    x = digits_model.dataset()[0][:64].numpy()
+    with torch.no_grad():
+        original = model(torch.from_numpy(x)).numpy()
+    top1, cosine = e2e.agreement(e2e.infer(triton["status"]["podIP"], x), original)
+    assert top1 >= 0.9 and cosine >= 0.99, (top1, cosine)
+
+    logs = k.cluster.kubectl("-n", k.ns, "logs", triton["metadata"]["name"]).stdout
+    assert "Started HTTPService" in logs, logs[-2000:]
+    operator_logs = k.cluster.kubectl("-n", k.ns, "logs", operator[0]["metadata"]["name"]).stdout
+    assert "digits" in operator_logs, operator_logs[-2000:]
+    builder_logs = k.cluster.kubectl("-n", k.ns, "logs", builder["metadata"]["name"]).stdout
+    assert '"ok": true' in builder_logs or '"ok":true' in builder_logs, builder_logs[-2000:]
+    print(f"real node: digits built and Serving in {served_in:.1f} s")
+
+
+def test_missing_builder_image_and_oom_show_in_the_built_condition(
+    release: tuple[Ns, Path, torch.nn.Module],
+) -> None:
+    k, _, _ = release
+    k.apply(modeldeployment("noimage", {"image": "conch.local/missing:0"}, V1))
+    oom = {"resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "64Mi"}}}
+    k.apply(modeldeployment("oom", oom, {**V1, "quantize": {"mode": "none"}}))
+
+    def image_reported() -> dict[str, Any] | None:
+        built = k.built("noimage")
+        text = built.get("message", "")
+        reasons = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
+        return built if any(r in text for r in reasons) else None
+
+    built = wait_for("the missing image in noimage's Built condition", image_reported, 120, every=2)
+    assert built["status"] == "False" and "conch.local/missing:0" in built["message"], built
+
+    def oom_reported() -> dict[str, Any] | None:
+        built = k.built("oom")
+        return built if built.get("reason") == "BuildFailed" else None
+
+    built = wait_for("oom's build failed", oom_reported, 240, every=2)
+    assert "OOMKilled" in built["message"], built
+    pod = k.pods("app.kubernetes.io/component=builder,serving.conch.dev/modeldeployment=oom")[0]
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "OOMKilled", json.dumps(terminated)
