@@ -1,4 +1,9 @@
-"""The Prometheus Operator ServiceMonitor for Triton's metrics port (only where that API is served)."""
+"""The Prometheus Operator ServiceMonitor for Triton's metrics port (only where that API is served).
+
+Every Triton series carries `namespace`, `pod` and `service` (the Prometheus Operator adds them) and,
+through podTargetLabels, the pod's version as `serving_conch_dev_version`: canary analysis queries the
+canary's own series with it, and the prometheus-adapter rule (charts/conch) averages queue time per pod.
+"""
 
 from __future__ import annotations
 
@@ -23,5 +28,6 @@ def render_servicemonitor(owner: Owner) -> Obj | None:
             "selector": {"matchLabels": common.labels(owner, "triton")},
             "namespaceSelector": {"matchNames": [owner.namespace]},
             "endpoints": [{"port": "metrics", "path": "/metrics", "interval": monitor.interval}],
+            "podTargetLabels": [common.LABEL_VERSION],
         },
     }
