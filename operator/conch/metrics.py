@@ -37,6 +37,13 @@ SPEC_TO_SERVING = prometheus_client.Histogram(
     buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
 )
 
+# The outcomes the alerts watch exist at 0 from the start: a series born at 1 has no increase() in
+# Prometheus, so ConchBuildFailed/ConchRolloutFailed would miss the first failure after a restart.
+for _outcome in ("started", "succeeded", "failed"):
+    BUILDS.labels(_outcome)
+for _outcome in ("started", "completed", "failed"):
+    ROLLOUTS.labels(_outcome)
+
 
 def serve(port: int, address: str = "127.0.0.1") -> None:
     """Start the /metrics HTTP server in a background thread (loopback unless told otherwise)."""
