@@ -54,6 +54,7 @@ class Options:
     election: LeaderElection | None = None
     exact_namespaces: bool = False  # every --namespace is a plain name: kopf need not list namespaces
     store_gc_grace_seconds: int | None = 86400  # None: never collect the model stores
+    workers: int = 4  # reconcile passes at once
 
 
 _runtime: list[Runtime] = []
@@ -97,7 +98,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     for resource in CHILD_RESOURCES:
         settings.watching.label_selectors[resource] = common.LABEL_MD
     client = kube.Kube.from_environment()
-    queue = workqueue.WorkQueue(_process)
+    queue = workqueue.WorkQueue(_process, concurrency=_options[0].workers)
     tasks = [asyncio.create_task(queue.run())]
     options = _options[0]
     if options.election is not None:
@@ -132,9 +133,15 @@ async def cleanup(**_: Any) -> None:
             task.cancel()
 
 
-def _enqueue(namespace: str | None, name: str | None) -> None:
+def _enqueue(namespace: str | None, name: str | None, urgent: bool = False) -> None:
     if _runtime and namespace and name:
-        _runtime[0].queue.add((namespace, name))
+        _runtime[0].queue.add((namespace, name), urgent=urgent)
+
+
+def spec_unseen(body: Mapping[str, Any]) -> bool:
+    """A spec change the operator has not acted on yet (generation ahead of observedGeneration)."""
+    generation = body.get("metadata", {}).get("generation", 0)
+    return bool(generation > (body.get("status") or {}).get("observedGeneration", 0))
 
 
 @kopf.on.event(types.GROUP, types.VERSION, types.PLURAL)
@@ -147,7 +154,7 @@ async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str 
         if _runtime:
             _runtime[0].queue.forget((namespace or "", name))
         return
-    _enqueue(namespace, name)
+    _enqueue(namespace, name, urgent=spec_unseen(event.get("object") or {}))  # edits before resyncs
 
 
 _CHILD = {common.LABEL_MD: kopf.PRESENT}

@@ -33,6 +33,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="log line format")
+    parser.add_argument("--workers", type=int, default=4, help="reconcile passes at once (default 4)")
     election = parser.add_argument_group("leader election (run several replicas, one acts)")
     election.add_argument("--leader-elect", action="store_true", help="act only while holding the Lease")
     election.add_argument(
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.store_gc_grace < 0:
         raise SystemExit("conch-operator: --store-gc-grace: must be >= 0 seconds")
     grace = None if args.no_store_gc else args.store_gc_grace
-    handlers.configure(handlers.Options(leader_election(args), exact, grace))
+    if not 1 <= args.workers <= 64:
+        raise SystemExit("conch-operator: --workers: must be 1..64")
+    handlers.configure(handlers.Options(leader_election(args), exact, grace, args.workers))
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(

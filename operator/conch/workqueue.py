@@ -3,7 +3,9 @@
 Watch events only add keys; one key is never processed by two workers at once; a key added while
 it is being processed runs once more afterwards; failures are retried with capped exponential
 backoff; a successful pass may ask to run again after a delay (a resync). Nothing is lost when
-events arrive in bursts: many adds of one key collapse into one pass. A paused queue (a replica that
+events arrive in bursts: many adds of one key collapse into one pass. Keys are dispatched only into
+free worker slots, urgent ones first (a spec edit a user waits for), then by due time, so a burst of
+a thousand new objects cannot queue in front of one edit. A paused queue (a replica that
 is not the leader) keeps collecting keys and dispatches none; resumed, it runs every key it holds.
 
 Retry policy (the one policy for every reconcile error): a pass that raises is retried after
@@ -34,7 +36,8 @@ class WorkQueue:
         self._failures: dict[Hashable, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._urgent: set[Hashable] = set()
         self._active = True
 
     def pause(self) -> None:
@@ -52,16 +55,20 @@ class WorkQueue:
         """Keys waiting to run."""
         return len(self._due)
 
-    def add(self, key: Hashable, delay: float = 0.0) -> None:
-        """Schedule `key` to run after `delay` seconds (an earlier schedule wins)."""
+    def add(self, key: Hashable, delay: float = 0.0, urgent: bool = False) -> None:
+        """Schedule `key` to run after `delay` seconds (an earlier schedule wins); an urgent key goes
+        before every non-urgent one that is due."""
         due = asyncio.get_running_loop().time() + delay
         if key not in self._due or due < self._due[key]:
             self._due[key] = due
+        if urgent:
+            self._urgent.add(key)
         self._wake.set()
 
     def forget(self, key: Hashable) -> None:
         """Drop a pending key (its object is gone)."""
         self._due.pop(key, None)
+        self._urgent.discard(key)
         self._failures.pop(key, None)
 
     async def run(self) -> None:
@@ -69,14 +76,18 @@ class WorkQueue:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
+            free = self._concurrency - len(self._running) if self._active else 0
             ready = [k for k, due in self._due.items() if due <= now and k not in self._running]
-            for key in ready if self._active else []:
+            ready.sort(key=lambda k: (k not in self._urgent, self._due[k]))
+            for key in ready[: max(0, free)]:
                 del self._due[key]
+                self._urgent.discard(key)
                 self._running.add(key)
                 task = asyncio.create_task(self._work(key))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            waiting = [due for k, due in self._due.items() if k not in self._running] if self._active else []
+            # full slots: the next finishing pass wakes us; else the next due key does
+            waiting = [d for k, d in self._due.items() if k not in self._running] if free > len(ready) else []
             timeout = max(0.0, min(waiting) - loop.time()) if waiting else None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -85,8 +96,7 @@ class WorkQueue:
     async def _work(self, key: Hashable) -> None:
         delay: float | None = None
         try:
-            async with self._slots:
-                delay = await self._process(key)
+            delay = await self._process(key)
             self._failures.pop(key, None)
         except Exception:
             failures = self._failures.get(key, 0) + 1

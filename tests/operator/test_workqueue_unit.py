@@ -1,0 +1,116 @@
+"""The work queue on a real event loop: slots, urgency, dedup, retry backoff, requeue delays."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable, Hashable
+
+import pytest
+
+from conch import handlers, workqueue
+
+pytestmark = pytest.mark.unit
+
+
+def drive(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+async def until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.005)
+
+
+def test_an_urgent_edit_overtakes_a_burst_of_new_keys() -> None:
+    order: list[Hashable] = []
+    gate = asyncio.Event()
+
+    async def process(key: Hashable) -> float | None:
+        order.append(key)
+        await gate.wait()
+        return None
+
+    async def scenario() -> None:
+        queue = workqueue.WorkQueue(process, concurrency=2)
+        task = asyncio.create_task(queue.run())
+        for i in range(100):
+            queue.add(f"new-{i}")
+        await until(lambda: len(order) == 2)  # both slots busy with the burst
+        queue.add("edited", urgent=True)
+        await asyncio.sleep(0.02)
+        assert len(order) == 2  # no slot free: nothing else started
+        gate.set()
+        await until(lambda: len(order) == 101)
+        task.cancel()
+
+    drive(scenario)
+    assert order[2] == "edited"  # the first free slot went to the edit, not to new-2
+    assert order[3:] == [f"new-{i}" for i in range(2, 100)]  # the burst keeps its order
+
+
+def test_one_key_never_runs_twice_at_once_and_an_add_meanwhile_runs_once_more() -> None:
+    running = 0
+    peak = 0
+    runs = 0
+    release = asyncio.Event()
+
+    async def process(key: Hashable) -> float | None:
+        nonlocal running, peak, runs
+        running += 1
+        peak = max(peak, running)
+        runs += 1
+        if runs == 1:
+            await release.wait()
+        running -= 1
+        return None
+
+    async def scenario() -> None:
+        queue = workqueue.WorkQueue(process, concurrency=4)
+        task = asyncio.create_task(queue.run())
+        queue.add("k")
+        await until(lambda: runs == 1)
+        for _ in range(5):
+            queue.add("k")  # collapse into one more pass, after the running one
+        release.set()
+        await until(lambda: runs == 2)
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    drive(scenario)
+    assert peak == 1 and runs == 2
+
+
+def test_failures_back_off_and_success_resets_and_delays_requeue() -> None:
+    times: list[float] = []
+
+    async def process(key: Hashable) -> float | None:
+        times.append(asyncio.get_running_loop().time())
+        if len(times) <= 2:
+            raise RuntimeError("apiserver said no")
+        return 0.05 if len(times) == 3 else None  # the third pass asks for one more, 50 ms later
+
+    async def real() -> None:
+        queue = workqueue.WorkQueue(process)
+        task = asyncio.create_task(queue.run())
+        queue.add("k")
+        await until(lambda: len(times) == 4)
+        task.cancel()
+
+    drive(real)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] >= 1.0 and gaps[1] >= 2.0  # 0.5 * 2**failures
+    assert 0.04 <= gaps[2] < 1.0  # success: the pass's own delay, no backoff
+
+
+@pytest.mark.parametrize(
+    ("body", "urgent"),
+    [
+        ({"metadata": {"generation": 3}, "status": {"observedGeneration": 2}}, True),
+        ({"metadata": {"generation": 3}, "status": {"observedGeneration": 3}}, False),
+        ({"metadata": {"generation": 1}}, True),  # new: never observed
+        ({"metadata": {"generation": 1}, "status": None}, True),
+    ],
+)
+def test_spec_changes_not_yet_observed_are_urgent(body: dict[str, object], urgent: bool) -> None:
+    assert handlers.spec_unseen(body) is urgent
