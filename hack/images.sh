@@ -105,8 +105,9 @@ base_image() {
 }
 
 # The wheels each image installs (linux x86_64, CPython 3.11), downloaded from PyPI once per
-# requirement set into $WHEELHOUSE/<set>; before each build images/wheels holds hard links to that
-# image's set only (the build context stays small: only the builder's is large).
+# requirement set into $WHEELHOUSE/<set>. images/wheels holds hard links to all of them and keeps
+# them between builds: an unchanged build context is not sent to the daemon again (the builder's
+# wheels are 3 GB), and an unchanged wheel folder keeps the dependency layers cached.
 wheel_set() {  # name requirement...
   local name=$1; shift
   local dir=$WHEELHOUSE/$name stamp
@@ -132,13 +133,19 @@ wheelhouse() {
   wheel_set standin --no-deps "$(grep -oE 'nvidia-pytriton==[0-9.]+' "$root/pyproject.toml")"
 }
 
-link_wheels() {  # set
-  find "$root/images/wheels" -name '*.whl' -delete
-  ln -f "$WHEELHOUSE/$1"/*.whl "$root/images/wheels/" 2>/dev/null || cp "$WHEELHOUSE/$1"/*.whl "$root/images/wheels/"
+link_wheels() {
+  local f name
+  for f in "$WHEELHOUSE"/*/*.whl; do
+    name=$root/images/wheels/$(basename "$f")
+    [ "$name" -ef "$f" ] || ln -f "$f" "$name" 2>/dev/null || cp -p "$f" "$name"
+  done
+  for f in "$root"/images/wheels/*.whl; do  # wheels no set needs any more
+    [ -n "$(find "$WHEELHOUSE" -mindepth 2 -maxdepth 2 -name "$(basename "$f")" -print -quit)" ] || rm -f "$f"
+  done
 }
 
-build_one() {  # wheel-set dockerfile tag [build args...]
-  local file=$2 tag=$3; link_wheels "$1"; shift 3
+build_one() {  # dockerfile tag [build args...]
+  local file=$1 tag=$2; shift 2
   local t0=$SECONDS
   log "building $tag ($file)"
   docker_ build --network=none --build-arg PIP_NO_INDEX=1 \
@@ -154,11 +161,11 @@ build() {
   if up; then started=1; fi
   base_image
   wheelhouse
-  build_one standin images/tritonserver-standin.Dockerfile "$TRITON_BASE" --build-arg "BASE_IMAGE=$PYTHON_BASE"
-  build_one operator images/operator.Dockerfile "$OPERATOR_IMAGE"
-  build_one builder images/builder.Dockerfile "$BUILDER_IMAGE"
-  build_one triton images/triton.Dockerfile "$TRITON_IMAGE"
-  find "$root/images/wheels" -name '*.whl' -delete
+  link_wheels
+  build_one images/tritonserver-standin.Dockerfile "$TRITON_BASE" --build-arg "BASE_IMAGE=$PYTHON_BASE"
+  build_one images/operator.Dockerfile "$OPERATOR_IMAGE"
+  build_one images/builder.Dockerfile "$BUILDER_IMAGE"
+  build_one images/triton.Dockerfile "$TRITON_IMAGE"
   docker_ image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' \
     | grep -E "^($REGISTRY|nvcr.io|python)" | sort >&2
   log "images built in $((SECONDS - t0)) s"

@@ -261,19 +261,19 @@ EOF
 }
 
 load_images() {  # the three Conch images, from hack/images.sh's daemon
-  local dir=$STATE/image-tars image name
+  local dir=$STATE/image-ids image name
   mkdir -p "$dir"
+  set -o pipefail
   for image in $("$here/images.sh" names); do
-    local want; want=$("$here/images.sh" docker image inspect -f '{{.Id}}' "$image")
+    local want; want=$("$here/images.sh" docker image inspect -f '{{.Id}}' "$image") \
+      || die "$image is not built: run make images (hack/images.sh build) first"
     [ "$(ctr_ image ls -q "name==$image" 2>/dev/null | head -1)" = "$image" ] \
       && [ -f "$dir/$(basename "${image%%:*}").id" ] && [ "$(cat "$dir/$(basename "${image%%:*}").id")" = "$want" ] \
       && continue
     name=$(basename "${image%%:*}")
-    log "ctr image import $image"
-    "$here/images.sh" docker save -o "$dir/$name.tar" "$image"
-    ctr_ image import "$dir/$name.tar" >/dev/null
+    log "ctr image import $image (docker save streamed into containerd; layers it has are skipped)"
+    "$here/images.sh" docker save "$image" | ctr_ image import - >/dev/null
     echo "$want" >"$dir/$name.id"
-    rm -f "$dir/$name.tar"
   done
 }
 

@@ -66,6 +66,51 @@ def termination_message(pods: list[Obj]) -> str | None:
     return max(finished)[1] if finished else None
 
 
+# Why a builder container cannot start, worth telling while the Job waits for it (the kubelet keeps
+# retrying, the Job's activeDeadlineSeconds ends it): a missing image or a config the pod cannot use.
+STUCK_WAITING = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+    }
+)
+
+
+def _statuses(pods: list[Obj]) -> list[tuple[str, Obj]]:
+    return [
+        (pod.get("metadata", {}).get("name", "?"), cs)
+        for pod in pods
+        for cs in pod.get("status", {}).get("containerStatuses", []) or []
+    ]
+
+
+def stuck(pods: list[Obj]) -> str | None:
+    """Why a builder pod's container is not starting (e.g. ImagePullBackOff and the kubelet's message)."""
+    for name, cs in _statuses(pods):
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING:
+            return (
+                f"builder pod {name} cannot start: {waiting['reason']}: {waiting.get('message', '')}".strip()
+            )
+    return None
+
+
+def oom_killed(pods: list[Obj]) -> str | None:
+    """The builder container the kernel killed for going over its memory limit, if one was."""
+    for name, cs in _statuses(pods):
+        for state in (cs.get("state"), cs.get("lastState")):
+            term = (state or {}).get("terminated") or {}
+            if term.get("reason") == "OOMKilled":
+                return (
+                    f"OOMKilled: builder pod {name} went over its memory limit (exit code "
+                    f"{term.get('exitCode')}); raise spec.build.resources.limits.memory"
+                )
+    return None
+
+
 def observe(job: Obj | None, pods: list[Obj]) -> Outcome:
     """The build's outcome from its Job and pods (a missing Job is still building: it gets created)."""
     if job is None:
@@ -73,7 +118,11 @@ def observe(job: Obj | None, pods: list[Obj]) -> Outcome:
     complete = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
     failed = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
     if complete is None and failed is None:
-        return Outcome("Building")
+        why = stuck(pods)
+        return Outcome("Building", message=None if why is None else _clip(why))
+    oom = oom_killed(pods) if failed is not None else None
+    if oom is not None:  # its termination message is only the last log lines (FallbackToLogsOnError)
+        return Outcome("Failed", message=_clip(oom))
     text = termination_message(pods)
     if text is None:
         if failed is not None:

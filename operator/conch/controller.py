@@ -137,6 +137,7 @@ def _follow_build(client: kube.Kube, run: Pass, entry: types.HistoryEntry) -> No
     )
     outcome = build.observe(live, pods)
     if outcome.result == "Building":
+        run.built_message = outcome.message or ""  # e.g. the builder's image cannot be pulled
         return
     update: dict[str, Any] = {"result": outcome.result, "finished_at": run.timestamp}
     if outcome.summary is not None:
@@ -250,8 +251,9 @@ def _built(run: Pass, entry: types.HistoryEntry) -> status.Cond:
         message = run.built_message or f"built {entry.build_key}"
         return status.Cond("Built", True, "BuildSucceeded", f"{message}; {note}" if note else message)
     if entry.result == "Building":
+        message = f"Job {entry.job_name} is building version {entry.version}"
         return status.Cond(
-            "Built", False, "Building", f"Job {entry.job_name} is building version {entry.version}"
+            "Built", False, "Building", f"{message}; {run.built_message}" if run.built_message else message
         )
     return status.Cond("Built", False, "BuildFailed", entry.message or "build failed")
 

@@ -62,9 +62,10 @@ def crash_reason(pods: list[Obj]) -> str:
             if cs.get("restartCount", 0) >= CRASH_RESTARTS:
                 last = cs.get("lastState", {}).get("terminated", {})
                 words = (last.get("message") or last.get("reason") or "").strip()[-MESSAGE_TAIL:]
+                oom = ", OOMKilled: over its memory limit" if last.get("reason") == "OOMKilled" else ""
                 return (
                     f"pod {name}: container {cs['name']} restarted {cs['restartCount']} times "
-                    f"(last exit code {last.get('exitCode')}): {words}"
+                    f"(last exit code {last.get('exitCode')}{oom}): {words}"
                 )
     return ""
 

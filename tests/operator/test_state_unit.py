@@ -35,6 +35,27 @@ def builder_pod(message: str | None) -> dict[str, Any]:
     return {"status": {"containerStatuses": [{"name": "builder", "state": {"terminated": term}}]}}
 
 
+def waiting_pod(reason: str, message: str) -> dict[str, Any]:
+    waiting = {"reason": reason, "message": message}
+    return {
+        "metadata": {"name": "p"},
+        "status": {"containerStatuses": [{"name": "builder", "state": {"waiting": waiting}}]},
+    }
+
+
+def oom_pod() -> dict[str, Any]:
+    term = {
+        "exitCode": 137,
+        "reason": "OOMKilled",
+        "message": "last log lines",
+        "finishedAt": "2026-01-01T00:00:00Z",
+    }
+    return {
+        "metadata": {"name": "p"},
+        "status": {"containerStatuses": [{"name": "builder", "state": {"terminated": term}}]},
+    }
+
+
 @pytest.mark.parametrize(
     ("job_obj", "pods", "result", "message"),
     [
@@ -46,6 +67,20 @@ def builder_pod(message: str | None) -> dict[str, Any]:
         (job("Complete"), [builder_pod("not json")], "Failed", "termination message is not JSON"),
         (job("Complete"), [builder_pod('{"no": 1}')], "Failed", "no boolean 'ok'"),
         (job("Complete"), [builder_pod(summary(buildKey=""))], "Failed", "no buildKey"),
+        # a builder that cannot start says why while the Job waits; one killed for memory says so
+        (
+            job(None),
+            [waiting_pod("ImagePullBackOff", 'Back-off pulling image "x:1"')],
+            "Building",
+            'builder pod p cannot start: ImagePullBackOff: Back-off pulling image "x:1"',
+        ),
+        (job(None), [waiting_pod("ContainerCreating", "")], "Building", None),
+        (
+            job("Failed"),
+            [oom_pod()],
+            "Failed",
+            "OOMKilled: builder pod p went over its memory limit (exit code 137)",
+        ),
     ],
 )
 def test_build_outcomes(job_obj: Any, pods: list[Any], result: str, message: str | None) -> None:
@@ -53,6 +88,8 @@ def test_build_outcomes(job_obj: Any, pods: list[Any], result: str, message: str
     assert outcome.result == result
     if message is not None:
         assert outcome.message is not None and message in outcome.message
+    else:
+        assert outcome.message is None or result == "Failed"
     if result == "Succeeded":
         assert outcome.summary is not None and outcome.summary.build_key == "abc123"
 
@@ -184,6 +221,11 @@ def triton_pod(
     return {"metadata": meta, "status": {"containerStatuses": [status]}}
 
 
+def oom_killed(pod: Any) -> Any:
+    pod["status"]["containerStatuses"][0]["lastState"]["terminated"].update(exitCode=137, reason="OOMKilled")
+    return pod
+
+
 @pytest.mark.parametrize(
     ("pods", "expected"),
     [
@@ -197,6 +239,10 @@ def triton_pod(
         ([triton_pod(5, deleting=True)], ""),  # an old pod on its way out
         ([triton_pod(0, waiting="InvalidImageName")], "pod p-1: InvalidImageName"),
         ([triton_pod(0, waiting="ImagePullBackOff")], ""),  # a registry hiccup can heal
+        (
+            [oom_killed(triton_pod(2))],
+            "pod p-1: container triton restarted 2 times (last exit code 137, OOMKilled",
+        ),
     ],
 )
 def test_crash_reason(pods: list[Any], expected: str) -> None:

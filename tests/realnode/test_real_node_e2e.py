@@ -84,12 +84,22 @@ def release(realnode: Cluster, tmp_path: Path) -> Iterator[tuple[Ns, Path, torch
         realnode.kubectl("delete", "pv", f"store-{ns}", "--wait=false", check=False)
 
 
-def memory_limit_of(pod: dict[str, Any]) -> int:
-    """The memory cgroup limit the kubelet set on the pod's first container (cgroup v1, cgroupfs)."""
+def memory_cgroup(pod: dict[str, Any]) -> Path:
+    """The memory cgroup of the pod's first container (cgroup v1, the kubelet's cgroupfs driver)."""
     cid = pod["status"]["containerStatuses"][0]["containerID"].split("//", 1)[1]
     found = list(Path("/sys/fs/cgroup/memory/kubepods").glob(f"**/pod{pod['metadata']['uid']}/{cid}"))
     assert found, f"no memory cgroup for container {cid}"
-    return int((found[0] / "memory.limit_in_bytes").read_text())
+    return found[0]
+
+
+def process_status(pod: dict[str, Any]) -> dict[str, str]:
+    """/proc/PID/status of the container's first process, and whether its root is mounted read-only."""
+    pid = (memory_cgroup(pod) / "cgroup.procs").read_text().split()[0]
+    fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    root = next(
+        line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if line.split()[4] == "/"
+    )
+    return {**fields, "root": root.split()[5]}
 
 
 def test_operator_builder_and_triton_run_in_their_containers(
@@ -118,7 +128,12 @@ def test_operator_builder_and_triton_run_in_their_containers(
         if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
     ], 60)[0]  # fmt: skip
     assert triton["spec"]["containers"][0]["image"] == "ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0"
-    assert memory_limit_of(triton) == 1 << 30, "the kubelet put the container's memory limit in its cgroup"
+    limit = int((memory_cgroup(triton) / "memory.limit_in_bytes").read_text())
+    assert limit == 1 << 30, "the kubelet put the container's memory limit in its cgroup"
+    proc = process_status(triton)  # the restricted securityContext, as runc applied it
+    assert proc["Uid"].split()[:2] == ["1000", "1000"] and proc["CapEff"].strip() == "0" * 16, proc
+    assert proc["NoNewPrivs"].strip() == "1" and proc["Seccomp"].strip() == "2", proc
+    assert proc["root"].startswith("ro"), f"root filesystem mounted {proc['root']}"
 
     x = digits_model.dataset()[0][:64].numpy()
     with torch.no_grad():
@@ -151,6 +166,7 @@ def test_missing_builder_image_and_oom_show_in_the_built_condition(
 
     built = wait_for("the missing image in noimage's Built condition", image_reported, 120, every=2)
     assert built["status"] == "False" and "conch.local/missing:0" in built["message"], built
+    print(f"real node: noimage Built={built['status']} {built['reason']}: {built['message']}")
 
     def oom_reported() -> dict[str, Any] | None:
         built = k.built("oom")
@@ -158,6 +174,7 @@ def test_missing_builder_image_and_oom_show_in_the_built_condition(
 
     built = wait_for("oom's build failed", oom_reported, 240, every=2)
     assert "OOMKilled" in built["message"], built
+    print(f"real node: oom Built={built['status']} {built['reason']}: {built['message']}")
     pod = k.pods("app.kubernetes.io/component=builder,serving.conch.dev/modeldeployment=oom")[0]
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["reason"] == "OOMKilled", json.dumps(terminated)
