@@ -6,6 +6,7 @@ Analysis against a real Prometheus and real Triton is in test_canary_serving.py.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -106,3 +107,79 @@ def test_op_canary_without_prometheus_pauses_and_never_promotes(kube: Kube) -> N
     wait_for("canary scaled away", lambda: pods_by_version(k, "np") == {"v1": 2}, 60)
     assert k.get("deployment", "np-canary")["spec"]["replicas"] == 0  # type: ignore[index]
     assert k.status("np")["currentVersion"] == "v1"
+
+
+def quality_verdict(passed: bool, cosine: float) -> str:
+    """`model-repo-builder analyze`'s last line, as its termination message."""
+    failing = (
+        None if passed else {"metric": "cosine", "value": cosine, "bound": "minCosine", "threshold": 0.99}
+    )
+    return json.dumps({
+        "result": "passed" if passed else "failed", "passed": passed,
+        "metrics": {"cosine": cosine, "top1Agreement": 1.0 if passed else 0.6, "maxAbsError": 0.0},
+        "bounds": {"minCosine": 0.99, "minTop1Agreement": None, "maxAbsError": None},
+        "failing": failing, "skipped": [],
+        "reason": f"cosine {cosine:g} {'>=' if passed else '<'} minCosine 0.99",
+    })  # fmt: skip
+
+
+def play_quality_job(
+    k: Kube, name: str, version: str, stable_key: str, *, passed: bool, cosine: float
+) -> None:
+    """Check the step's analysis Job's command, then finish its pod with the analyser's verdict."""
+
+    def job() -> dict[str, Any] | None:
+        jobs = k.items(
+            "jobs", f"serving.conch.dev/modeldeployment={name},app.kubernetes.io/component=quality-analysis"
+        )
+        return next(
+            (j for j in jobs if j["metadata"]["labels"]["serving.conch.dev/version"] == version), None
+        )
+
+    found = wait_for(f"quality job of {version}", job, 60)
+    cmd = found["spec"]["template"]["spec"]["containers"][0]["command"]
+    canary_ips = {
+        p["status"]["podIP"] for p in k.items("pods", TRITON.format(name))
+        if p["metadata"]["labels"].get("serving.conch.dev/track") == "canary"
+    }  # fmt: skip
+    assert cmd[:2] == ["model-repo-builder", "analyze"] and cmd[cmd.index("--probes") + 1].endswith(
+        stable_key
+    )
+    assert {cmd[i + 1] for i, a in enumerate(cmd) if a == "--canary"} == {f"{ip}:8000" for ip in canary_ips}
+    assert cmd[cmd.index("--min-cosine") + 1] == "0.99"
+    job_name = found["metadata"]["name"]
+
+    def running() -> str | None:
+        pods = k.items("pods", f"batch.kubernetes.io/job-name={job_name}")
+        return next((p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"), None)
+
+    k.cluster.complete_pod(k.ns, wait_for("analysis pod running", running, 60), 0 if passed else 4,
+                           quality_verdict(passed, cosine))  # fmt: skip
+
+
+def test_op_canary_quality_analysis_aborts_then_a_fresh_version_promotes(kube: Kube) -> None:
+    k = kube
+    rollout = {
+        "strategy": "canary",
+        "canary": {"steps": [{"weight": 50}], "analysis": {"quality": {"minCosine": 0.99}}},
+    }
+    bring_up(k, "qa", replicas=2, rollout=rollout)
+    k.apply(md_object("qa", version="v2", replicas=2, rollout=rollout))
+    k.finish_build("qa", "v2")
+    play_quality_job(k, "qa", "v2", "bk-qa-v1", passed=False, cosine=0.42)
+    wait_for("aborted", lambda: k.condition("qa", "Degraded").get("reason") == "AnalysisFailed", 60)
+    degraded = k.condition("qa", "Degraded")["message"]
+    assert "canary v2 aborted at step 1/1" in degraded and "cosine 0.42 < minCosine 0.99" in degraded, (
+        degraded
+    )
+    assert degraded.endswith("serving v1")
+    st = k.status("qa")
+    assert st["currentVersion"] == "v1" and st["failedVersion"] == "v2" and st["canary"]["phase"] == "Aborted"
+    cosine = next(v for v in st["canary"]["analysis"] if v["name"] == "cosine")
+    assert cosine == {"name": "cosine", "value": 0.42, "bound": ">= 0.99", "passed": False}
+    wait_for("v1 on both pods again", lambda: pods_by_version(k, "qa") == {"v1": 2}, 60)
+    k.apply(md_object("qa", version="v3", replicas=2, rollout=rollout))
+    k.finish_build("qa", "v3")
+    play_quality_job(k, "qa", "v3", "bk-qa-v1", passed=True, cosine=0.9999)
+    wait_for("v3 promoted", lambda: serving(k, "qa", "v3"), 90)
+    assert k.condition("qa", "Degraded")["status"] == "False" and "failedVersion" not in k.status("qa")
