@@ -21,6 +21,7 @@ help:
 	@echo "make bench        run the benchmarks (JSON under bench/results/)"
 	@echo "make bench-text   only the text (MiniLM offline + served) benchmark"
 	@echo "make bench-distill only the distillation (digits CNN x 5 seeds, MiniLM 6 -> 3 layers) benchmark"
+	@echo "make bench-scale  N ModelDeployments vs raw applies on the local cluster (BENCH_SCALE_N=1000)"
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -75,6 +76,10 @@ bench-text: venv
 
 bench-distill: venv
 	$(VPY) bench/bench_distill.py
+
+BENCH_SCALE_N ?= 1000
+bench-scale: venv cluster-up  ## not in `make bench`: minutes of load on the shared control plane
+	$(VPY) bench/bench_scale.py $(foreach n,$(BENCH_SCALE_N),--n $(n))
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

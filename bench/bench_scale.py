@@ -1,0 +1,429 @@
+"""Scale benchmark (issue #12): N ModelDeployments on the local cluster, side by side with raw applies.
+
+Why it exists: a platform team runs hundreds to thousands of models; Conch must converge about as
+fast as applying the same children directly, be silent when nothing changes, stay small, and serve
+one user's edit while a burst of new models is being processed. This measures, in one run on the
+running local cluster (`make cluster-up`; kwok nodes are added for the pods):
+
+A. raw: the Deployments and Services Conch would render for N models, server-side applied directly
+   with as many client threads as the operator has workers; time until every Deployment is available.
+B. Conch: the operator (a subprocess, watching one namespace) and N ModelDeployments created in a
+   burst; the bench plays the builder (each build pod is completed with a summary through kwok).
+   Time to all build Jobs, time to all Serving; one existing ModelDeployment edited during the burst
+   (time until its status observes the edit); peak RSS; then an idle minute: the operator's requests
+   and writes per the apiserver's audit log (user agent conch-operator; watches excluded).
+
+Writes bench/results/scale.json. Not a test: it reports what it gets, met or not.
+Usage: python bench/bench_scale.py [--n 1000] [--n 5000] [--idle-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "operator"))
+
+from conch import kube  # noqa: E402
+from conch.api import types  # noqa: E402
+from conch.render import common, deployment, service  # noqa: E402
+
+STATE = Path(os.environ.get("CONCH_CLUSTER_DIR", Path.home() / ".local" / "state" / "conch" / "cluster"))
+OUT = ROOT / "bench" / "results" / "scale.json"
+WORKERS = 4
+TARGETS = {
+    "serving_ratio_max": 1.2,
+    "idle_requests_per_min": 0,
+    "idle_writes": 0,
+    "rss_mib_max": 200,
+    "edit_latency_s_max": 5.0,
+}
+Obj = dict[str, Any]
+
+
+def client() -> kube.Kube:
+    os.environ["KUBECONFIG"] = str(STATE / "kubeconfig")
+    return kube.Kube.from_environment()
+
+
+def poll(what: str, fn: Callable[[], bool], timeout: float, every: float = 1.0) -> float:
+    """Seconds until fn() holds (raises after timeout)."""
+    start = time.monotonic()
+    while not fn():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(every)
+    return time.monotonic() - start
+
+
+def add_nodes(k: kube.Kube, n: int) -> list[str]:
+    """kwok nodes with room for the pods (removed at the end)."""
+    names = []
+    for i in range((n // 400) + 1):
+        name = f"bench-node-{i}"
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {"type": "kwok", "kubernetes.io/os": "linux", "bench": "scale"},
+            },
+            "status": {
+                "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "1000"},
+                "allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "1000"},
+            },
+        }
+        k.apply(f"/api/v1/nodes/{name}", node)
+        names.append(name)
+    return names
+
+
+def namespace(k: kube.Kube, name: str) -> None:
+    """A namespace with a bound `model-store` claim (the pods mount it; kwok never reads it)."""
+    k.apply(
+        f"/api/v1/namespaces/{name}", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    poll(
+        f"namespace {name}",
+        lambda: k.get(f"/api/v1/namespaces/{name}/serviceaccounts/default") is not None,
+        60,
+    )
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"store-{name}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": f"/tmp/conch-store/{name}"},
+            "claimRef": {"namespace": name, "name": "model-store"},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "model-store", "namespace": name},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": f"store-{name}",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    k.apply(f"/api/v1/persistentvolumes/store-{name}", pv)
+    k.apply(f"/api/v1/namespaces/{name}/persistentvolumeclaims/model-store", pvc)
+
+
+def drop_namespace(k: kube.Kube, name: str) -> None:
+    k.request("DELETE", f"/api/v1/namespaces/{name}")
+    k.request("DELETE", f"/api/v1/persistentvolumes/store-{name}")
+    poll(f"namespace {name} gone", lambda: k.get(f"/api/v1/namespaces/{name}") is None, 900, every=2)
+
+
+def md_body(name: str, version: str = "v1", replicas: int = 1) -> Obj:
+    return {
+        "apiVersion": "serving.conch.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "version": version,
+            "model": {"name": name, "source": {"path": f"models/{name}.pt2"}},
+            "serving": {"gpus": 0, "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
+            "replicas": replicas,
+            "storage": {"claimName": "model-store"},
+        },
+    }
+
+
+def build_key(name: str, version: str) -> str:
+    return hashlib.sha256(f"{name}/{version}".encode()).hexdigest()
+
+
+def rendered(ns: str, name: str) -> list[Obj]:
+    """The Deployment and Service Conch renders for one model (what the raw run applies)."""
+    spec = types.ModelDeploymentSpec.model_validate(md_body(name)["spec"])
+    owner = common.Owner(name=name, namespace=ns, uid="00000000-0000-0000-0000-000000000000", spec=spec)
+    objs = [
+        deployment.render_deployment(owner, deployment.Served("v1", build_key(name, "v1"), name)),
+        service.render_service(owner),
+    ]
+    for obj in objs:
+        obj["metadata"].pop("ownerReferences", None)
+    return objs
+
+
+def run_raw(k: kube.Kube, n: int) -> float:
+    ns = "bench-raw"
+    namespace(k, ns)
+    start = time.monotonic()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(lambda i: [k.apply(kube.path_of(o), o) for o in rendered(ns, f"m{i}")], range(n)))
+
+    def available() -> bool:
+        deps = k.list(kube.path("apps/v1", "Deployment", ns))
+        return sum(1 for d in deps if d.get("status", {}).get("availableReplicas", 0) >= 1) >= n
+
+    poll("raw: all Deployments available", available, 1800, every=2)
+    took = time.monotonic() - start
+    drop_namespace(k, ns)
+    return took
+
+
+def summary(name: str, version: str) -> str:
+    key = build_key(name, version)
+    return json.dumps(
+        {
+            "ok": True,
+            "buildKey": key,
+            "repository": f"/store/repositories/{key}",
+            "modelName": name,
+            "cached": False,
+            "builderVersion": "bench",
+            "sourceDigest": "sha256:00",
+            "sizeBefore": 1000,
+            "sizeAfter": 400,
+            "compressionRatio": 2.5,
+            "gate": {"passed": True},
+            "error": None,
+        },
+        separators=(",", ":"),
+    )
+
+
+class Builder(threading.Thread):
+    """Plays the builder: completes every Running build pod in the namespace with a summary."""
+
+    def __init__(self, k: kube.Kube, ns: str) -> None:
+        super().__init__(daemon=True)
+        self.k, self.ns, self.stop = k, ns, threading.Event()
+        self.done: set[str] = set()
+
+    def run(self) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            while not self.stop.is_set():
+                pods = self.k.list(
+                    kube.path("v1", "Pod", self.ns), label_selector=f"{common.LABEL_COMPONENT}=builder"
+                )
+                todo = [
+                    p
+                    for p in pods
+                    if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in self.done
+                ]
+                list(pool.map(self._complete, todo))
+                self.stop.wait(1.0)
+
+    def _complete(self, pod: Obj) -> None:
+        labels = pod["metadata"]["labels"]
+        note = {
+            "kwok.conch.dev/exit-code": "0",
+            "kwok.conch.dev/termination-message": summary(
+                labels[common.LABEL_MD], labels[common.LABEL_VERSION]
+            ),
+        }
+        path = kube.path("v1", "Pod", self.ns, pod["metadata"]["name"])
+        self.k.request(
+            "PATCH",
+            path,
+            body={"metadata": {"annotations": note}},
+            content_type="application/merge-patch+json",
+        )
+        self.done.add(pod["metadata"]["name"])
+
+
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def audit_requests(since_offset: int) -> list[Obj]:
+    out = []
+    with (STATE / "audit.log").open() as f:
+        f.seek(since_offset)
+        for line in f:
+            e = json.loads(line)
+            if (
+                e.get("userAgent", "").startswith("conch-operator")
+                and e.get("verb") != "watch"
+                and e.get("stage") == "ResponseComplete"
+            ):
+                out.append(e)
+    return out
+
+
+def serving_count(k: kube.Kube, ns: str) -> int:
+    mds = k.list(kube.path("serving.conch.dev/v1alpha1", "ModelDeployment", ns))
+    return sum(1 for m in mds if (m.get("status") or {}).get("phase") == "Serving")
+
+
+def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
+    ns = "bench-conch"
+    namespace(k, ns)
+    log = (ROOT / "bench" / "results" / f"scale-operator-{n}.log").open("wb")
+    port = 18931
+    env = {**os.environ, "KUBECONFIG": str(STATE / "kubeconfig"), "PYTHONPATH": str(ROOT / "operator")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conch",
+            "--namespace",
+            ns,
+            "--metrics-port",
+            str(port),
+            "--workers",
+            str(WORKERS),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+    )
+    builder = Builder(k, ns)
+    builder.start()
+    try:
+        md_path = kube.path("serving.conch.dev/v1alpha1", "ModelDeployment", ns)
+        k.apply(f"{md_path}/edit-target", md_body("edit-target"))
+        poll("edit-target serving", lambda: serving_count(k, ns) == 1, 300)
+        start = time.monotonic()
+        edit: dict[str, float] = {}
+
+        def edit_during_burst() -> None:
+            time.sleep(2.0)  # well inside the burst
+            k.apply(f"{md_path}/edit-target", md_body("edit-target", replicas=2))
+            generation = k.get(f"{md_path}/edit-target")["metadata"]["generation"]  # type: ignore[index]
+            t0 = time.monotonic()
+            poll(
+                "edit observed",
+                lambda: (
+                    (k.get(f"{md_path}/edit-target") or {}).get("status", {}).get("observedGeneration")
+                    == generation
+                ),
+                600,
+                every=0.1,
+            )
+            edit["latency"] = time.monotonic() - t0
+
+        editor = threading.Thread(target=edit_during_burst, daemon=True)
+        editor.start()
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(lambda i: k.apply(f"{md_path}/m{i}", md_body(f"m{i}")), range(n)))
+        created = time.monotonic() - start
+
+        def all_jobs() -> bool:
+            return len(k.list(kube.path("batch/v1", "Job", ns), label_selector=common.LABEL_MD)) >= n + 1
+
+        jobs_s = created + poll("all build Jobs", all_jobs, 3600, every=2)
+        serving_s = (
+            time.monotonic()
+            - start
+            + poll("all Serving", lambda: serving_count(k, ns) >= n + 1, 3600, every=3)
+        )
+        editor.join(600)
+        peak = rss_mib(proc.pid)
+        builder.stop.set()
+        time.sleep(5)  # let the last status writes land before the idle window
+        offset = (STATE / "audit.log").stat().st_size
+        time.sleep(idle_seconds)
+        idle = audit_requests(offset)
+        writes = [e for e in idle if e["verb"] in {"create", "update", "patch", "delete"}]
+        return {
+            "create_burst_s": round(created, 1),
+            "all_jobs_s": round(jobs_s, 1),
+            "all_serving_s": round(serving_s, 1),
+            "edit_latency_during_burst_s": round(edit.get("latency", -1), 2),
+            "peak_rss_mib": round(peak, 1),
+            "idle_window_s": idle_seconds,
+            "idle_requests_per_min": round(len(idle) * 60 / idle_seconds, 1),
+            "idle_writes": len(writes),
+            "idle_request_kinds": sorted({f"{e['verb']} {e['objectRef'].get('resource')}" for e in idle}),
+        }
+    finally:
+        builder.stop.set()
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        drop_namespace(k, ns)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--n", type=int, action="append", help="ModelDeployments per run (repeat; default 1000)"
+    )
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    k = client()
+    if subprocess.run(["bash", str(ROOT / "hack/cluster.sh"), "status"], check=False).returncode:
+        raise SystemExit("no local cluster: run `make cluster-up` first")
+    kubectl = [str(Path.home() / ".cache/conch/bin/kubectl"), "--kubeconfig", str(STATE / "kubeconfig")]
+    subprocess.run(
+        [*kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")], check=True
+    )
+    runs = []
+    for n in args.n or [1000]:
+        nodes = add_nodes(k, n)
+        try:
+            raw = run_raw(k, n)
+            conch = run_conch(k, n, args.idle_seconds)
+        finally:
+            for name in nodes:
+                k.request("DELETE", f"/api/v1/nodes/{name}")
+        ratio = conch["all_serving_s"] / raw
+        runs.append(
+            {
+                "n": n,
+                "raw_all_available_s": round(raw, 1),
+                "conch": conch,
+                "serving_ratio": round(ratio, 2),
+                "met": {
+                    "serving_ratio": ratio <= TARGETS["serving_ratio_max"],
+                    "idle_requests": conch["idle_requests_per_min"] <= TARGETS["idle_requests_per_min"],
+                    "idle_writes": conch["idle_writes"] <= TARGETS["idle_writes"],
+                    "rss": conch["peak_rss_mib"] <= TARGETS["rss_mib_max"],
+                    "edit_latency": 0
+                    <= conch["edit_latency_during_burst_s"]
+                    <= TARGETS["edit_latency_s_max"],
+                },
+            }
+        )
+        print(json.dumps(runs[-1], indent=2), flush=True)
+    OUT.write_text(
+        json.dumps(
+            {
+                "benchmark": "scale",
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "loadavg1": round(os.getloadavg()[0], 2),
+                },
+                "workers": WORKERS,
+                "targets": TARGETS,
+                "runs": runs,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
