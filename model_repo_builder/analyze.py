@@ -9,9 +9,10 @@ labels for text classifiers) and max/mean absolute error. With several canary po
 of each metric counts. When the probe set carries the original model's answers, canary and stable
 are each compared with them too (reported, not enforced).
 
-Bounded: one client per pod with per-request timeouts, at most ``--max-requests`` inference
-requests, nothing sent after ``--deadline-seconds`` (a run ends within deadline + one timeout).
-Requests go only to the addresses given.
+Bounded (`tritonhttp`): one client per pod with per-request timeouts, at most ``--max-requests``
+inference requests, nothing sent after ``--deadline-seconds`` (a run ends within deadline + one
+timeout). Requests go only to the addresses given. A canary that answers a probe with an error fails
+(failing metric ``answers``); one that cannot be reached is not judged (error).
 
 CLI (the operator's analysis Job runs it; conch.render.analysis documents the other side)::
 
@@ -49,7 +50,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import BUILDER_VERSION, probes, verify
+from . import BUILDER_VERSION, probes, tritonhttp, verify
 from .errors import BuilderError
 
 EXIT_PASSED = 0
@@ -63,10 +64,6 @@ Arrays = dict[str, NDArray[Any]]
 
 class CannotAnalyse(Exception):  # noqa: N818 - reads as the outcome it reports
     """The analysis could not be made: nothing is known about the canary's quality."""
-
-
-class Unreachable(CannotAnalyse):
-    """A pod did not answer at all (refused, timed out)."""
 
 
 class QualityFailed(Exception):  # noqa: N818
@@ -90,128 +87,6 @@ class Thresholds:
         ]
 
 
-@dataclass(frozen=True)
-class Limits:
-    """How much the analysis may send and for how long."""
-
-    timeout: float = 10.0
-    deadline: float = 120.0
-    max_requests: int = 512
-    batch_size: int | None = None
-
-
-@dataclass
-class Budget:
-    """Requests sent so far against the limits."""
-
-    limits: Limits
-    started: float = field(default_factory=time.monotonic)
-    requests: int = 0
-
-    def spend(self, address: str) -> None:
-        if self.requests >= self.limits.max_requests:
-            raise CannotAnalyse(
-                f"request budget spent ({self.limits.max_requests}) before {address} answered"
-            )
-        if time.monotonic() - self.started > self.limits.deadline:
-            raise CannotAnalyse(f"deadline of {self.limits.deadline:g}s passed before {address} answered")
-        self.requests += 1
-
-
-@dataclass(frozen=True)
-class Target:
-    """One Triton pod and the model asked there."""
-
-    role: str  # "canary" | "stable"
-    address: str  # host:port of the HTTP endpoint
-    model: str
-
-
-def _client(target: Target, limits: Limits) -> Any:
-    import tritonclient.http as triton_http
-
-    return triton_http.InferenceServerClient(
-        target.address, connection_timeout=limits.timeout, network_timeout=limits.timeout
-    )
-
-
-def _describe(client: Any, target: Target) -> tuple[dict[str, Any], int]:
-    """(model metadata, max_batch_size); CannotAnalyse naming the address when it does not answer."""
-    from tritonclient.utils import InferenceServerException
-
-    try:
-        return client.get_model_metadata(target.model), int(
-            client.get_model_config(target.model).get("max_batch_size", 0)
-        )
-    except InferenceServerException as exc:
-        raise CannotAnalyse(f"{target.role} {target.address}: model {target.model!r}: {exc}") from exc
-    except Exception as exc:  # connection refused, timeouts: the transport's own errors
-        raise Unreachable(f"cannot reach {target.role} {target.address}: {exc!r}") from exc
-
-
-def _feed(inputs: Arrays, metadata: dict[str, Any], target: Target) -> list[tuple[str, str, NDArray[Any]]]:
-    """(name, datatype, array) per model input, from the probe set; CannotAnalyse if one is missing."""
-    from tritonclient.utils import triton_to_np_dtype
-
-    feed = []
-    for spec in metadata.get("inputs", []):
-        name, datatype = spec["name"], spec["datatype"]
-        if name not in inputs:
-            raise CannotAnalyse(
-                f"the probe set has no input {name!r} that {target.role} {target.address} model "
-                f"{target.model!r} takes (it has {sorted(inputs)})"
-            )
-        array = inputs[name]
-        if datatype == "BYTES":
-            array = np.array([str(v).encode() for v in array.reshape(-1)], dtype=object).reshape(array.shape)
-        else:
-            array = array.astype(triton_to_np_dtype(datatype))
-        feed.append((name, datatype, array))
-    return feed
-
-
-def ask(target: Target, probe_set: probes.ProbeSet, budget: Budget, batch: int | None) -> Arrays:
-    """Every probe through `target`, in batches; output name -> answers [N, ...] (BYTES as str)."""
-    import tritonclient.http as triton_http
-    from tritonclient.utils import InferenceServerException
-
-    client = _client(target, budget.limits)
-    try:
-        metadata, max_batch = _describe(client, target)
-        feed = _feed(probe_set.inputs, metadata, target)
-        size = batch or max_batch or 1
-        names = [o["name"] for o in metadata.get("outputs", [])]
-        parts: dict[str, list[NDArray[Any]]] = {n: [] for n in names}
-        for start in range(0, probe_set.count, size):
-            budget.spend(target.address)
-            request = []
-            for name, datatype, array in feed:
-                item = triton_http.InferInput(name, list(array[start : start + size].shape), datatype)
-                item.set_data_from_numpy(array[start : start + size], binary_data=True)
-                request.append(item)
-            wanted = [triton_http.InferRequestedOutput(n, binary_data=True) for n in names]
-            try:
-                result = client.infer(target.model, request, outputs=wanted)
-            except InferenceServerException as exc:
-                where = f"{target.role} {target.address} failed probes {start}..{start + size - 1}: {exc}"
-                raise (QualityFailed(where) if target.role == "canary" else CannotAnalyse(where)) from exc
-            except Exception as exc:
-                raise Unreachable(f"cannot reach {target.role} {target.address}: {exc!r}") from exc
-            for n in names:
-                parts[n].append(_plain(result.as_numpy(n)))
-        return {n: np.concatenate(p) for n, p in parts.items()}
-    finally:
-        client.close()
-
-
-def _plain(array: NDArray[Any]) -> NDArray[Any]:
-    if array.dtype == object:
-        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]).reshape(
-            array.shape
-        )
-    return array
-
-
 def compare_answers(expected: Arrays, got: Arrays) -> dict[str, float]:
     """The gate's metrics of `got` against `expected` (label outputs: top1Agreement = equal labels).
 
@@ -227,6 +102,8 @@ def compare_answers(expected: Arrays, got: Arrays) -> dict[str, float]:
             metrics = verify.compare([expected[n] for n in numeric], [got[n] for n in numeric], None)
         except BuilderError as exc:
             raise QualityFailed(str(exc)) from exc
+        except (ValueError, TypeError) as exc:  # e.g. a label where the stable answers numbers
+            raise QualityFailed(f"outputs {numeric} are not numbers like the stable's: {exc}") from exc
         if sum(int(np.prod(expected[n].shape[1:])) for n in numeric) <= 1:
             metrics.pop("cosine", None)  # one number per item: its cosine is always 1
     if labels:
@@ -268,7 +145,7 @@ class Request:
     canary: list[str]
     stable: list[str]
     thresholds: Thresholds = Thresholds()
-    limits: Limits = Limits()
+    limits: tritonhttp.Limits = field(default_factory=tritonhttp.Limits)
     model: str | None = None
     canary_model: str | None = None
 
@@ -276,7 +153,7 @@ class Request:
 def analyse(req: Request) -> dict[str, Any]:
     """Run the analysis; returns the result object (result passed/failed/error, never raises
     CannotAnalyse or BadInput: they become result "error")."""
-    budget = Budget(req.limits)
+    budget = tritonhttp.Budget(req.limits)
     out: dict[str, Any] = {"canary": req.canary, "stable": req.stable[0] if req.stable else ""}
     out["bounds"] = {bound: threshold for _, bound, threshold, _ in req.thresholds.checks()}
     try:
@@ -287,10 +164,10 @@ def analyse(req: Request) -> dict[str, Any]:
         out |= {"model": model, "probes": _probe_info(req.probes, probe_set)}
         batch = req.limits.batch_size or probe_set.max_batch_size or None
         stable, out["stable"] = _stable_answers(req, model, probe_set, budget, batch)
-        canary_model = req.canary_model or model
         per_pod, vs_reference = [], []
         for address in req.canary:
-            answers = ask(Target("canary", address, canary_model), probe_set, budget, batch)
+            answers = _canary_answers(tritonhttp.Target("canary", address, req.canary_model or model),
+                                      probe_set, budget, batch)  # fmt: skip
             per_pod.append(compare_answers(stable, answers))
             vs_reference.append(_vs_reference(probe_set.reference, answers))
         out |= _verdict(worst(per_pod), req.thresholds, req, out["stable"])
@@ -307,10 +184,20 @@ def analyse(req: Request) -> dict[str, Any]:
             "failing": failing,
             "reason": f"quality analysis failed: {exc}",
         }
-    except (CannotAnalyse, BuilderError) as exc:
+    except (CannotAnalyse, tritonhttp.AskError, BuilderError) as exc:
         out |= {"result": "error", "passed": False, "failing": None, "reason": f"cannot analyse: {exc}"}
     out |= {"requests": budget.requests, "seconds": round(time.monotonic() - budget.started, 3)}
     return {"analyzerVersion": BUILDER_VERSION, **out}
+
+
+def _canary_answers(
+    target: tritonhttp.Target, probe_set: probes.ProbeSet, budget: tritonhttp.Budget, batch: int | None
+) -> Arrays:
+    """A canary that answers probes with errors fails; one that cannot be asked is not judged."""
+    try:
+        return tritonhttp.ask(target, probe_set, budget, batch)
+    except tritonhttp.RefusedError as exc:
+        raise QualityFailed(str(exc)) from exc
 
 
 def _probe_info(path: Path, probe_set: probes.ProbeSet) -> dict[str, Any]:
@@ -319,14 +206,16 @@ def _probe_info(path: Path, probe_set: probes.ProbeSet) -> dict[str, Any]:
 
 
 def _stable_answers(
-    req: Request, model: str, probe_set: probes.ProbeSet, budget: Budget, batch: int | None
+    req: Request, model: str, probe_set: probes.ProbeSet, budget: tritonhttp.Budget, batch: int | None
 ) -> tuple[Arrays, str]:
     """The first stable pod that answers (a stable pod that is gone is skipped; one that errs is not)."""
     unreachable = []
     for address in req.stable:
         try:
-            return ask(Target("stable", address, model), probe_set, budget, batch), address
-        except Unreachable as exc:
+            return tritonhttp.ask(
+                tritonhttp.Target("stable", address, model), probe_set, budget, batch
+            ), address
+        except tritonhttp.UnreachableError as exc:
             unreachable.append(str(exc))
     raise CannotAnalyse("; ".join(unreachable) or "no stable address given")
 
@@ -390,9 +279,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--min-top1-agreement", type=_bound, default=DEFAULT_MIN_TOP1_AGREEMENT, help="'none' disables")
     add("--max-abs-error", type=_bound, default=None, help="default: not enforced")
     add("--batch-size", type=int, default=None, help="items per request (default: the model's max batch)")
-    add("--timeout-seconds", type=float, default=Limits.timeout, help="per request")
-    add("--deadline-seconds", type=float, default=Limits.deadline, help="no request starts after it")
-    add("--max-requests", type=int, default=Limits.max_requests, help="inference requests in all")
+    limits = tritonhttp.Limits()
+    add("--timeout-seconds", type=float, default=limits.timeout, help="per request")
+    add("--deadline-seconds", type=float, default=limits.deadline, help="no request starts after it")
+    add("--max-requests", type=int, default=limits.max_requests, help="inference requests in all")
     add("--summary-file", help="also write the one-line result here (/dev/termination-log)")
 
 
@@ -407,7 +297,9 @@ def run(args: argparse.Namespace) -> int:
         canary=list(args.canary),
         stable=list(args.stable),
         thresholds=Thresholds(args.min_cosine, args.min_top1_agreement, args.max_abs_error),
-        limits=Limits(args.timeout_seconds, args.deadline_seconds, args.max_requests, args.batch_size),
+        limits=tritonhttp.Limits(
+            args.timeout_seconds, args.deadline_seconds, args.max_requests, args.batch_size
+        ),
         model=args.model_name,
         canary_model=args.canary_model_name,
     )
