@@ -162,7 +162,7 @@ def analyse(req: Request) -> dict[str, Any]:
         if not model:
             raise CannotAnalyse(f"probe file {req.probes} names no model: give --model-name")
         out |= {"model": model, "probes": _probe_info(req.probes, probe_set)}
-        batch = req.limits.batch_size or probe_set.max_batch_size or None
+        batch = req.limits.batch_size
         stable, out["stable"] = _stable_answers(req, model, probe_set, budget, batch)
         per_pod, vs_reference = [], []
         for address in req.canary:

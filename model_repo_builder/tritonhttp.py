@@ -113,8 +113,8 @@ def _feed(inputs: Arrays, metadata: dict[str, Any], target: Target) -> list[tupl
 
 
 def ask(target: Target, probe_set: probes.ProbeSet, budget: Budget, batch: int | None) -> Arrays:
-    """Every probe through `target`, in batches (default: the model's max batch size); output name ->
-    answers [N, ...], BYTES as str."""
+    """Every probe through `target`, in batches of `batch` or the pod's model's max batch size,
+    whichever is smaller (canary and stable may differ); output name -> answers [N, ...], BYTES as str."""
     import tritonclient.http as triton_http
     from tritonclient.utils import InferenceServerException
 
@@ -125,7 +125,7 @@ def ask(target: Target, probe_set: probes.ProbeSet, budget: Budget, batch: int |
     try:
         metadata, max_batch = _describe(client, target)
         feed = _feed(probe_set.inputs, metadata, target)
-        size = batch or max_batch or 1
+        size = min(batch or max_batch, max_batch) if max_batch > 0 else 1  # each pod's own limit
         names = [o["name"] for o in metadata.get("outputs", [])]
         parts: dict[str, list[NDArray[Any]]] = {n: [] for n in names}
         for start in range(0, probe_set.count, size):

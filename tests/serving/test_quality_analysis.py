@@ -3,10 +3,10 @@ build's probe set to a canary and a stable Triton and judges the canary by the a
 
 Three servers, each serving a digits MLP and a tiny BERT sentiment classifier under the same names,
 as a canary and the stable version would: `stable` and `same` serve the same builds; `other` serves
-models with other weights (the digits MLP trained 20 epochs instead of 40, the classifier 15 steps
-from another seed instead of 80), each of which passed its own build gate. The same builds agree on
-every probe; the other weights fail with the metric named; an unreachable canary or a missing probe
-file cannot be analysed and says which address or file.
+models with other weights (the digits MLP trained 20 epochs instead of 40 and built with max batch 8
+instead of 16, the classifier 15 steps from another seed instead of 80), each of which passed its own
+build gate. The same builds agree on every probe; the other weights fail with the metric named; an
+unreachable canary or a missing probe file cannot be analysed and says which address or file.
 """
 
 from __future__ import annotations
@@ -70,13 +70,14 @@ def fleet(serving_dir: Path, sentiment_checkpoint: Path) -> Iterator[Fleet]:
     x, y = digits_model.dataset()
     np.savez(work / "val.npz", pixels=x[:200].numpy(), labels=y[:200].numpy())
     repos: dict[str, list[Path]] = {}
-    for kind, epochs, checkpoint in (
-        ("stable", 40, sentiment_checkpoint),
-        ("other", 20, textmodels.tiny_classifier(work / "sentiment-b", steps=15, seed=1)),
+    for kind, epochs, batch, checkpoint in (
+        ("stable", 40, 16, sentiment_checkpoint),
+        ("other", 20, 8, textmodels.tiny_classifier(work / "sentiment-b", steps=15, seed=1)),
     ):
         source = digits_model.save(digits_model.train(epochs)[0], work / f"digits-{epochs}.pt2")
         store = work / f"store-{kind}"
-        digits = _build(source, store, "digits", DIGITS, "--input", "pixels:float32:64",
+        recipe = {**DIGITS, "triton": {**DIGITS["triton"], "maxBatchSize": batch}}
+        digits = _build(source, store, "digits", recipe, "--input", "pixels:float32:64",
                         "--validation-data", str(work / "val.npz"), "--validation-samples", "64")  # fmt: skip
         repos[kind] = [digits, _build(checkpoint, store, "sentiment", SENTIMENT)]
     with contextlib.ExitStack() as stack:
@@ -136,6 +137,7 @@ def test_other_weights_fail_with_the_metric_named(
     assert failing["value"] == result["metrics"][metric]
     assert f"{metric} " in result["reason"] and bound in result["reason"]
     assert fleet.other.http_url in result["reason"]
+    assert result["requests"] == 64 // 16 + 64 // 8  # each pod in batches of its own max batch size
     assert result["reference"]["stable"]["cosine"] > 0.999 > result["reference"]["canary"]["cosine"]
 
 
