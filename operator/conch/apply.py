@@ -109,7 +109,12 @@ def absent(client: kube.Kube, url: str, owner_uid: str) -> bool:
 
 
 def apply_status(client: kube.Kube, owner: Obj, status: Obj) -> bool:
-    """Apply the owner's status subresource unless it is already exactly `status`; returns whether written."""
+    """Apply the owner's status subresource unless it is already exactly `status`; returns whether written.
+
+    The write carries the resourceVersion the status was computed from: if the object changed since
+    (a spec edit, or a read from a cache an event behind), the apiserver answers 409 and the pass runs
+    again on the newer object, instead of overwriting history computed from an older one.
+    """
     if owner.get("status", {}) == status:
         return False
     meta = owner["metadata"]
@@ -119,5 +124,7 @@ def apply_status(client: kube.Kube, owner: Obj, status: Obj) -> bool:
         "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
         "status": status,
     }
+    if meta.get("resourceVersion"):
+        body["metadata"]["resourceVersion"] = meta["resourceVersion"]
     client.apply(kube.path_of(owner) + "/status", body)
     return True

@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from conch import controller, errors, kube, leader, metrics, storegc, workqueue
+from conch import cache, controller, errors, kube, leader, metrics, storegc, workqueue
 from conch.api import types
 from conch.render import common
 
@@ -55,10 +55,12 @@ class Options:
     exact_namespaces: bool = False  # every --namespace is a plain name: kopf need not list namespaces
     store_gc_grace_seconds: int | None = 86400  # None: never collect the model stores
     workers: int = 4  # reconcile passes at once
+    cached_reads: bool = True  # passes read the watched kinds from the watch-fed cache (cache.py)
 
 
 _runtime: list[Runtime] = []
 _options: list[Options] = [Options()]
+_store = cache.Store()
 
 
 def configure(options: Options) -> None:
@@ -97,21 +99,24 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # so without this every Pod, Job, ... in scope would be listed, watched and discarded here).
     for resource in CHILD_RESOURCES:
         settings.watching.label_selectors[resource] = common.LABEL_MD
-    client = kube.Kube.from_environment()
+    plain = kube.Kube.from_environment()
+    client = cache.CachedKube(plain.api, _store) if _options[0].cached_reads else plain
     queue = workqueue.WorkQueue(_process, concurrency=_options[0].workers)
     tasks = [asyncio.create_task(queue.run())]
     options = _options[0]
     if options.election is not None:
-        tasks.append(asyncio.create_task(_campaign(options.election, client, queue).run()))
+        tasks.append(asyncio.create_task(_campaign(options.election, [client, plain], queue).run()))
     janitor = None
     if options.store_gc_grace_seconds is not None:
-        janitor = storegc.Janitor(client, options.store_gc_grace_seconds)
+        janitor = storegc.Janitor(plain, options.store_gc_grace_seconds)  # its Jobs carry no MD label
         tasks.append(asyncio.create_task(janitor.run()))
     _runtime[:] = [Runtime(client, queue, tasks, janitor)]
 
 
-def _campaign(election: LeaderElection, client: kube.Kube, queue: workqueue.WorkQueue) -> leader.Elector:
-    """Pause the queue until this replica leads; guard every write of `client` with the Lease."""
+def _campaign(
+    election: LeaderElection, clients: list[kube.Kube], queue: workqueue.WorkQueue
+) -> leader.Elector:
+    """Pause the queue until this replica leads; guard every write of `clients` with the Lease."""
     lease_client = kube.Kube.from_environment()  # its own client: the Lease writes are not guarded
     lease_client.timeout = election.timing.retry_period * 2
     elector = leader.Elector(
@@ -119,8 +124,9 @@ def _campaign(election: LeaderElection, client: kube.Kube, queue: workqueue.Work
         on_change=lambda leading: queue.resume() if leading else queue.pause(),
     )  # fmt: skip
     queue.pause()
-    client.may_write = elector.leading
-    client.api.user_agent = f"{client.api.user_agent} ({election.identity})"  # whose writes, in audit logs
+    for client in clients:
+        client.may_write = elector.leading
+    clients[0].api.user_agent = f"{clients[0].api.user_agent} ({election.identity})"  # shared ApiClient
     return elector
 
 
@@ -148,6 +154,8 @@ def spec_unseen(body: Mapping[str, Any]) -> bool:
 async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str | None, **_: Any) -> None:
     """Any change to a ModelDeployment (and the initial listing on start) queues a pass."""
     deleted = event.get("type") == "DELETED"
+    if deleted:
+        _store.observe(dict(event.get("object") or {}), deleted=True)
     if _runtime and _runtime[0].janitor is not None:
         _runtime[0].janitor.observe(namespace, name, dict(event.get("object") or {}), deleted)
     if deleted:
@@ -175,10 +183,21 @@ async def child_event(
     owner. ServiceMonitors (an optional CRD) are corrected by the idle resync instead. A deleted pod
     may have been the last to serve a repository: the store janitor looks again."""
     body = dict(event.get("object") or {})
+    if event.get("type") == "DELETED":
+        _store.observe(body, deleted=True)
     if event.get("type") == "DELETED" and body.get("kind") == "Pod" and _runtime and _runtime[0].janitor:
         _runtime[0].janitor.pod_deleted(namespace, body)
     _enqueue(namespace, labels.get(common.LABEL_MD))
 
 
-for _group, _version, _plural in CHILD_RESOURCES:  # one list for the handlers and the selectors
+def cache_index(body: kopf.Body, **_: Any) -> None:
+    """Feeds the cache with every object the watches deliver (deletions come through the event
+    handlers). Being a kopf index, it also makes kopf hold every handler back until the initial
+    listing of every watched kind is complete: no pass ever reads a half-filled cache."""
+    _store.observe(dict(body))
+
+
+kopf.index(types.GROUP, types.VERSION, types.PLURAL)(cache_index)
+for _group, _version, _plural in CHILD_RESOURCES:  # one list for the handlers, the selectors, the cache
     kopf.on.event(_group, _version, _plural, labels=_CHILD)(child_event)
+    kopf.index(_group, _version, _plural, labels=_CHILD)(cache_index)

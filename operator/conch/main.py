@@ -34,6 +34,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="log line format")
     parser.add_argument("--workers", type=int, default=4, help="reconcile passes at once (default 4)")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read from the apiserver on every pass, not from the watch-fed cache",
+    )
     election = parser.add_argument_group("leader election (run several replicas, one acts)")
     election.add_argument("--leader-elect", action="store_true", help="act only while holding the Lease")
     election.add_argument(
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     grace = None if args.no_store_gc else args.store_gc_grace
     if not 1 <= args.workers <= 64:
         raise SystemExit("conch-operator: --workers: must be 1..64")
-    handlers.configure(handlers.Options(leader_election(args), exact, grace, args.workers))
+    handlers.configure(handlers.Options(leader_election(args), exact, grace, args.workers, not args.no_cache))
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(

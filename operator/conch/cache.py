@@ -1,0 +1,139 @@
+"""A watch-fed cache of ModelDeployments and their children, so that a reconcile pass reads nothing
+from the apiserver.
+
+kopf already streams every ModelDeployment and every child carrying our label (server-side label
+selector, handlers.py). Each event lands here (`Store.observe`); kopf's indexing barrier
+(handlers.py registers an index per watched kind) holds every handler back until the initial
+listing of all those kinds is complete, so by the time the first pass runs the store is complete
+for the watched scope. `CachedKube` then answers GETs and LISTs of those kinds from the store and
+sends everything else (Secrets, ServiceMonitors, Events, writes) to the apiserver. Its writes go
+through to the store at once (the object the apiserver returned), so a pass never reads something
+older than its own write; the watch event that follows carries the same object. A read that is
+stale anyway (an event in flight) cannot do harm: children are applied with server-side apply under
+deterministic names (idempotent), and the status write carries the resourceVersion it was computed
+from (apply.apply_status), so a pass that read an old ModelDeployment gets 409 and runs again.
+
+Only objects with the ModelDeployment label are streamed: the cache is authoritative for those
+alone, so callers that read other objects of these kinds (the store janitor's Jobs) use the plain
+client.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+import conch
+from conch import kube
+
+Obj = dict[str, Any]
+CACHED_KINDS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("serving.conch.dev/v1alpha1", "modeldeployments"),
+        ("apps/v1", "deployments"),
+        ("batch/v1", "jobs"),
+        ("v1", "pods"),
+        ("v1", "services"),
+        ("autoscaling/v2", "horizontalpodautoscalers"),
+        ("policy/v1", "poddisruptionbudgets"),
+    }
+)
+_PATH = re.compile(
+    r"^/(?:api/(?P<core>v1)|apis/(?P<gv>[^/]+/[^/]+))/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$"
+)
+
+
+def parse_path(url: str) -> tuple[str, str, str, str | None] | None:
+    """(apiVersion, plural, namespace, name or None) of a namespaced REST path of a cached kind."""
+    m = _PATH.match(url.split("?", 1)[0])
+    if m is None:
+        return None
+    api_version = m.group("core") or m.group("gv")
+    if (api_version, m.group("plural")) not in CACHED_KINDS:
+        return None
+    return api_version, m.group("plural"), m.group("ns"), m.group("name")
+
+
+def selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
+    """Equality (`k=v`, `k==v`, `k!=v`) and existence (`k`, `!k`) requirements, comma-separated."""
+    for term in filter(None, (t.strip() for t in (selector or "").split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key) != value:
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+class Store:
+    """The objects the watches delivered, keyed by (apiVersion, plural, namespace, name)."""
+
+    def __init__(self) -> None:
+        self._objects: dict[tuple[str, str, str, str], Obj] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(obj: Obj) -> tuple[str, str, str, str] | None:
+        if (obj.get("apiVersion"), obj.get("kind")) not in kube.PLURALS or not obj["metadata"].get(
+            "namespace"
+        ):
+            return None
+        parsed = parse_path(kube.path_of(obj))
+        return None if parsed is None or parsed[3] is None else (parsed[0], parsed[1], parsed[2], parsed[3])
+
+    def observe(self, obj: Obj, deleted: bool = False) -> None:
+        """A watch event (or our own write's response)."""
+        key = self._key(obj)
+        if key is None:
+            return
+        with self._lock:
+            if deleted:
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = obj
+
+    def get(self, api_version: str, plural: str, namespace: str, name: str) -> Obj | None:
+        with self._lock:
+            return self._objects.get((api_version, plural, namespace, name))
+
+    def list(self, api_version: str, plural: str, namespace: str, selector: str | None) -> list[Obj]:
+        with self._lock:
+            found = [o for k, o in self._objects.items() if k[:3] == (api_version, plural, namespace)]
+        return [o for o in found if selector_matches(selector, o.get("metadata", {}).get("labels") or {})]
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+
+class CachedKube(kube.Kube):
+    """A Kube whose reads of the watched kinds come from a Store, and whose writes update it."""
+
+    def __init__(self, api: Any, store: Store) -> None:
+        super().__init__(api)
+        self.store = store
+
+    def get(self, url: str) -> Obj | None:
+        parsed = parse_path(url)
+        if parsed is None or parsed[3] is None:
+            return super().get(url)
+        return self.store.get(parsed[0], parsed[1], parsed[2], parsed[3])
+
+    def list(self, url: str, label_selector: str | None = None) -> list[Obj]:
+        parsed = parse_path(url)
+        if parsed is None or parsed[3] is not None:
+            return super().list(url, label_selector)
+        return self.store.list(parsed[0], parsed[1], parsed[2], label_selector)
+
+    def apply(self, url: str, obj: Obj, field_manager: str = conch.FIELD_MANAGER) -> Obj:
+        written = super().apply(url, obj, field_manager)
+        self.store.observe(written)  # the status subresource answers with the whole object too
+        return written

@@ -1,0 +1,67 @@
+"""The watch-fed cache's pure parts: which paths it answers, label selectors, the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conch import cache
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("url", "parsed"),
+    [
+        ("/apis/apps/v1/namespaces/ns/deployments/d", ("apps/v1", "deployments", "ns", "d")),
+        ("/api/v1/namespaces/ns/pods", ("v1", "pods", "ns", None)),
+        ("/api/v1/namespaces/ns/pods?labelSelector=a%3Db", ("v1", "pods", "ns", None)),
+        ("/apis/serving.conch.dev/v1alpha1/namespaces/ns/modeldeployments/m",
+         ("serving.conch.dev/v1alpha1", "modeldeployments", "ns", "m")),
+        ("/api/v1/namespaces/ns/secrets/s", None),  # not watched: straight to the apiserver
+        ("/apis/monitoring.coreos.com/v1/namespaces/ns/servicemonitors/m", None),
+        ("/apis/serving.conch.dev/v1alpha1/namespaces/ns/modeldeployments/m/status", None),
+        ("/api/v1/nodes/n", None),
+    ],
+)  # fmt: skip
+def test_only_watched_kinds_are_answered_from_the_cache(url: str, parsed: tuple[str, ...] | None) -> None:
+    assert cache.parse_path(url) == parsed
+
+
+@pytest.mark.parametrize(
+    ("selector", "match"),
+    [
+        (None, True),
+        ("a=1", True),
+        ("a==1,b=2", True),
+        ("a=2", False),
+        ("a!=2", True),
+        ("a!=1", False),
+        ("b", True),
+        ("c", False),
+        ("!c", True),
+        ("!a", False),
+    ],
+)
+def test_label_selectors(selector: str | None, match: bool) -> None:
+    assert cache.selector_matches(selector, {"a": "1", "b": "2"}) is match
+
+
+def pod(name: str, ns: str = "ns", **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels}}
+
+
+def test_store_tracks_adds_updates_and_deletes_per_namespace() -> None:
+    store = cache.Store()
+    store.observe(pod("a", md="x"))
+    store.observe(pod("b", md="y"))
+    store.observe(pod("a", ns="other", md="x"))
+    store.observe({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "ns"}})
+    assert len(store) == 3  # the Secret is not a watched kind
+    assert [p["metadata"]["name"] for p in store.list("v1", "pods", "ns", "md=x")] == ["a"]
+    store.observe(pod("a", md="z"))  # relabelled
+    assert store.list("v1", "pods", "ns", "md=x") == []
+    assert store.get("v1", "pods", "ns", "a") == pod("a", md="z")
+    store.observe(pod("a", md="z"), deleted=True)
+    assert store.get("v1", "pods", "ns", "a") is None and len(store) == 2
