@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 
-from model_repo_builder import analyze
+from model_repo_builder import analyze, tritonhttp
 
 pytestmark = pytest.mark.unit
 
@@ -99,3 +100,15 @@ def test_the_line_fits_a_termination_message() -> None:
         and analyze.exit_code(result) == analyze.EXIT_CANNOT_ANALYSE
     )
     assert analyze.exit_code({"result": "failed"}) == 4 and analyze.exit_code({"result": "passed"}) == 0
+
+
+def test_the_budget_stops_at_its_count_and_its_deadline() -> None:
+    budget = tritonhttp.Budget(tritonhttp.Limits(max_requests=2))
+    budget.spend("a:1")
+    budget.spend("a:1")
+    with pytest.raises(tritonhttp.OutOfBudgetError, match=r"request budget spent \(2\) before a:1"):
+        budget.spend("a:1")
+    late = tritonhttp.Budget(tritonhttp.Limits(deadline=5.0), started=time.monotonic() - 6.0)
+    with pytest.raises(tritonhttp.OutOfBudgetError, match="deadline of 5s passed before b:2"):
+        late.spend("b:2")
+    assert late.requests == 0

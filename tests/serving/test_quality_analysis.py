@@ -182,3 +182,20 @@ def test_a_missing_probe_set_cannot_be_analysed(fleet: Fleet, tmp_path: Path) ->
     code, result = _analyze(tmp_path, fleet.same.http_url, fleet.stable.http_url, tmp_path)
     assert code == analyze.EXIT_CANNOT_ANALYSE and result["requests"] == 0
     assert f"{tmp_path} has no probes.npz" in result["reason"]
+
+
+def test_a_gone_stable_pod_is_skipped_for_the_next(fleet: Fleet, tmp_path: Path) -> None:
+    gone = f"127.0.0.1:{free_port()}"
+    summary = tmp_path / "termination-log"
+    args = ["analyze", "--probes", str(fleet.digits), "--canary", fleet.same.http_url,
+            "--stable", gone, "--stable", fleet.stable.http_url, "--summary-file", str(summary)]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads(summary.read_text())["stable"] == fleet.stable.http_url
+
+
+def test_the_request_budget_holds(fleet: Fleet, tmp_path: Path) -> None:
+    code, result = _analyze(
+        fleet.digits, fleet.same.http_url, fleet.stable.http_url, tmp_path, "--max-requests", "5"
+    )
+    assert code == analyze.EXIT_CANNOT_ANALYSE and result["requests"] == 5  # 4 to the stable, 1 to the canary
+    assert f"request budget spent (5) before {fleet.same.http_url} answered" in result["reason"]
