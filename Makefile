@@ -10,6 +10,7 @@ STATE ?= $(HOME)/.local/state/conch/cluster
 export KUBECONFIG ?= $(STATE)/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(CACHE)/bin:$(PATH)
 
+.PHONY: monitoring-up monitoring-down bench-batching
 .PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving test-e2e demo bench bench-text bench-distill clean
 
 help:
@@ -18,6 +19,8 @@ help:
 	@echo "make tools        build etcd/kube-*/kubectl/kwok/helm from the Go proxy into $(CACHE)/bin"
 	@echo "make cluster-up   start the local control plane; prints export KUBECONFIG=..."
 	@echo "make cluster-down stop it and remove its state"
+	@echo "make monitoring-up   Prometheus Operator + Prometheus + prometheus-adapter on the local cluster"
+	@echo "make monitoring-down stop them"
 	@echo "make bench        run the benchmarks (JSON under bench/results/)"
 	@echo "make bench-text   only the text (MiniLM offline + served) benchmark"
 	@echo "make bench-distill only the distillation (digits CNN x 5 seeds, MiniLM 6 -> 3 layers) benchmark"
@@ -39,6 +42,12 @@ cluster-up: tools
 
 cluster-down:
 	@hack/cluster.sh down
+
+monitoring-up: venv cluster-up
+	@hack/monitoring.sh up
+
+monitoring-down:
+	@hack/monitoring.sh down
 
 lint: venv tools
 	$(VENV)/bin/ruff check .
@@ -70,6 +79,7 @@ bench: venv
 	$(VPY) bench/bench_builder.py
 	$(VPY) bench/bench_text.py
 	$(VPY) bench/bench_distill.py
+	$(VPY) bench/bench_batching.py
 
 bench-text: venv
 	$(VPY) bench/bench_text.py
@@ -80,6 +90,9 @@ bench-distill: venv
 BENCH_SCALE_N ?= 1000
 bench-scale: venv cluster-up  ## not in `make bench`: minutes of load on the shared control plane
 	$(VPY) bench/bench_scale.py $(foreach n,$(BENCH_SCALE_N),--n $(n))
+
+bench-batching: venv tools  ## Triton dynamic batching vs none at concurrency 16; time to the HPA's scale-up
+	$(VPY) bench/bench_batching.py
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

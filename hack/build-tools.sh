@@ -114,7 +114,90 @@ fetch_kwok_stages() {
   mv "$out.tmp" "$out"
 }
 
+# ---- the monitoring stack (hack/monitoring.sh) ------------------------------------------------
+build_prom_operator() {  # the operator's go.mod replaces its pkg/ modules with local dirs: build through a wrapper module
+  have prometheus-operator "$PROM_OPERATOR_VERSION" && { log "prometheus-operator $PROM_OPERATOR_VERSION: cached"; return; }
+  local dir=$CACHE/src/prometheus-operator-$PROM_OPERATOR_VERSION m=github.com/prometheus-operator/prometheus-operator
+  mkdir -p "$dir"
+  local upstream; upstream=$(curl -fsS "$GOPROXY/$m/@v/$PROM_OPERATOR_VERSION.mod")
+  {
+    echo "module conch.dev/tools/prometheus-operator"
+    echo "$upstream" | grep -E '^go [0-9]'
+    echo "require $m $PROM_OPERATOR_VERSION"
+    for sub in pkg/apis/monitoring pkg/client; do echo "replace $m/$sub => $m/$sub $PROM_OPERATOR_VERSION"; done
+  } > "$dir/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "%s/cmd/operator"\n' "$m" > "$dir/tools.go"
+  log "prometheus-operator $PROM_OPERATOR_VERSION: building (minutes cold)"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w -X github.com/prometheus/common/version.Version=${PROM_OPERATOR_VERSION#v}" \
+     -o "$BIN/prometheus-operator-$PROM_OPERATOR_VERSION.tmp" "$m/cmd/operator")
+  mv "$BIN/prometheus-operator-$PROM_OPERATOR_VERSION.tmp" "$BIN/prometheus-operator-$PROM_OPERATOR_VERSION"
+  log "prometheus-operator: done"
+}
+
+fetch_prom_operator_crds() {  # every monitoring.coreos.com CRD the operator watches (Prometheus, PrometheusRule, ...)
+  local out=$CACHE/crds/prometheus-operator-$PROM_OPERATOR_VERSION.yaml
+  [ -s "$out" ] && return
+  mkdir -p "$CACHE/crds"
+  local d; d=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROM_OPERATOR_VERSION" | sed -nE 's/^\s*"Dir": "(.*)",?$/\1/p')
+  local f; for f in "$d"/example/prometheus-operator-crd/*.yaml; do cat "$f"; echo "---"; done > "$out.tmp"
+  mv "$out.tmp" "$out"
+}
+
+build_prometheus() {  # prometheus + promtool; only the kubernetes and file service discovery plugins
+  have prometheus "$PROMETHEUS_VERSION" && have promtool "$PROMETHEUS_VERSION" && { log "prometheus $PROMETHEUS_VERSION: cached"; return; }
+  local dir=$CACHE/src/prometheus-$PROMETHEUS_VERSION m=github.com/prometheus/prometheus
+  mkdir -p "$dir"
+  local upstream; upstream=$(curl -fsS "$GOPROXY/$m/@v/$PROMETHEUS_MODULE_VERSION.mod")
+  {
+    echo "module conch.dev/tools/prometheus"
+    echo "$upstream" | grep -E '^go [0-9]'
+    echo "require $m $PROMETHEUS_MODULE_VERSION"
+    echo "$upstream" | grep -E '^replace ' || true
+  } > "$dir/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "%s/cmd/prometheus"\n\t_ "%s/cmd/promtool"\n)\n' "$m" "$m" > "$dir/tools.go"
+  local v=github.com/prometheus/common/version c
+  for c in prometheus promtool; do
+    have "$c" "$PROMETHEUS_VERSION" && continue
+    log "prometheus $PROMETHEUS_VERSION: building $c (minutes cold)"
+    (cd "$dir" && go build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+       -ldflags "-s -w -X $v.Version=${PROMETHEUS_VERSION#v} -X $v.Branch=release -X $v.Revision=$PROMETHEUS_MODULE_VERSION" \
+       -o "$BIN/$c-$PROMETHEUS_VERSION.tmp" "$m/cmd/$c")
+    mv "$BIN/$c-$PROMETHEUS_VERSION.tmp" "$BIN/$c-$PROMETHEUS_VERSION"
+  done
+  log "prometheus: done"
+}
+
+build_prom_adapter() {  # its binary is cmd/adapter
+  have prometheus-adapter "$PROM_ADAPTER_VERSION" && { log "prometheus-adapter $PROM_ADAPTER_VERSION: cached"; return; }
+  log "prometheus-adapter $PROM_ADAPTER_VERSION: building (minutes cold)"
+  # A wrapper module: `go install pkg@version` asks the proxy for the module's version list, which it refuses.
+  local dir=$CACHE/src/prometheus-adapter-$PROM_ADAPTER_VERSION m=sigs.k8s.io/prometheus-adapter
+  mkdir -p "$dir"
+  printf 'module conch.dev/tools/prometheus-adapter\n\ngo 1.22.1\n\nrequire %s %s\n' "$m" "$PROM_ADAPTER_VERSION" > "$dir/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "%s/cmd/adapter"\n' "$m" > "$dir/tools.go"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/prometheus-adapter-$PROM_ADAPTER_VERSION.tmp" "$m/cmd/adapter")
+  mv "$BIN/prometheus-adapter-$PROM_ADAPTER_VERSION.tmp" "$BIN/prometheus-adapter-$PROM_ADAPTER_VERSION"
+  log "prometheus-adapter: done"
+}
+
+monitoring_tools() {
+  fetch_prom_operator_crds
+  build_prom_adapter
+  build_prom_operator
+  build_prometheus
+  local c
+  for c in prometheus:$PROMETHEUS_VERSION promtool:$PROMETHEUS_VERSION prometheus-operator:$PROM_OPERATOR_VERSION; do
+    ln -sfn "$BIN/${c%%:*}-${c#*:}" "$BIN/${c%%:*}"
+  done
+  ln -sfn "$BIN/prometheus-adapter-$PROM_ADAPTER_VERSION" "$BIN/prometheus-adapter"
+}
+
 start=$(date +%s)
+if [ "${1:-}" = monitoring ]; then  # only the monitoring stack (hack/monitoring.sh)
+  monitoring_tools
+  log "monitoring tools ready in $BIN ($(( $(date +%s) - start ))s)"
+  exit 0
+fi
 if [ "${1:-}" = kubelet ]; then  # only the kubelet: the real node's (hack/realnode.sh)
   K8S_BINS=kubelet build_k8s
   ln -sfn "$BIN/kubelet-$K8S_VERSION" "$BIN/kubelet"
@@ -131,4 +214,5 @@ for c in etcd:$ETCD_VERSION kwok:$KWOK_VERSION helm:$HELM_VERSION kube-apiserver
          kube-controller-manager:$K8S_VERSION kube-scheduler:$K8S_VERSION kubectl:$K8S_VERSION; do
   ln -sfn "$BIN/${c%%:*}-${c#*:}" "$BIN/${c%%:*}"
 done
+monitoring_tools
 log "all tools ready in $BIN ($(( $(date +%s) - start ))s)"

@@ -81,6 +81,18 @@ make_pki() {
   cert admin "/O=system:masters/CN=conch-admin"
   cert controller-manager "/CN=system:kube-controller-manager"
   cert scheduler "/CN=system:kube-scheduler"
+  # The aggregation layer (custom.metrics.k8s.io from prometheus-adapter, hack/monitoring.sh): the apiserver
+  # proxies to an extension apiserver with this client cert, which trusts the headers it sets via this CA.
+  if [ ! -f "$PKI/front-proxy-ca.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-ca.key" -out "$PKI/front-proxy-ca.crt" \
+      -days 3650 -subj "/CN=conch-front-proxy-ca" 2>/dev/null
+  fi
+  if [ ! -f "$PKI/front-proxy-client.crt" ]; then
+    openssl genrsa -out "$PKI/front-proxy-client.key" 2048 2>/dev/null
+    openssl req -new -key "$PKI/front-proxy-client.key" -subj "/CN=front-proxy-client" 2>/dev/null \
+      | openssl x509 -req -CA "$PKI/front-proxy-ca.crt" -CAkey "$PKI/front-proxy-ca.key" -CAcreateserial -days 3650 \
+          -sha256 -extfile <(printf 'extendedKeyUsage=clientAuth\n') -out "$PKI/front-proxy-client.crt" 2>/dev/null
+  fi
   [ -f "$PKI/sa.key" ] || { openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null; openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null; }
 }
 
@@ -119,7 +131,13 @@ start_apiserver() {
     --enable-admission-plugins ExtendedResourceToleration \
     --audit-policy-file "$here/cluster/audit-policy.yaml" --audit-log-path "$STATE/audit.log" \
     --audit-log-maxsize 200 --audit-log-maxbackup 1 \
-    --profiling=false
+    --profiling=false \
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing=true
+  # (aggregator routing: the apiserver dials an APIService's EndpointSlice address, 127.0.0.1, never a ClusterIP)
   wait_for kube-apiserver 90 ready
 }
 
@@ -132,7 +150,8 @@ start_controllers() {
     --use-service-account-credentials=true --controllers '*' --leader-elect=false \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
-    --node-monitor-grace-period 40s --concurrent-gc-syncs 5
+    --node-monitor-grace-period 40s --concurrent-gc-syncs 5 \
+    --horizontal-pod-autoscaler-sync-period 5s
   start kube-scheduler "$BIN/kube-scheduler" \
     --kubeconfig "$STATE/scheduler.kubeconfig" \
     --authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
@@ -178,6 +197,8 @@ up() {
 
 down() {
   local name pid
+  # a monitoring stack started against this cluster (hack/monitoring.sh) goes first
+  [ -d "${CONCH_MONITORING_DIR:-$STATE-monitoring}" ] && CONCH_CLUSTER_DIR=$STATE bash "$here/monitoring.sh" down || true
   for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [ -f "$STATE/pids/$name" ] || continue
     pid=$(cat "$STATE/pids/$name")

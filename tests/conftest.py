@@ -12,6 +12,7 @@ termination message. Every test must carry exactly one of the markers unit / clu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -177,6 +178,13 @@ def node_ready(cluster: Cluster, name: str) -> bool:
 @pytest.fixture
 def node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
     """Start `python -m nodeagent` on a fresh node; stop it (it removes its node) afterwards."""
+    with running_node_agent(cluster, tmp_path) as agent:
+        yield agent
+
+
+@contextlib.contextmanager
+def running_node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
+    """The node agent of the `node_agent` fixture, for fixtures of a wider scope."""
     agent = NodeAgent(name=f"agent-{os.getpid()}", state=tmp_path / "agent", log=tmp_path / "agent.log")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "hack"), "KUBECONFIG": str(cluster.kubeconfig)}
     # One advertised GPU (tests see Triton fail on it: there is no real one) besides the CPU pods.
@@ -209,3 +217,18 @@ def sentiment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from builder import textmodels
 
     return textmodels.tiny_classifier(tmp_path_factory.mktemp("sentiment") / "checkpoint")
+
+
+# ---- the monitoring stack (hack/monitoring.sh): Prometheus Operator, Prometheus, prometheus-adapter ------
+
+
+@pytest.fixture(scope="session")
+def monitoring(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real monitoring stack against the session's cluster, scraping every 2 s by default; yields a
+    `monitoring.stack.Monitoring` (url, query(promql), wait_for_series(promql, timeout), stop()/start()
+    of the prometheus process, alerts(), targets(), custom_metrics). Stopped at the end of the session."""
+    from monitoring import stack
+
+    name = f"s{os.getpid()}"
+    with stack.running(STATE, name, tmp_path_factory.mktemp("monitoring") / "state") as handle:
+        yield handle
