@@ -107,6 +107,9 @@ def local_argv(container: Obj, tools: Toolchain, mounts: Mounts, pod_ip: str) ->
             f"--http-address={pod_ip}",
             f"--grpc-address={pod_ip}",
             f"--metrics-address={pod_ip}",
+            # A kubelet gives each pod its own /dev/shm; here every pod shares the host's, and two python
+            # backends with the default region names corrupt each other's (boost lock_exception aborts).
+            f"--backend-config=python,shm-region-prefix-name=conch_{pod_ip.replace('.', '_')}_",
         ]
     return argv
 

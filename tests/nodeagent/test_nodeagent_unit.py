@@ -54,7 +54,8 @@ def test_tritonserver_binds_the_pod_ip_and_finds_the_python_backend() -> None:
     argv = runtime.local_argv(container, TOOLS, MOUNTS, "127.65.0.9")
     assert argv[:2] == ["/triton/bin/tritonserver", "--model-repository=/data/store/r/bk"]
     assert {"--http-address=127.65.0.9", "--grpc-address=127.65.0.9", "--metrics-address=127.65.0.9",
-            "--backend-directory=/state/backends"} <= set(argv)  # fmt: skip
+            "--backend-directory=/state/backends",
+            "--backend-config=python,shm-region-prefix-name=conch_127_65_0_9_"} <= set(argv)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,8 @@ def run_triton(
         f"--metrics-port={server.metrics}",
         "--allow-metrics=true",
         "--exit-on-error=true",
+        # tests run several tritonservers at once on one /dev/shm: python backend regions must not collide
+        f"--backend-config=python,shm-region-prefix-name=conch_test_{server.http}_",
         *extra_args,
     ]
     with server.log.open("wb") as log:
