@@ -197,7 +197,7 @@ def _step(
         st = _record(st, m, world.now, is_quality=m is quality)
         limit = canary.analysis.failure_limit if canary.analysis is not None else 0
         if m.result == "Failed" and (m is quality or st.failures > limit):
-            return _abort(st, stable, world, f"analysis failed at step {st.step + 1}: {m.message}")
+            return _abort(st, stable, world, m.message)  # the condition names the step
     plan = Plan(st, stable, None if world.autoscaled else s, c)
     if st.step_started_at is None:
         message = f"step {st.step + 1}/{len(canary.steps)}: waiting for {want_c} canary pods to be ready"

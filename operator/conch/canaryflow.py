@@ -207,7 +207,7 @@ def _quality(
             apply.absent(client, kube.path_of(desired), owner.uid)
         return canary.Measurement("Unavailable", (), f"quality analysis: {result.reason}")
     verdict: canary.Result = "Passed" if result.state == "Passed" else "Failed"
-    return canary.Measurement(verdict, result.values(), f"quality: {result.reason}")
+    return canary.Measurement(verdict, result.values(), result.reason)  # "quality analysis failed: ..."
 
 
 def _ready_ips(pods: list[Obj], track: str) -> list[str]:
