@@ -176,15 +176,14 @@ def sync_mirrors(api: client.ApiClient, last: dict[str, str]) -> None:
     core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
     services = plain(api, core.list_service_for_all_namespaces())["items"]
     wanted: dict[str, dict[str, Any]] = {}
-    pods_of: dict[str, list[dict[str, Any]]] = {}
     for svc in services:
-        ns = svc["metadata"]["namespace"]
-        if not svc["spec"].get("selector"):
+        ns, selector = svc["metadata"]["namespace"], svc["spec"].get("selector")
+        if not selector:
             continue
-        if ns not in pods_of:
-            pods = core.list_namespaced_pod(ns, field_selector="status.phase=Running")
-            pods_of[ns] = plain(api, pods)["items"]
-        body = mirror_slice(svc, pods_of[ns])
+        # the apiserver filters: a namespace of 3000 unrelated pods costs nothing here
+        labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        pods = core.list_namespaced_pod(ns, label_selector=labels, field_selector="status.phase=Running")
+        body = mirror_slice(svc, plain(api, pods)["items"])
         if body is not None:
             wanted[f"{ns}/{body['metadata']['name']}"] = body
     existing = discovery.list_endpoint_slice_for_all_namespaces(
