@@ -197,15 +197,11 @@ def render_analysis_job(owner: Owner, req: AnalysisRequest) -> Obj:
             "ttlSecondsAfterFinished": TTL_SECONDS,
             "template": {
                 "metadata": {"labels": labels, "annotations": annotations},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "securityContext": common.restricted_pod_security(),
-                    "nodeSelector": spec.build.node_selector,
-                    "tolerations": spec.build.tolerations,
-                    "automountServiceAccountToken": False,
-                    "containers": [container],
-                    "volumes": [common.store_volume(owner, read_only=True), {"name": "tmp", "emptyDir": {}}],
-                },
+                "spec": common.one_shot_pod_spec(
+                    spec,
+                    container,
+                    [common.store_volume(owner, read_only=True), {"name": "tmp", "emptyDir": {}}],
+                ),
             },
         },
     }

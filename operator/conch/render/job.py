@@ -78,15 +78,11 @@ def render_job(owner: Owner, version: str, spec_key: str) -> Obj:
             },
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": annotations},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "securityContext": common.restricted_pod_security(),
-                    "nodeSelector": spec.build.node_selector,
-                    "tolerations": spec.build.tolerations,
-                    "automountServiceAccountToken": False,
-                    "containers": [container],
-                    "volumes": [common.store_volume(owner, read_only=False), {"name": "tmp", "emptyDir": {}}],
-                },
+                "spec": common.one_shot_pod_spec(
+                    spec,
+                    container,
+                    [common.store_volume(owner, read_only=False), {"name": "tmp", "emptyDir": {}}],
+                ),
             },
         },
     }

@@ -98,17 +98,11 @@ def render_gc_job(
             "ttlSecondsAfterFinished": TTL_SECONDS,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "securityContext": common.restricted_pod_security(),
-                    "nodeSelector": spec.build.node_selector,
-                    "tolerations": spec.build.tolerations,
-                    "automountServiceAccountToken": False,
-                    "containers": [container],
-                    "volumes": [
-                        {"name": common.STORE_VOLUME, "persistentVolumeClaim": {"claimName": store.claim}}
-                    ],
-                },
+                "spec": common.one_shot_pod_spec(
+                    spec,
+                    container,
+                    [{"name": common.STORE_VOLUME, "persistentVolumeClaim": {"claimName": store.claim}}],
+                ),
             },
         },
     }
