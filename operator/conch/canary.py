@@ -105,19 +105,33 @@ def split(total: int, weight: int, world_stable: int, autoscaled: bool, max_surg
     return max(1, total - canary), canary
 
 
+def _footprint(pods: Pods) -> int:
+    """Pods a track holds or is about to: its count, or more while extra ones terminate."""
+    return max(pods.spec, pods.existing)
+
+
+def _grow_stable(want: int, world: World) -> int:
+    """The stable's count toward `want`: shrinking is free; growing only into the budget the canary's
+    pods and the stable's own terminating ones leave."""
+    if want <= world.stable.spec:
+        return want
+    terminating = max(0, world.stable.existing - world.stable.spec)
+    cap = world.total + world.max_surge - _footprint(world.canary) - terminating
+    return max(world.stable.spec, min(want, cap, world.total))
+
+
 def scale(want_stable: int, want_canary: int, world: World) -> tuple[int, int]:
     """Replica counts for this pass that move toward (want_stable, want_canary) within the budget."""
     budget = world.total + world.max_surge
     if want_canary <= world.canary.spec:
         canary = want_canary
     else:
-        room = max(0, budget - world.stable.existing - world.canary.existing)
+        room = max(0, budget - _footprint(world.stable) - _footprint(world.canary))
         canary = min(want_canary, world.canary.spec + room)
     if world.autoscaled:
         return want_stable, canary
     # shrink only as canary pods are ready to take over; grow only into what the canary frees
-    stable = max(want_stable, world.total - world.canary.ready)
-    return min(stable, max(0, budget - world.canary.existing), world.total), canary
+    return _grow_stable(max(want_stable, world.total - world.canary.ready), world), canary
 
 
 def analysis_due(canary: types.Canary, status: types.CanaryStatus | None, now: float) -> bool:
@@ -295,7 +309,7 @@ def _promote(st: types.CanaryStatus, version: str, stable: str, world: World) ->
         message = f"promoting: the stable Deployment rolls {stable_n} pods to {version}"
         st = _up(st, stable_replicas=stable_n, canary_replicas=world.canary.spec, message=message)
         return Plan(st, version, stable_n, world.canary.spec)
-    stable_n = min(total, total + world.max_surge - world.canary.existing)
+    stable_n = _grow_stable(total, world)
     canary_n = min(world.canary.spec, max(0, total - world.stable.ready))
     st = _up(st, step=st.steps + 1, stable_replicas=stable_n, canary_replicas=canary_n)
     plan = Plan(st, version, stable_n, canary_n)
@@ -318,7 +332,7 @@ def settle(st: types.CanaryStatus, stable: str, world: World) -> Plan:
     """After an abort: the canary scales away, the stable grows back as its pods go."""
     if world.autoscaled:
         return Plan(_up(st, canary_replicas=0), stable, None, 0, reason=st.message)
-    stable_n = min(world.total, world.total + world.max_surge - world.canary.existing)
+    stable_n = _grow_stable(world.total, world)
     st = _up(st, canary_replicas=0, stable_replicas=stable_n, weight=0)
     return Plan(st, stable, stable_n, 0, reason=st.message)
 

@@ -67,6 +67,8 @@ def world(
         ((4, 0), (2, 2, 2), (2, 2, 2), (3, 0)),  # abort: the canary goes, the stable grows into its room
         ((4, 0), (3, 3, 3), (0, 2, 0), (3, 0)),  # its pods still terminate
         ((4, 0), (3, 3, 3), (0, 0, 0), (4, 0)),
+        ((4, 0), (2, 3, 2), (2, 2, 2), (2, 0)),  # a stable pod still terminates: it holds its GPU too
+        ((4, 0), (2, 2, 2), (0, 2, 0), (3, 0)),
     ],
 )
 def test_scale_keeps_the_budget(
@@ -130,10 +132,8 @@ def run_canary(
     now = T0
     plan = None
     for _ in range(passes):
-        rolled = (
-            all(p.version == stable.version and p.ready for p in stable.pods)
-            and len(stable.pods) == stable.replicas
-        )
+        live = stable.live()  # as a Deployment's status counts: terminating pods are not replicas
+        rolled = all(p.version == stable.version and p.ready for p in live) and len(live) == stable.replicas
         w = canary.World(
             now=now, total=total, autoscaled=autoscaled, max_surge=surge, stable=stable.observed(),
             canary=can.observed(), stable_version=stable.version, stable_rolled_out=rolled,
