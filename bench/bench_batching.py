@@ -39,6 +39,7 @@ import loadgen  # noqa: E402
 
 MODEL = "digits"
 KEYS = ("throughput_rps", "p50_ms", "p99_ms")
+HPA_RUNS = 3
 CONCURRENCY, ROUND_S, ROUNDS, WARMUP_S = 16, 10.0, 3, 2.0
 BASE = {"quantize": {"mode": "none"}, "export": {"format": "onnx", "backend": "python"}}
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -98,19 +99,29 @@ def batching(work: Path) -> dict[str, Any]:
 
 
 def hpa(work: Path) -> dict[str, Any]:
-    timings = work / "hpa.json"
+    """The e2e HPA test HPA_RUNS times (each a fresh namespace, build and Triton); every run's timings."""
     test = "tests/monitoring/test_metrics_e2e.py::test_hpa_scales_on_triton_queue_time_and_back"
-    env = {**os.environ, "CONCH_HPA_TIMINGS": str(timings)}
-    start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", test, "-q", "-x", "-p", "no:cacheprovider"],
-        cwd=ROOT.parent, env=env, capture_output=True, text=True, check=False, timeout=1200,
-    )  # fmt: skip
-    if proc.returncode != 0 or not timings.exists():
-        return {"error": f"the HPA test failed (rc={proc.returncode})", "output": proc.stdout[-3000:]}
-    result: dict[str, Any] = json.loads(timings.read_text())
-    result["testWallSeconds"] = round(time.monotonic() - start, 1)
-    return result
+    runs: list[dict[str, Any]] = []
+    for i in range(HPA_RUNS):
+        timings = work / f"hpa-{i}.json"
+        env = {**os.environ, "CONCH_HPA_TIMINGS": str(timings)}
+        start = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", test, "-q", "-x", "-p", "no:cacheprovider"],
+            cwd=ROOT.parent, env=env, capture_output=True, text=True, check=False, timeout=1200,
+        )  # fmt: skip
+        if proc.returncode != 0 or not timings.exists():
+            failed = {"error": f"the HPA test failed (rc={proc.returncode})", "output": proc.stdout[-3000:]}
+            runs.append(failed)
+            continue
+        run: dict[str, Any] = json.loads(timings.read_text())
+        run["testWallSeconds"] = round(time.monotonic() - start, 1)
+        runs.append(run)
+        print("hpa", run, flush=True)
+    ok = [r for r in runs if "error" not in r]
+    keys = ("loadStartToScaleUpDecisionSeconds", "loadStartToTwoReadySeconds", "loadStopToOneReplicaSeconds")
+    median = {k: statistics.median(r[k] for r in ok) for k in keys} if ok else {}
+    return {"median": median, "runs": runs}
 
 
 def main() -> None:
