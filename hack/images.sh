@@ -105,9 +105,7 @@ base_image() {
 }
 
 # The wheels each image installs (linux x86_64, CPython 3.11), downloaded from PyPI once per
-# requirement set into $WHEELHOUSE/<set>. images/wheels holds hard links to all of them and keeps
-# them between builds: an unchanged build context is not sent to the daemon again (the builder's
-# wheels are 3 GB), and an unchanged wheel folder keeps the dependency layers cached.
+# requirement set into $WHEELHOUSE/<set>; each build sees its image's set as images/wheels.
 wheel_set() {  # name requirement...
   local name=$1; shift
   local dir=$WHEELHOUSE/$name stamp
@@ -133,24 +131,31 @@ wheelhouse() {
   wheel_set standin --no-deps "$(grep -oE 'nvidia-pytriton==[0-9.]+' "$root/pyproject.toml")"
 }
 
-link_wheels() {
-  local f name
-  for f in "$WHEELHOUSE"/*/*.whl; do
-    name=$root/images/wheels/$(basename "$f")
-    [ "$name" -ef "$f" ] || ln -f "$f" "$name" 2>/dev/null || cp -p "$f" "$name"
+
+# Each image is built from a small mirror (hard links) of what it uses: the repository's files
+# and only its own wheels. BuildKit keeps one copy of a context per folder and sends what changed;
+# with separate folders the builder's 3 GB of wheels is not re-sent because another image ran.
+mirror() {  # name wheel-set...
+  local ctx=$STATE/context-$1 f; shift
+  rm -rf "$ctx"
+  mkdir -p "$ctx/images/wheels"
+  local files=("$root/pyproject.toml" "$root/README.md" "$root/operator" "$root/model_repo_builder")
+  cp -al "${files[@]}" "$ctx/" 2>/dev/null || cp -a "${files[@]}" "$ctx/"
+  cp -p "$root"/images/*.Dockerfile "$root/images/pyproject_deps.py" "$ctx/images/"
+  cp -p "$root/.dockerignore" "$ctx/"
+  for set in "$@"; do
+    for f in "$WHEELHOUSE/$set"/*.whl; do ln -f "$f" "$ctx/images/wheels/" 2>/dev/null || cp -p "$f" "$ctx/images/wheels/"; done
   done
-  for f in "$root"/images/wheels/*.whl; do  # wheels no set needs any more
-    [ -n "$(find "$WHEELHOUSE" -mindepth 2 -maxdepth 2 -name "$(basename "$f")" -print -quit)" ] || rm -f "$f"
-  done
+  echo "$ctx"
 }
 
-build_one() {  # dockerfile tag [build args...]
-  local file=$1 tag=$2; shift 2
+build_one() {  # context dockerfile tag [build args...]
+  local context=$1 file=$2 tag=$3; shift 3
   local t0=$SECONDS
   log "building $tag ($file)"
   docker_ build --network=none --build-arg PIP_NO_INDEX=1 \
     --build-arg "REVISION=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    "$@" -f "$root/$file" -t "$tag" "$root" >"$STATE/build-$(basename "$file" .Dockerfile).log" 2>&1 \
+    "$@" -f "$root/$file" -t "$tag" "$context" >"$STATE/build-$(basename "$file" .Dockerfile).log" 2>&1 \
     || { tail -40 "$STATE/build-$(basename "$file" .Dockerfile).log" >&2; die "build of $tag failed"; }
   log "built $tag in $((SECONDS - t0)) s"
 }
@@ -161,11 +166,15 @@ build() {
   if up; then started=1; fi
   base_image
   wheelhouse
-  link_wheels
-  build_one images/tritonserver-standin.Dockerfile "$TRITON_BASE" --build-arg "BASE_IMAGE=$PYTHON_BASE"
-  build_one images/operator.Dockerfile "$OPERATOR_IMAGE"
-  build_one images/builder.Dockerfile "$BUILDER_IMAGE"
-  build_one images/triton.Dockerfile "$TRITON_IMAGE"
+  build_one "$(mirror standin standin)" images/tritonserver-standin.Dockerfile "$TRITON_BASE" \
+    --build-arg "BASE_IMAGE=$PYTHON_BASE"
+  build_one "$(mirror operator operator)" images/operator.Dockerfile "$OPERATOR_IMAGE"
+  build_one "$(mirror builder builder)" images/builder.Dockerfile "$BUILDER_IMAGE"
+  build_one "$(mirror triton triton)" images/triton.Dockerfile "$TRITON_IMAGE"
+  # superseded layers and build contexts go (each changed dependency layer of the builder is ~6 GB);
+  # the most recently used cache, what the next build reuses, stays
+  docker_ image prune -f >/dev/null
+  docker_ builder prune -f --filter type=regular --keep-storage "${CONCH_BUILD_CACHE_KEEP:-16GB}" >/dev/null
   docker_ image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' \
     | grep -E "^($REGISTRY|nvcr.io|python)" | sort >&2
   log "images built in $((SECONDS - t0)) s"

@@ -224,8 +224,9 @@ makeIPTablesUtilChains: false
 resolvConf: $STATE/kubelet/resolv.conf
 clusterDomain: cluster.local
 evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
-imageGCHighThresholdPercent: 99
-imageGCLowThresholdPercent: 98
+# never garbage-collect images: they come only from `ctr image import` (a full disk once removed them all)
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 registerNode: true
 podPidsLimit: 4096
