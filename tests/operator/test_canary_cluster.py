@@ -183,3 +183,27 @@ def test_op_canary_quality_analysis_aborts_then_a_fresh_version_promotes(kube: K
     play_quality_job(k, "qa", "v3", "bk-qa-v1", passed=True, cosine=0.9999)
     wait_for("v3 promoted", lambda: serving(k, "qa", "v3"), 90)
     assert k.condition("qa", "Degraded")["status"] == "False" and "failedVersion" not in k.status("qa")
+
+
+def test_op_autoscaled_canary_leaves_the_stable_count_to_the_hpa(kube: Kube) -> None:
+    k = kube
+    spec = {
+        "replicas": None,
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+        "rollout": {"strategy": "canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 2}]}},
+    }
+    bring_up(k, "hc", **spec)
+    k.apply(md_object("hc", version="v2", **spec))
+    k.finish_build("hc", "v2")
+    canary = wait_for(
+        "the canary's pod", lambda: pods_by_version(k, "hc").get("v2") == 1 and k.status("hc"), 60
+    )
+    assert canary["canary"]["canaryReplicas"] == 1 and canary["currentVersion"] == "v1"
+    wait_for(
+        "v2 promoted", lambda: serving(k, "hc", "v2") and k.status("hc")["canary"]["phase"] == "Promoted", 90
+    )
+    stable = k.get("deployment", "hc")
+    assert stable is not None
+    ours = [m for m in stable["metadata"]["managedFields"] if m["manager"] == "conch-operator"]
+    assert ours and "f:replicas" not in json.dumps(ours), "the HPA keeps owning the stable's count"
+    wait_for("only v2 pods", lambda: pods_by_version(k, "hc") == {"v2": 1}, 60)
