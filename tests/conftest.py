@@ -198,6 +198,10 @@ def running_node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
         str(agent.state),
         "--gpus",
         "1",
+        # A /24 of its own: agents of concurrent sessions on one machine would otherwise hand out the
+        # same first addresses of 127.65.0.0/16, and a pod's Triton fails on "address already in use".
+        "--pod-cidr",
+        f"127.65.{1 + os.getpid() % 254}.0/24",
     ]
     with agent.log.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
