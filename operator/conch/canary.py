@@ -160,9 +160,11 @@ def quality_due(canary: types.Canary, status: types.CanaryStatus | None) -> bool
     )
 
 
-def start(canary: types.Canary, version: str) -> types.CanaryStatus:
+def start(canary: types.Canary, version: str, now: float) -> types.CanaryStatus:
     """The status of a fresh canary of `version`."""
-    return types.CanaryStatus(version=version, steps=len(canary.steps), weight=canary.steps[0].weight)
+    return types.CanaryStatus(
+        version=version, steps=len(canary.steps), weight=canary.steps[0].weight, started_at=format_time(now)
+    )
 
 
 def advance(
@@ -176,7 +178,10 @@ def advance(
     quality: Measurement | None = None,
 ) -> Plan:
     """One pass of the canary of `version` beside `stable`."""
-    st = old if old is not None and old.version == version else start(canary, version)
+    if old is None or old.version != version or old.phase == "Promoted":
+        st = start(canary, version, world.now)
+    else:
+        st = old
     if st.phase == "Aborted":
         return settle(st, stable, world)
     if st.phase == "Promoting":

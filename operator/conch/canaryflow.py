@@ -62,7 +62,7 @@ def step(
             return None
         if decision.serve is None:
             return None
-        left = old.canary or canary.start(types.Canary(steps=[types.CanaryStep(weight=100)]), wanted)
+        left = old.canary or canary.start(types.Canary(steps=[types.CanaryStep(weight=100)]), wanted, now)
         if left.phase not in ("Promoted", "Aborted"):
             why = decision.reason or "spec.version or the strategy changed"
             left = left.model_copy(update={"phase": "Aborted", "message": f"abandoned: {why}"})
@@ -70,6 +70,8 @@ def step(
     else:
         assert steps is not None and current is not None
         before = old.canary if old.canary is not None and old.canary.version == wanted else None
+        if before is not None and before.phase in ("Promoted", "Aborted"):
+            before = None  # that canary ended (spec.version went elsewhere and came back): a fresh one
         measured = _analyse(owner, steps, before, current, now)
         quality = _quality(client, owner, steps, before, stable=current, ready=ready, pods=pods, now=now)
         plan = canary.advance(
@@ -184,6 +186,7 @@ def _quality(
         stable_addresses=tuple(ips["stable"][:1]), stable_build_key=ready[stable].build_key,
         model_name=ready[stable].model_name, canary_model_name=ready[wanted].model_name,
         thresholds=thresholds, probe_path=quality.probe_path,
+        attempt=int(canary.parse_time(before.started_at) or 0),  # a later canary of this version: a new Job
     )  # fmt: skip
     desired = analysis.render_analysis_job(owner, req)
     live = client.get(kube.path_of(desired))

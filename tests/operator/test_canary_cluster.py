@@ -132,9 +132,8 @@ def play_quality_job(
         jobs = k.items(
             "jobs", f"serving.conch.dev/modeldeployment={name},app.kubernetes.io/component=quality-analysis"
         )
-        return next(
-            (j for j in jobs if j["metadata"]["labels"]["serving.conch.dev/version"] == version), None
-        )
+        mine = [j for j in jobs if j["metadata"]["labels"]["serving.conch.dev/version"] == version]
+        return next((j for j in mine if not j.get("status", {}).get("conditions")), None)  # not finished
 
     found = wait_for(f"quality job of {version}", job, 60)
     cmd = found["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -183,6 +182,10 @@ def test_op_canary_quality_analysis_aborts_then_a_fresh_version_promotes(kube: K
     play_quality_job(k, "qa", "v3", "bk-qa-v1", passed=True, cosine=0.9999)
     wait_for("v3 promoted", lambda: serving(k, "qa", "v3"), 90)
     assert k.condition("qa", "Degraded")["status"] == "False" and "failedVersion" not in k.status("qa")
+    # back to v2 (aborted before): a fresh canary with a new analysis Job, not the old verdict
+    k.apply(md_object("qa", version="v2", replicas=2, rollout=rollout))
+    play_quality_job(k, "qa", "v2", "bk-qa-v3", passed=True, cosine=0.9999)
+    wait_for("v2 promoted this time", lambda: serving(k, "qa", "v2"), 90)
 
 
 def test_op_autoscaled_canary_leaves_the_stable_count_to_the_hpa(kube: Kube) -> None:

@@ -445,6 +445,7 @@ class CanaryStatus(Model):
     weight: int = 0
     stable_replicas: int = 0
     canary_replicas: int = 0
+    started_at: str | None = None  # when this canary began
     step_started_at: str | None = None  # when the step's pods were all ready
     analyzed_at: str | None = None
     analysis_result: Literal["Passed", "Failed", "Inconclusive", "Unavailable"] | None = None
