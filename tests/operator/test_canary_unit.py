@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conch import canary, promql
+from conch import canary, canaryflow, promql, status
 from conch.api import types
 from conch.render import common
 
@@ -340,3 +340,24 @@ def test_a_quality_job_that_cannot_analyse_pauses_the_step() -> None:
     assert plan.status.phase == "Paused" and not plan.aborted and plan.status.quality_step is None
     assert plan.status.message.endswith("; quality analysis: 127.65.0.9:8000 unreachable")
     assert canary.quality_due(spec, plan.status), "retried"
+
+
+def test_conditions_name_the_reason() -> None:
+    def flow(running: bool, **status: Any) -> canaryflow.Flow:
+        st = types.CanaryStatus(version="v2", steps=2, **status)
+        return canaryflow.Flow(canary.Plan(st, "v1", 2, 0), running=running)
+
+    paused = canaryflow.conditions(flow(True, phase="Paused", message="waiting"), "v1", "v2")
+    assert paused["Progressing"] == status.Cond("Progressing", False, "AnalysisUnavailable", "waiting")
+    failed = canaryflow.conditions(
+        flow(False, phase="Aborted", message="latencyMs 203 not <= 100"), "v1", "v2"
+    )
+    assert failed["Degraded"].reason == "AnalysisFailed"
+    assert failed["Degraded"].message == "canary v2 aborted at step 1/2: latencyMs 203 not <= 100; serving v1"
+    crashed = canaryflow.conditions(flow(False, phase="Aborted", message="canary pods failed: x"), "v1", "v2")
+    assert crashed["Degraded"].reason == "CanaryFailed"
+    assert (
+        canaryflow.conditions(flow(False, phase="Aborted", message="latency"), "v1", "v3") == {}
+    )  # not wanted
+    abandoned = canaryflow.conditions(flow(False, phase="Aborted", message="abandoned: x"), "v1", "v2")
+    assert "Degraded" not in abandoned
