@@ -16,12 +16,19 @@ from (apply.apply_status), so a pass that read an old ModelDeployment gets 409 a
 Only objects with the ModelDeployment label are streamed: the cache is authoritative for those
 alone, so callers that read other objects of these kinds (the store janitor's Jobs) use the plain
 client.
+
+Kinds that are not watched (the admin-key Secret, whose RBAC is get/create/patch and never list or
+watch; ServiceMonitors, an optional CRD) are remembered for `unwatched_ttl` seconds after a read or
+our own write, so an idle pass asks nothing: someone else's edit to them is corrected within that
+time instead of at once.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import conch
@@ -117,15 +124,36 @@ class Store:
 class CachedKube(kube.Kube):
     """A Kube whose reads of the watched kinds come from a Store, and whose writes update it."""
 
-    def __init__(self, api: Any, store: Store) -> None:
+    def __init__(
+        self,
+        api: Any,
+        store: Store,
+        unwatched_ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(api)
         self.store = store
+        self.unwatched_ttl, self.clock = unwatched_ttl, clock
+        self._recent: dict[str, tuple[float, Obj | None]] = {}  # unwatched objects: path -> (when, object)
+        self._recent_lock = threading.Lock()
+
+    def _remember(self, url: str, obj: Obj | None) -> None:
+        with self._recent_lock:
+            self._recent[url] = (self.clock(), obj)
 
     def get(self, url: str) -> Obj | None:
         parsed = parse_path(url)
-        if parsed is None or parsed[3] is None:
+        if parsed is not None and parsed[3] is not None:
+            return self.store.get(parsed[0], parsed[1], parsed[2], parsed[3])
+        if "/namespaces/" not in url:  # discovery and cluster-scoped reads: not remembered
             return super().get(url)
-        return self.store.get(parsed[0], parsed[1], parsed[2], parsed[3])
+        with self._recent_lock:
+            hit = self._recent.get(url)
+        if hit is not None and self.clock() - hit[0] < self.unwatched_ttl:
+            return hit[1]
+        obj = super().get(url)
+        self._remember(url, obj)
+        return obj
 
     def list(self, url: str, label_selector: str | None = None) -> list[Obj]:
         parsed = parse_path(url)
@@ -136,4 +164,10 @@ class CachedKube(kube.Kube):
     def apply(self, url: str, obj: Obj, field_manager: str = conch.FIELD_MANAGER) -> Obj:
         written = super().apply(url, obj, field_manager)
         self.store.observe(written)  # the status subresource answers with the whole object too
+        if parse_path(url) is None and not url.endswith("/status"):
+            self._remember(url, written)
         return written
+
+    def delete(self, url: str) -> None:
+        super().delete(url)
+        self._remember(url, None)

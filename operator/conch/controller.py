@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,8 @@ from conch.render import common, deployment, hpa, job, pdb, secret, service, ser
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
 BUSY_REQUEUE = 3.0
-IDLE_REQUEUE = 60.0
+IDLE_REQUEUE = 600.0  # the resync: drift nobody announced; --resync-seconds sets it
+RESYNC_JITTER = 0.1  # +-10%, so a thousand objects created together do not resync together
 MD_API = f"{types.GROUP}/{types.VERSION}"
 
 
@@ -69,7 +71,7 @@ def reconcile(client: kube.Kube, namespace: str, name: str) -> float | None:
     if run.flow is not None:
         return run.flow.plan.wait
     busy = new.phase in ("Building", "RollingOut")
-    return BUSY_REQUEUE if busy else IDLE_REQUEUE
+    return BUSY_REQUEUE if busy else IDLE_REQUEUE * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
 
 
 def _record_invalid(

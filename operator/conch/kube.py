@@ -36,7 +36,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     ("serving.conch.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
 }
-DISCOVERY_TTL = 60.0
+DISCOVERY_TTL = 300.0  # an optional API (ServiceMonitors) appearing is noticed within this
 
 
 def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:

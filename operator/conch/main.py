@@ -15,7 +15,7 @@ import uuid
 
 import kopf
 
-from conch import handlers, leader, metrics
+from conch import controller, handlers, leader, metrics
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,6 +34,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="log line format")
     parser.add_argument("--workers", type=int, default=4, help="reconcile passes at once (default 4)")
+    parser.add_argument(
+        "--resync-seconds", type=float, default=600.0,
+        help="idle passes per ModelDeployment (+-10%% jitter); events drive everything else (default 600)",
+    )  # fmt: skip
     parser.add_argument(
         "--no-cache",
         action="store_true",
@@ -96,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.store_gc_grace < 0:
         raise SystemExit("conch-operator: --store-gc-grace: must be >= 0 seconds")
     grace = None if args.no_store_gc else args.store_gc_grace
+    if args.resync_seconds < 5:
+        raise SystemExit("conch-operator: --resync-seconds: must be >= 5")
+    controller.IDLE_REQUEUE = args.resync_seconds
     if not 1 <= args.workers <= 64:
         raise SystemExit("conch-operator: --workers: must be 1..64")
     handlers.configure(handlers.Options(leader_election(args), exact, grace, args.workers, not args.no_cache))
