@@ -216,7 +216,7 @@ def _with_crashes(
     pods = client.list(
         kube.path("v1", "Pod", owner.namespace), f"{selector},{common.LABEL_VERSION}={state.version}"
     )
-    return dataclasses.replace(state, crash=rollout.crash_reason(pods))
+    return dataclasses.replace(state, crash=rollout.crash_reason(pods), waiting=rollout.waiting_reason(pods))
 
 
 def _optional(client: kube.Kube, run: Pass, desired: Obj | None, api_version: str, kind: str) -> None:
@@ -236,7 +236,7 @@ def _conditions(run: Pass, decision: rollout.Decision, state: rollout.Deployment
     out = [
         _ready(decision, state),
         _built(run, entry),
-        _progressing(entry, decision),
+        _progressing(entry, decision, state),
         _degraded(run, entry, decision),
     ]
     if run.owner.spec.monitoring.service_monitor.enabled:
@@ -269,10 +269,13 @@ def _ready(decision: rollout.Decision, state: rollout.DeploymentState) -> status
     return status.Cond("Ready", False, "Unavailable", f"version {serving}: {counts}")
 
 
-def _progressing(entry: types.HistoryEntry, decision: rollout.Decision) -> status.Cond:
+def _progressing(
+    entry: types.HistoryEntry, decision: rollout.Decision, state: rollout.DeploymentState
+) -> status.Cond:
     target = decision.serve.version if decision.serve else None
     if target is not None and target != decision.current:
-        return status.Cond("Progressing", True, "RollingOut", f"rolling out version {target}")
+        waiting = f"; {state.waiting}" if state.waiting and state.version == target else ""
+        return status.Cond("Progressing", True, "RollingOut", f"rolling out version {target}{waiting}")
     if decision.stuck:
         return status.Cond("Progressing", False, "ProgressDeadlineExceeded", decision.reason)
     if entry.result == "Building":

@@ -34,6 +34,7 @@ class DeploymentState:
     deadline_exceeded: bool = False
     message: str = ""
     crash: str = ""  # why the version's pods cannot start, once that is certain (see crash_reason)
+    waiting: str = ""  # why a pod waits for its image (a retry may heal it; see waiting_reason)
 
 
 CRASH_RESTARTS = 2
@@ -67,6 +68,23 @@ def crash_reason(pods: list[Obj]) -> str:
                     f"pod {name}: container {cs['name']} restarted {cs['restartCount']} times "
                     f"(last exit code {last.get('exitCode')}{oom}): {words}"
                 )
+    return ""
+
+
+IMAGE_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff"})
+
+
+def waiting_reason(pods: list[Obj]) -> str:
+    """A pod of the version waiting for an image the kubelet cannot pull, with the kubelet's message.
+    Not a failure (a registry hiccup heals; the progress deadline decides), but said while it lasts."""
+    for pod in pods:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        for cs in pod.get("status", {}).get("containerStatuses", []):
+            waiting = cs.get("state", {}).get("waiting", {})
+            if waiting.get("reason") in IMAGE_WAITING:
+                text = f"pod {pod['metadata']['name']}: {waiting['reason']}: {waiting.get('message', '')}"
+                return text.strip()[:MESSAGE_TAIL]
     return ""
 
 

@@ -250,6 +250,14 @@ def test_crash_reason(pods: list[Any], expected: str) -> None:
     assert got.startswith(expected) and bool(got) == bool(expected), got
 
 
+def test_waiting_reason_names_the_image_the_kubelet_cannot_pull() -> None:
+    pod = triton_pod(0, waiting="ImagePullBackOff")
+    pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = 'Back-off pulling image "x:1"'
+    assert rollout.waiting_reason([pod]) == 'pod p-1: ImagePullBackOff: Back-off pulling image "x:1"'
+    assert rollout.waiting_reason([triton_pod(0)]) == ""  # CrashLoopBackOff: crash_reason's business
+    assert rollout.waiting_reason([triton_pod(0, waiting="ErrImagePull", deleting=True)]) == ""
+
+
 def test_crash_loop_rolls_back_before_the_deadline_with_the_containers_words() -> None:
     crashing = dataclasses.replace(
         dep("v2", done=False), crash="pod p: container triton restarted 2 times: boom"

@@ -29,8 +29,10 @@ V1 = {"quantize": {"mode": "fp16"}, "export": EXPORT, "gate": {"minTop1Agreement
 SERVING_MEMORY = "1Gi"
 
 
-def modeldeployment(name: str, build: dict[str, Any], compression: dict[str, Any]) -> dict[str, Any]:
-    return {
+def modeldeployment(
+    name: str, build: dict[str, Any], compression: dict[str, Any], serving: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    md: dict[str, Any] = {
         "apiVersion": "serving.conch.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
         "spec": {
             "version": "v1",
@@ -46,15 +48,17 @@ def modeldeployment(name: str, build: dict[str, Any], compression: dict[str, Any
             "storage": {"claimName": "model-store"},
         },
     }  # fmt: skip
+    md["spec"]["serving"].update(serving or {})
+    return md
 
 
 class Ns(e2e.Ns):
     def pods(self, selector: str) -> list[dict[str, Any]]:
         return self.items("pods", selector)
 
-    def built(self, name: str) -> dict[str, Any]:
+    def built(self, name: str, kind: str = "Built") -> dict[str, Any]:
         conds = self.get("md", name).get("status", {}).get("conditions", [])
-        return next((c for c in conds if c["type"] == "Built"), {})
+        return next((c for c in conds if c["type"] == kind), {})
 
 
 @pytest.fixture
@@ -155,6 +159,7 @@ def test_missing_builder_image_and_oom_show_in_the_built_condition(
 ) -> None:
     k, _, _ = release
     k.apply(modeldeployment("noimage", {"image": "conch.local/missing:0"}, V1))
+    k.apply(modeldeployment("noserve", {}, V1, {"image": "conch.local/missing-triton:0"}))
     oom = {"resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "64Mi"}}}
     k.apply(modeldeployment("oom", oom, {**V1, "quantize": {"mode": "none"}}))
 
@@ -175,6 +180,15 @@ def test_missing_builder_image_and_oom_show_in_the_built_condition(
     built = wait_for("oom's build failed", oom_reported, 240, every=2)
     assert "OOMKilled" in built["message"], built
     print(f"real node: oom Built={built['status']} {built['reason']}: {built['message']}")
+
+    def serving_image_reported() -> dict[str, Any] | None:
+        progressing = k.built("noserve", "Progressing")
+        text = progressing.get("message", "")
+        return progressing if "ErrImagePull" in text or "ImagePullBackOff" in text else None
+
+    progressing = wait_for("the missing Triton image in Progressing", serving_image_reported, 240, every=2)
+    assert "conch.local/missing-triton:0" in progressing["message"], progressing
+    print(f"real node: noserve Progressing {progressing['reason']}: {progressing['message']}")
     pod = k.pods("app.kubernetes.io/component=builder,serving.conch.dev/modeldeployment=oom")[0]
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["reason"] == "OOMKilled", json.dumps(terminated)
