@@ -101,3 +101,15 @@ def test_store_gc_grace_and_opt_out_reach_the_operator() -> None:
     assert "--store-gc-grace=86400" in container(objects(template()))["args"]
     args = container(objects(template("--set", "storeGC.enabled=false")))["args"]
     assert "--no-store-gc" in args and main.parse(["--no-store-gc"]).no_store_gc
+
+
+def test_prometheus_url_becomes_the_operators_default_for_canary_analyses() -> None:
+    assert "CONCH_PROMETHEUS_URL" not in str(container(objects(template()))["env"])
+    env = container(objects(template("--set", "prometheusUrl=http://prometheus-operated.monitoring:9090")))[
+        "env"
+    ]
+    assert {"name": "CONCH_PROMETHEUS_URL", "value": "http://prometheus-operated.monitoring:9090"} in env
+    assert (
+        helm("template", "x", str(CHART), "--set", "prometheusUrl=prometheus:9090", check=False).returncode
+        != 0
+    )
