@@ -18,9 +18,9 @@ alone, so callers that read other objects of these kinds (the store janitor's Jo
 client.
 
 Kinds that are not watched (the admin-key Secret, whose RBAC is get/create/patch and never list or
-watch; ServiceMonitors, an optional CRD) are remembered for `unwatched_ttl` seconds after a read or
-our own write, so an idle pass asks nothing: someone else's edit to them is corrected within that
-time instead of at once.
+watch; ServiceMonitors, an optional CRD; NetworkPolicies) are remembered for `unwatched_ttl` seconds
+(an hour) after a read or our own write, so an idle pass asks nothing: someone else's edit to them is
+corrected within the hour (or at the operator's next start) instead of at once.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class CachedKube(kube.Kube):
         self,
         api: Any,
         store: Store,
-        unwatched_ttl: float = 300.0,
+        unwatched_ttl: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(api)

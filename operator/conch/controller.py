@@ -19,7 +19,7 @@ import pydantic
 
 from conch import apply, build, canaryflow, errors, kube, metrics, rollout, status
 from conch.api import keys, types
-from conch.render import common, deployment, hpa, job, pdb, secret, service, servicemonitor
+from conch.render import common, deployment, hpa, job, networkpolicy, pdb, secret, service, servicemonitor
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ def _serve_step(client: kube.Kube, run: Pass) -> tuple[rollout.Decision, rollout
     run.writes += apply.apply(client, service.render_service(owner))[0]
     _optional(client, run, hpa.render_hpa(owner), "autoscaling/v2", "HorizontalPodAutoscaler")
     _optional(client, run, pdb.render_pdb(owner), "policy/v1", "PodDisruptionBudget")
+    _optional(client, run, networkpolicy.render_networkpolicy(owner), "networking.k8s.io/v1", "NetworkPolicy")
     monitor = servicemonitor.render_servicemonitor(owner)
     if client.served(servicemonitor.API_GROUP_VERSION):
         _optional(client, run, monitor, servicemonitor.API_GROUP_VERSION, "ServiceMonitor")

@@ -37,6 +37,7 @@ NEEDED_NAMESPACED = [
         for v in ("get", "list", "watch", "create", "patch", "delete")
     ],
     *[(v, "servicemonitors.monitoring.coreos.com", "") for v in ("get", "create", "patch", "delete")],
+    *[(v, "networkpolicies.networking.k8s.io", "") for v in ("get", "create", "patch", "delete")],
     ("create", "events", ""),
     *[(v, "secrets", "") for v in ("get", "create", "patch")],  # Triton's admin-key Secret
 ]

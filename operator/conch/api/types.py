@@ -146,6 +146,26 @@ class Serving(Model):
     startup_timeout_seconds: int = Field(
         600, ge=10, le=7200, description="Budget for loading the model before the startupProbe gives up."
     )
+    network_policy: NetworkPolicySpec | None = None
+
+
+class NetworkPolicySpec(Model):
+    """A NetworkPolicy for the Triton pods: only the selected callers reach the inference ports
+    (HTTP 8000, gRPC 8001) and only the selected scrapers the metrics port (8002). Enforced by the
+    cluster's network plugin (Calico, Cilium, ...); a plugin without NetworkPolicy support ignores it."""
+
+    enabled: bool = False
+    from_namespaces: Labels | None = Field(
+        None,
+        description="matchLabels of the namespaces whose pods may call the model; unset: this namespace.",
+    )
+    from_pods: Labels | None = Field(
+        None, description="matchLabels of the calling pods within those namespaces; unset: any pod there."
+    )
+    metrics_from_namespaces: Labels | None = Field(
+        None,
+        description="matchLabels of the namespaces that may scrape the metrics port; unset: the callers.",
+    )
 
 
 class QueueTimeTarget(Model):

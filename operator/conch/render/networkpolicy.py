@@ -1,0 +1,41 @@
+"""The optional NetworkPolicy of the Triton pods (spec.serving.networkPolicy): ingress only to the
+inference ports from the selected callers, and to the metrics port from the selected scrapers."""
+
+from __future__ import annotations
+
+from conch.render import common, deployment
+from conch.render.common import Obj, Owner
+
+
+def _peer(namespaces: dict[str, str] | None, pods: dict[str, str] | None) -> Obj:
+    """A `from` entry: pods (all when unset) in the selected namespaces (this one when unset)."""
+    peer: Obj = {"podSelector": {"matchLabels": pods} if pods else {}}
+    if namespaces:
+        peer["namespaceSelector"] = {"matchLabels": namespaces}
+    return peer
+
+
+def _ports(*numbers: int) -> list[Obj]:
+    return [{"protocol": "TCP", "port": n} for n in numbers]
+
+
+def render_networkpolicy(owner: Owner) -> Obj | None:
+    """The NetworkPolicy, or None when spec.serving.networkPolicy is not enabled."""
+    policy = owner.spec.serving.network_policy
+    if policy is None or not policy.enabled:
+        return None
+    callers = _peer(policy.from_namespaces, policy.from_pods)
+    scrapers = _peer(policy.metrics_from_namespaces, None) if policy.metrics_from_namespaces else callers
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": common.metadata(owner, owner.name, "triton"),
+        "spec": {
+            "podSelector": {"matchLabels": common.selector(owner)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [callers], "ports": _ports(deployment.HTTP_PORT, deployment.GRPC_PORT)},
+                {"from": [scrapers], "ports": _ports(deployment.METRICS_PORT)},
+            ],
+        },
+    }
