@@ -148,7 +148,7 @@ def test_install_creates_the_operator_and_uninstall_removes_it(cluster: Cluster,
     "values",
     [
         (),
-        ("--set", "watchNamespaces={team-a,team-b}", "--set", "verbose=true"),
+        ("--set", "watchNamespaces={@ns}", "--set", "verbose=true"),  # Roles land in watched namespaces
         (
             "--set",
             "serviceAccount.name=custom",
@@ -164,6 +164,7 @@ def test_rendered_objects_pass_server_side_validation(
     cluster: Cluster, namespace: str, values: tuple[str, ...]
 ) -> None:
     """Every rendered object, the CRD included, is accepted by the apiserver (dry run: nothing is stored)."""
+    values = tuple(v.replace("@ns", namespace) for v in values)
     rendered = template(
         "--set", "metrics.serviceMonitor.enabled=true", *MONITORING_SM, *values,
         namespace=namespace, release=f"dry-{secrets.token_hex(3)}",
