@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import threading
@@ -279,7 +280,9 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
     ns = "bench-conch"
     namespace(k, ns)
     log = (ROOT / "bench" / "results" / f"scale-operator-{n}.log").open("wb")
-    port = 18931
+    with socket.socket() as probe:  # a free loopback port for the operator's /metrics
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     env = {**os.environ, "KUBECONFIG": str(STATE / "kubeconfig"), "PYTHONPATH": str(ROOT / "operator")}
     proc = subprocess.Popen(
         [
