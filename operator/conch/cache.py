@@ -102,6 +102,8 @@ class Store:
         key = self._key(obj)
         if key is None:
             return
+        if "managedFields" in obj["metadata"]:  # often half an object's size; nothing here reads it
+            obj = {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"}}
         with self._lock:
             if deleted:
                 self._objects.pop(key, None)

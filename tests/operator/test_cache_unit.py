@@ -65,3 +65,12 @@ def test_store_tracks_adds_updates_and_deletes_per_namespace() -> None:
     assert store.get("v1", "pods", "ns", "a") == pod("a", md="z")
     store.observe(pod("a", md="z"), deleted=True)
     assert store.get("v1", "pods", "ns", "a") is None and len(store) == 2
+
+
+def test_store_drops_managed_fields() -> None:
+    store = cache.Store()
+    p = pod("a", md="x")
+    p["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:metadata": {}}}]
+    store.observe(p)
+    assert "managedFields" not in store.get("v1", "pods", "ns", "a")["metadata"]  # type: ignore[index]
+    assert "managedFields" in p["metadata"]  # the caller's object is left as it was
