@@ -185,8 +185,8 @@ async def child_event(
     body = dict(event.get("object") or {})
     if event.get("type") == "DELETED":
         _store.observe(body, deleted=True)
-    if event.get("type") == "DELETED" and body.get("kind") == "Pod" and _runtime and _runtime[0].janitor:
-        _runtime[0].janitor.pod_deleted(namespace, body)
+        if body.get("kind") == "Pod" and _runtime and _runtime[0].janitor:
+            _runtime[0].janitor.pod_deleted(namespace, body)
     _enqueue(namespace, labels.get(common.LABEL_MD))
 
 

@@ -63,8 +63,8 @@ def keys_of(md: Obj) -> set[str]:
     return {h["buildKey"] for h in st.get("history", []) or [] if h.get("buildKey")}
 
 
-def served_keys(pod: Obj, root: str) -> set[str]:
-    """Build keys a pod's containers name under the store root."""
+def served_keys(pod: Obj, root: str = "") -> set[str]:
+    """Build keys a pod's containers name under the store root (anywhere when root is empty)."""
     out: set[str] = set()
     for c in pod.get("spec", {}).get("containers", []) or []:
         for arg in [*(c.get("command") or []), *(c.get("args") or [])]:
@@ -81,22 +81,24 @@ def claims_of(pod: Obj) -> set[str]:
     }
 
 
-def referenced(namespace: str, mds: list[Obj], pods: list[Obj]) -> dict[render.Store, tuple[set[str], Obj]]:
-    """Per store: the referenced keys, and the first ModelDeployment (by name) whose build settings
-    (image, placement) run the Job."""
+def referenced(
+    namespace: str, mds: list[Obj], pods: list[Obj]
+) -> dict[render.Store, tuple[set[str], list[Obj]]]:
+    """Per store: the referenced keys, and its ModelDeployments by name (the first one's build
+    settings, image and placement, run the Job; all of them hear about it)."""
     keys: dict[render.Store, set[str]] = {}
-    first: dict[render.Store, Obj] = {}
+    users: dict[render.Store, list[Obj]] = {}
     for md in sorted(mds, key=lambda m: m["metadata"]["name"]):
         spec = parse_spec(md)
         if spec is not None:
             store = render.Store.of(namespace, spec)
             keys[store] = keys.get(store, set()) | keys_of(md)
-            first.setdefault(store, md)
+            users.setdefault(store, []).append(md)
     for store in keys:
         for pod in pods:
             if store.claim in claims_of(pod):
                 keys[store] |= served_keys(pod, store.root + "/")
-    return {store: (keys[store], first[store]) for store in keys}
+    return {store: (keys[store], users[store]) for store in keys}
 
 
 @dataclass
@@ -153,8 +155,7 @@ class Janitor:
 
     def pod_deleted(self, namespace: str | None, pod: Obj) -> None:
         """A pod of ours is gone: the keys it named may have lost their last reference."""
-        self.lose(namespace, {k for c in pod.get("spec", {}).get("containers", []) or []
-                              for a in c.get("args") or [] for k in KEY_IN_ARG.findall(a)})  # fmt: skip
+        self.lose(namespace, served_keys(pod))
 
     async def run(self) -> None:
         """Until cancelled: evaluate dirty namespaces, follow running Jobs, wake for young keys."""
@@ -192,15 +193,15 @@ class Janitor:
         pods = self.client.list(kube.path("v1", "Pod", namespace), label_selector=common.LABEL_MD)
         stores = referenced(namespace, mds, pods)
         lost = self.lost.pop(namespace, set())
-        for store, (keep, md) in stores.items():
+        for store, (keep, users) in stores.items():
             if store not in self.stores:  # first sight: a catch-up run after one grace period
                 self.stores[store] = Memory(young_until=now + self.grace_seconds)
             memory = self.stores[store]
             memory.pending = (memory.pending | lost) - keep
             if memory.job is not None:
-                self._follow(store, memory, keep, [m for m in mds if _on(m, store)])
+                self._follow(store, memory, users)
             elif due(memory, keep, now):
-                self._start(store, memory, keep, md, now)
+                self._start(store, memory, keep, users[0], now)
         for store in [s for s in self.stores if s.namespace == namespace and s not in stores]:
             del self.stores[store]  # no ModelDeployment uses it any more: nothing to compare against
 
@@ -218,7 +219,7 @@ class Janitor:
             memory.job,
         )
 
-    def _follow(self, store: render.Store, memory: Memory, keep: set[str], mds: list[Obj]) -> None:
+    def _follow(self, store: render.Store, memory: Memory, mds: list[Obj]) -> None:
         assert memory.job is not None
         job = self.client.get(kube.path("batch/v1", "Job", store.namespace, memory.job))
         if job is None:  # deleted under us: try again after a grace period
@@ -248,11 +249,6 @@ class Janitor:
     def _tell(self, mds: Iterable[Obj], event: status.Event) -> None:
         for md in mds:
             controller.post_event(self.client, md, event)
-
-
-def _on(md: Obj, store: render.Store) -> bool:
-    spec = parse_spec(md)
-    return spec is not None and render.Store.of(md["metadata"]["namespace"], spec) == store
 
 
 def describe(store: render.Store, report: render.GcReport) -> str:

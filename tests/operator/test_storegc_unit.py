@@ -49,9 +49,9 @@ def test_referenced_is_the_union_over_a_store_and_what_its_pods_serve() -> None:
     got = storegc.referenced("ns", mds, [pod(D), pod(C, claim="team-b")])
     main = render.Store("ns", "model-store", "repositories")
     assert set(got) == {main, render.Store("ns", "team-b", "repositories")}
-    keys, first = got[main]
+    keys, users = got[main]
     assert keys == {A, B, D}  # D: history dropped it, a pod still serves it
-    assert first["metadata"]["name"] == "a"  # the Job runs with the first ModelDeployment's build settings
+    assert [m["metadata"]["name"] for m in users] == ["a", "b"]  # the Job runs with a's build settings
     assert got[render.Store("ns", "team-b", "repositories")][0] == {C}
 
 
