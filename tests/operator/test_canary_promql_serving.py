@@ -1,7 +1,7 @@
 """The canary analysis' PromQL against a real Prometheus scraping real tritonservers.
 
 Two tritonservers (the bundled 2.51, python backend) serve a model `m` as a stable (v1) and a canary
-(v2) would; Prometheus (Debian's 2.42, the one hack/monitoring.sh runs) scrapes both every second,
+(v2) would; Prometheus (3.5, the one hack/monitoring.sh runs) scrapes both every second,
 each target labelled as Conch's ServiceMonitor labels a pod (namespace, service,
 serving_conch_dev_version). The canary's model raises on negative inputs (Triton counts them in
 nv_inference_request_failure{reason="BACKEND"}; an error *response* from the python backend counts as
@@ -126,9 +126,11 @@ def test_canary_checks_read_real_triton_counters_through_real_prometheus(tmp_pat
     ):
         (tmp_path / "prom").mkdir()
         with prometheus_scraping(tmp_path / "prom", {"v1": stable, "v2": canary}) as url:
-            # a counter's increase shows between two scrapes: first both series at 0, then the requests
-            first = 'count(nv_inference_request_success{model="m"} == 0)'
-            wait_for("both servers scraped idle", lambda: prometheus.query(url, first) == 2, 30)
+            # increase() extrapolates past the last sample by up to 1.1 scrape intervals: with only a
+            # few idle samples before the load, 40 requests read as 50-60. Ten idle seconds of both
+            # series at 0 bound that to 10%.
+            idle = 'count(count_over_time(nv_inference_request_success{model="m"}[30s]) >= 10)'
+            wait_for("both servers scraped idle for 10 s", lambda: prometheus.query(url, idle) == 2, 40)
             send(stable, 40)
             send(canary, 40, negative_every=4)  # 10 of 40 fail
             queries = promql.queries(owner(), analysis, "v2", "v1", 30)
