@@ -96,16 +96,24 @@ def apply(client: kube.Kube, desired: Obj, live: Obj | None = None, fetch: bool 
     return True, client.apply(url, with_hash(desired))
 
 
+def owned(live: Obj | None, owner_uid: str) -> bool:
+    """Whether `live` exists and `owner_uid` is among its owners (we delete only what we own)."""
+    owners = (live or {}).get("metadata", {}).get("ownerReferences", [])
+    return live is not None and any(ref.get("uid") == owner_uid for ref in owners)
+
+
 def absent(client: kube.Kube, url: str, owner_uid: str) -> bool:
     """Delete the object at `url` if it exists and we own it; returns whether a delete was sent."""
-    live = client.get(url)
-    if live is None:
-        return False
-    owners = live.get("metadata", {}).get("ownerReferences", [])
-    if not any(ref.get("uid") == owner_uid for ref in owners):
+    if not owned(client.get(url), owner_uid):
         return False
     client.delete(url)
     return True
+
+
+def remove(client: kube.Kube, url: str) -> None:
+    """Delete the object at `url`, which the caller saw and found owned (a reconcile pass's snapshot);
+    one already gone is no error."""
+    client.delete(url)
 
 
 def apply_status(client: kube.Kube, owner: Obj, status: Obj) -> bool:

@@ -1,8 +1,11 @@
-"""A canary's pass in the controller layer: observe both Deployments and their pods, run the analyses
-that are due (Prometheus queries; the quality Job), let `canary` decide, apply both Deployments.
+"""A canary's pass, decided: from the snapshot (both Deployments, their pods, the step's quality Job,
+the due Prometheus answer) to the Deployments to apply, the quality Job to start or retire, the
+Events and the metrics.
 
-This is the canary's only I/O (controller.py calls it from its serve step); `canary` and `promql`
-stay pure. A canary left behind (aborted, promoted, or abandoned for a newer spec.version or another
+Pure, like `canary` (the step state machine) and `promql` (the queries and their verdict): the I/O
+this module used to do moved out, the reads to `snapshot.observe` (and `snapshot.measure` for
+Prometheus, asked only when `analysis_query` says an analysis is due), the writes to the controller's
+act step. A canary left behind (aborted, promoted, or abandoned for a newer spec.version or another
 strategy) is scaled away here too, with the stable growing back only into the GPUs it frees.
 """
 
@@ -12,75 +15,109 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from conch import apply, canary, kube, metrics, prometheus, promql, rollout, status
+from conch import apply, canary, kube, plan, promql, rollout, snapshot, status
 from conch.api import types
 from conch.render import analysis, common, deployment
 
 Obj = dict[str, Any]
 QUALITY_RETRY_S = 30.0
-NO_PROMETHEUS = (
-    "no Prometheus configured: set spec.rollout.canary.analysis.prometheusUrl or the operator's "
-    f"{prometheus.ENV_URL}"
-)
+NO_PROMETHEUS = snapshot.NO_PROMETHEUS
+_Children = list[plan.Child]  # (Flow's field `plan` hides the module inside the class)
+_Metrics = list[plan.Metric]
 
 
 @dataclass
 class Flow:
-    """What a canary pass decided, for status, events and the next requeue."""
+    """What a canary pass decided, for the children, status, events and the next requeue."""
 
     plan: canary.Plan
     running: bool  # a canary of the wanted version is in progress (not a leftover being scaled away)
-    writes: int = 0
     events: list[status.Event] = field(default_factory=list)
+    children: _Children = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    metrics: _Metrics = field(default_factory=list)
 
 
-def step(
-    client: kube.Kube,
-    owner: common.Owner,
-    *,
-    old: types.ModelDeploymentStatus,
-    history: list[types.HistoryEntry],
+@dataclass(frozen=True)
+class _Setting:
+    """Whether a canary of spec.version runs, and beside what."""
+
+    running: bool
+    steps: types.Canary | None
+    stable: str | None  # the serving version the canary runs beside
+    before: types.CanaryStatus | None  # the running canary's last status (None: a fresh one)
+    ready: dict[str, deployment.Served]
+
+
+def _setting(
+    owner: common.Owner, old: types.ModelDeploymentStatus, history: list[types.HistoryEntry],
     decision: rollout.Decision,
-    now: float,
-) -> Flow | None:
-    """Run the canary of spec.version when one is due, or scale away what is left of one; None when
-    there is nothing of a canary to do (the plain rolling path serves)."""
+) -> _Setting:  # fmt: skip
     spec, wanted = owner.spec, owner.spec.version
     ready = rollout.built(history)
     current = old.current_version if old.current_version in ready else None  # the stable version
     steps = spec.rollout.canary if spec.rollout.strategy == "canary" else None
     running = steps is not None and current is not None and wanted in ready and wanted != current
     running = running and decision.failed is None
-    if not running and old.canary is None:
+    before = old.canary if old.canary is not None and old.canary.version == wanted else None
+    if before is not None and before.phase in ("Promoted", "Aborted"):
+        before = None  # that canary ended (spec.version went elsewhere and came back): a fresh one
+    return _Setting(running, steps, current, before, ready)
+
+
+def analysis_query(
+    owner: common.Owner, snap: snapshot.Snapshot, *, old: types.ModelDeploymentStatus,
+    history: list[types.HistoryEntry], decision: rollout.Decision,
+) -> snapshot.Query | None:  # fmt: skip
+    """The Prometheus checks of the running canary, when they are due this pass (else None)."""
+    s = _setting(owner, old, history, decision)
+    if not s.running or s.steps is None or s.stable is None:
         return None
-    live_canary = client.get(_url(owner, deployment.canary_name(owner)))
-    live_stable = client.get(_url(owner, owner.name))
-    pods = client.list(kube.path("v1", "Pod", owner.namespace), _selector(owner))
-    world = observe(owner, live_stable, live_canary, pods, now)
-    if not running:
+    checks = s.steps.analysis
+    if checks is None or not canary.analysis_due(s.steps, s.before, snap.now):
+        return None
+    window = promql.window_seconds(owner.spec, checks)
+    queries = promql.queries(owner, checks, owner.spec.version, s.stable, window)
+    return snapshot.Query(checks.prometheus_url, queries, checks, window)
+
+
+def step(
+    owner: common.Owner, snap: snapshot.Snapshot, *, old: types.ModelDeploymentStatus,
+    history: list[types.HistoryEntry], decision: rollout.Decision,
+) -> Flow | None:  # fmt: skip
+    """The pass of the canary of spec.version when one is due, or the scaling away of what is left of
+    one; None when there is nothing of a canary to do (the plain rolling path serves)."""
+    s = _setting(owner, old, history, decision)
+    if not s.running and old.canary is None:
+        return None
+    pods = snap.pods_with(common.selector(owner))
+    world = observe(owner, snap.stable_deployment, snap.canary_deployment, pods, snap.now)
+    if not s.running:
         if world.canary.spec == 0 and world.canary.existing == 0:
             return None
         if decision.serve is None:
             return None
-        left = old.canary or canary.start(types.Canary(steps=[types.CanaryStep(weight=100)]), wanted, now)
+        wanted = owner.spec.version
+        whole = types.Canary(steps=[types.CanaryStep(weight=100)])
+        left = old.canary or canary.start(whole, wanted, snap.now)
         if left.phase not in ("Promoted", "Aborted"):
             why = decision.reason or "spec.version or the strategy changed"
             left = left.model_copy(update={"phase": "Aborted", "message": f"abandoned: {why}"})
         flow = Flow(canary.settle(left, decision.serve.version, world), running=False)
     else:
-        assert steps is not None and current is not None
-        before = old.canary if old.canary is not None and old.canary.version == wanted else None
-        if before is not None and before.phase in ("Promoted", "Aborted"):
-            before = None  # that canary ended (spec.version went elsewhere and came back): a fresh one
-        measured = _analyse(owner, steps, before, current, now)
-        quality = _quality(client, owner, steps, before, stable=current, ready=ready, pods=pods, now=now)
-        plan = canary.advance(
-            steps, before, version=wanted, stable=current, world=world, measured=measured, quality=quality
-        )
-        flow = Flow(plan, running=True, events=_events(before, plan, measured))
-    flow.writes += _apply(
-        client, owner, ready, flow.plan, live_stable=live_stable, live_canary=live_canary, world=world
-    )
+        assert s.steps is not None and s.stable is not None
+        due = analysis_query(owner, snap, old=old, history=history, decision=decision) is not None
+        measured = snap.measured if due else None
+        quality, qa_children, qa_absent, qa_metrics = _quality(owner, snap, s, pods)
+        advanced = canary.advance(
+            s.steps, s.before, version=owner.spec.version, stable=s.stable, world=world,
+            measured=measured, quality=quality,
+        )  # fmt: skip
+        flow = Flow(advanced, running=True, children=qa_children, absent=qa_absent, metrics=qa_metrics)
+        if measured is not None:
+            flow.metrics.insert(0, plan.Metric("CANARY_ANALYSES", (measured.result.lower(), "metrics")))
+        flow.events = _events(s.before, advanced, measured, flow.metrics)
+    flow.children += _deployments(owner, s.ready, flow.plan, snap, world)
     return flow
 
 
@@ -90,19 +127,11 @@ def decision(
     """What the canary's pass means for status: the stable stays current until the canary is promoted."""
     if not flow.running:
         return before
-    plan = flow.plan
-    current = plan.status.version if plan.promoted else stable
-    failed = plan.status.version if plan.aborted else before.failed
-    served = rollout.built(history)[plan.stable_version]
+    p = flow.plan
+    current = p.status.version if p.promoted else stable
+    failed = p.status.version if p.aborted else before.failed
+    served = rollout.built(history)[p.stable_version]
     return dataclasses.replace(before, serve=served, current=current, failed=failed)
-
-
-def _url(owner: common.Owner, name: str) -> str:
-    return kube.path("apps/v1", "Deployment", owner.namespace, name)
-
-
-def _selector(owner: common.Owner) -> str:
-    return ",".join(f"{k}={v}" for k, v in common.selector(owner).items())
 
 
 def _pods(live: Obj | None, pods: list[Obj]) -> canary.Pods:
@@ -142,41 +171,20 @@ def observe(
     )  # fmt: skip
 
 
-def _analyse(
-    owner: common.Owner, steps: types.Canary, before: types.CanaryStatus | None, stable: str, now: float
-) -> canary.Measurement | None:
-    """Query Prometheus when an analysis is due (the only network call besides the apiserver)."""
-    analysis = steps.analysis
-    if analysis is None or not canary.analysis_due(steps, before, now):
-        return None
-    url = analysis.prometheus_url or prometheus.default_url()
-    if url is None:
-        measured = canary.Measurement("Unavailable", (), NO_PROMETHEUS)
-    else:
-        window = promql.window_seconds(owner.spec, analysis)
-        try:
-            values = prometheus.measure(
-                url, promql.queries(owner, analysis, owner.spec.version, stable, window)
-            )
-            measured = promql.judge(analysis, values, window)
-        except prometheus.Unavailable as exc:
-            measured = canary.Measurement("Unavailable", (), f"Prometheus at {exc}")
-    metrics.CANARY_ANALYSES.labels(measured.result.lower(), "metrics").inc()
-    return measured
-
-
 def _quality(
-    client: kube.Kube, owner: common.Owner, steps: types.Canary, before: types.CanaryStatus | None,
-    *, stable: str, ready: dict[str, deployment.Served], pods: list[Obj], now: float,
-) -> canary.Measurement | None:  # fmt: skip
-    """The step's quality analysis (conch.render.analysis): apply its Job, read its verdict. None while
-    it runs. A Job that could not analyse pauses the step and is retried after QUALITY_RETRY_S."""
-    quality = steps.analysis.quality if steps.analysis is not None else None
-    if quality is None or before is None or not canary.quality_due(steps, before):
-        return None
+    owner: common.Owner, snap: snapshot.Snapshot, s: _Setting, pods: list[Obj]
+) -> tuple[canary.Measurement | None, list[plan.Child], list[str], list[plan.Metric]]:
+    """The step's quality analysis (conch.render.analysis): start its Job, read its verdict. None while
+    it runs. A Job that could not analyse pauses the step and is retired after QUALITY_RETRY_S, so the
+    next pass starts it again. Returns (verdict, Job to apply, Jobs to delete, metrics)."""
+    assert s.steps is not None and s.stable is not None
+    before, stable, ready = s.before, s.stable, s.ready
+    quality = s.steps.analysis.quality if s.steps.analysis is not None else None
+    if quality is None or before is None or not canary.quality_due(s.steps, before):
+        return None, [], [], []
     ips = {track: sorted(_ready_ips(pods, track)) for track in ("canary", "stable")}
     if not ips["canary"] or not ips["stable"]:
-        return None
+        return None, [], [], []
     wanted = owner.spec.version
     thresholds = analysis.QualityThresholds(
         quality.min_cosine, quality.min_top1_agreement, quality.max_abs_error
@@ -189,28 +197,24 @@ def _quality(
         attempt=int(canary.parse_time(before.started_at) or 0),  # a later canary of this version: a new Job
     )  # fmt: skip
     desired = analysis.render_analysis_job(owner, req)
-    live = client.get(kube.path_of(desired))
+    name = analysis.job_name(owner, req)
+    live = snap.job(name)
     if live is None:
-        apply.apply(client, desired, None, fetch=False)
-        return None
-    job_pods = client.list(
-        kube.path("v1", "Pod", owner.namespace),
-        f"batch.kubernetes.io/job-name={analysis.job_name(owner, req)}",
-    )
-    result = analysis.observe(live, job_pods)
+        return None, [plan.Child(desired, None)], [], []
+    result = analysis.observe(live, snap.pods_with({snapshot.JOB_NAME_LABEL: name}))
     if result.state == "Pending":
-        return None
-    metrics.CANARY_ANALYSES.labels(result.state.lower(), "quality").inc()
+        return None, [], [], []
+    counted = [plan.Metric("CANARY_ANALYSES", (result.state.lower(), "quality"))]
     if result.state == "Error":
         finished = max(
             (canary.parse_time(c.get("lastTransitionTime")) or 0.0)
             for c in live.get("status", {}).get("conditions", []) or [{}]
         )
-        if now - finished >= QUALITY_RETRY_S:
-            apply.absent(client, kube.path_of(desired), owner.uid)
-        return canary.Measurement("Unavailable", (), f"quality analysis: {result.reason}")
+        retire = snap.now - finished >= QUALITY_RETRY_S and apply.owned(live, owner.uid)
+        gone = [kube.path_of(desired)] if retire else []
+        return canary.Measurement("Unavailable", (), f"quality analysis: {result.reason}"), [], gone, counted
     verdict: canary.Result = "Passed" if result.state == "Passed" else "Failed"
-    return canary.Measurement(verdict, result.values(), result.reason)  # "quality analysis failed: ..."
+    return canary.Measurement(verdict, result.values(), result.reason), [], [], counted
 
 
 def _ready_ips(pods: list[Obj], track: str) -> list[str]:
@@ -226,42 +230,43 @@ def _ready_ips(pods: list[Obj], track: str) -> list[str]:
     return out
 
 
-def _apply(
-    client: kube.Kube, owner: common.Owner, ready: dict[str, deployment.Served], plan: canary.Plan,
-    *, live_stable: Obj | None, live_canary: Obj | None, world: canary.World,
-) -> int:  # fmt: skip
-    """Apply the stable Deployment (template and count) and the canary's (or remove it)."""
-    writes = 0
-    desired = deployment.render_deployment(owner, ready[plan.stable_version])
-    if live_stable is not None and world.stable_version == plan.stable_version != owner.spec.version:
-        desired["spec"]["template"] = live_stable["spec"][
-            "template"
-        ]  # spec edits arrive with the new version
-    if plan.stable_replicas is not None:
-        desired["spec"]["replicas"] = plan.stable_replicas
-    writes += apply.apply(client, desired, live_stable, fetch=False)[0]
-    if plan.canary_replicas > 0 and owner.spec.version in ready:
+def _deployments(
+    owner: common.Owner, ready: dict[str, deployment.Served], p: canary.Plan, snap: snapshot.Snapshot,
+    world: canary.World,
+) -> list[plan.Child]:  # fmt: skip
+    """The stable Deployment (template and count) and the canary's (scaled to zero and kept when it
+    has no pods to run, as Flagger keeps its canary)."""
+    live_stable, live_canary = snap.stable_deployment, snap.canary_deployment
+    desired = deployment.render_deployment(owner, ready[p.stable_version])
+    if live_stable is not None and world.stable_version == p.stable_version != owner.spec.version:
+        desired["spec"]["template"] = live_stable["spec"]["template"]  # spec edits arrive with the version
+    if p.stable_replicas is not None:
+        desired["spec"]["replicas"] = p.stable_replicas
+    out = [plan.Child(desired, live_stable)]
+    if p.canary_replicas > 0 and owner.spec.version in ready:
         served = ready[owner.spec.version]
-        want = deployment.render_canary_deployment(owner, served, plan.canary_replicas)
-        writes += apply.apply(client, want, live_canary, fetch=False)[0]
-    elif live_canary is not None:  # scaled to zero and kept, as Flagger keeps its canary
-        idle = deployment.render_canary_deployment(owner, ready[plan.stable_version], 0)
+        want = deployment.render_canary_deployment(owner, served, p.canary_replicas)
+        out.append(plan.Child(want, live_canary))
+    elif live_canary is not None:
+        idle = deployment.render_canary_deployment(owner, ready[p.stable_version], 0)
         idle["spec"]["template"] = live_canary["spec"]["template"]
-        writes += apply.apply(client, idle, live_canary, fetch=False)[0]
-    return writes
+        out.append(plan.Child(idle, live_canary))
+    return out
 
 
 def _events(
-    before: types.CanaryStatus | None, plan: canary.Plan, measured: canary.Measurement | None
-) -> list[status.Event]:
-    st, out = plan.status, []
+    before: types.CanaryStatus | None, p: canary.Plan, measured: canary.Measurement | None,
+    counted: list[plan.Metric],
+) -> list[status.Event]:  # fmt: skip
+    """The canary's Events; the metrics that go with them are appended to `counted`."""
+    st, out = p.status, []
     if before is None:
-        metrics.ROLLOUTS.labels("started").inc()
+        counted.append(plan.Metric("ROLLOUTS", ("started",)))
         out.append(
             status.Event("Normal", "CanaryStarted", f"canary of version {st.version}: {st.steps} steps")
         )
     if st.phase in ("Progressing", "Paused") and (before is None or before.step != st.step):
-        metrics.CANARY_STEPS.inc()
+        counted.append(plan.Metric("CANARY_STEPS"))
         out.append(
             status.Event(
                 "Normal", "CanaryStep",
@@ -269,14 +274,13 @@ def _events(
                 f"({st.canary_replicas} canary, {st.stable_replicas} stable pods)",
             )
         )  # fmt: skip
-    if measured is not None and measured.result == "Failed" and not plan.aborted:
+    if measured is not None and measured.result == "Failed" and not p.aborted:
         out.append(status.Event("Warning", "AnalysisFailed", f"canary {st.version}: {measured.message}"))
-    if plan.aborted:
-        metrics.ROLLOUTS.labels("aborted").inc()
-        metrics.ROLLBACKS.inc()
-        out.append(status.Event("Warning", "CanaryAborted", f"canary {st.version} aborted: {plan.reason}"))
-    if plan.promoted:
-        metrics.ROLLOUTS.labels("promoted").inc()
+    if p.aborted:
+        counted += [plan.Metric("ROLLOUTS", ("aborted",)), plan.Metric("ROLLBACKS")]
+        out.append(status.Event("Warning", "CanaryAborted", f"canary {st.version} aborted: {p.reason}"))
+    if p.promoted:
+        counted.append(plan.Metric("ROLLOUTS", ("promoted",)))
         out.append(status.Event("Normal", "CanaryPromoted", f"canary {st.version} promoted"))
     return out
 

@@ -19,11 +19,12 @@ DATA_KEY = "admin-key"
 ADMIN_HEADER = "conch-admin-key"
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # the metadata key Triton's gRPC checks
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
+NAME_SUFFIX = "-triton-admin"
 
 
 def name(owner: Owner) -> str:
     """The Secret's name."""
-    return f"{owner.name}-triton-admin"
+    return f"{owner.name}{NAME_SUFFIX}"
 
 
 def new_key() -> str:

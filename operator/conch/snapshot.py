@@ -1,0 +1,129 @@
+"""Observe: everything a reconcile pass may look at, read once, before anything is decided.
+
+`observe` reads the ModelDeployment and all its children up front: its Jobs and Pods by the
+ModelDeployment label (build and quality-analysis Jobs and their pods carry it, as do the serving
+pods), the stable and canary Deployments, Service, HPA, PDB, NetworkPolicy, ServiceMonitor (when its
+API is served) and the admin-key Secret. In the operator the client is a cache.CachedKube, so these
+reads cost nothing (watched kinds) or are remembered (the rest); `decide` then works on this
+Snapshot alone, and the act step writes with the live objects it holds, so the cache is the only
+reader in a pass.
+
+Prometheus is observed in a second, small step (`measure`), after the Kubernetes snapshot and right
+before `decide`: whether a canary analysis is due is itself a decision of the canary state machine
+(the step reached, an interval since the last analysis), so the controller first asks the pure
+`decide.analysis_query` what to ask, then asks Prometheus only then. Asking on every pass instead
+would send a query every few seconds for every canary (and stall passes on an unreachable
+Prometheus); deciding "due" inside observe would duplicate the state machine. The answer goes into
+`Snapshot.measured`, so `decide` stays a pure function of the snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from conch import canary, kube, prometheus, promql
+from conch.api import types
+from conch.render import common, deployment, secret, servicemonitor
+
+Obj = dict[str, Any]
+MD_API = f"{types.GROUP}/{types.VERSION}"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+NO_PROMETHEUS = (
+    "no Prometheus configured: set spec.rollout.canary.analysis.prometheusUrl or the operator's "
+    f"{prometheus.ENV_URL}"
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The ModelDeployment and its children as one pass saw them (None: absent)."""
+
+    md: Obj
+    now: float  # epoch seconds when the pass began: the only clock `decide` sees
+    jobs: list[Obj] = field(default_factory=list)  # build and quality-analysis Jobs
+    pods: list[Obj] = field(default_factory=list)  # builder, analysis and serving pods
+    stable_deployment: Obj | None = None  # <name>
+    canary_deployment: Obj | None = None  # <name>-canary
+    service: Obj | None = None
+    hpa: Obj | None = None
+    pdb: Obj | None = None
+    network_policy: Obj | None = None
+    service_monitor: Obj | None = None
+    admin_secret: Obj | None = None
+    monitors_served: bool = False  # monitoring.coreos.com/v1 is served
+    measured: canary.Measurement | None = None  # the due canary analysis' answer (see `measure`)
+
+    def job(self, name: str) -> Obj | None:
+        """The Job called `name`, if it exists."""
+        return next((j for j in self.jobs if j["metadata"]["name"] == name), None)
+
+    def pods_with(self, labels: dict[str, str]) -> list[Obj]:
+        """The pods carrying all of `labels` (what a label selector of equalities selects)."""
+        return [
+            p
+            for p in self.pods
+            if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A due canary analysis: what to ask which Prometheus (url None: the operator's default)."""
+
+    url: str | None
+    queries: dict[str, str]
+    analysis: types.CanaryAnalysis
+    window: int
+
+
+def md_url(namespace: str, name: str) -> str:
+    """REST path of a ModelDeployment."""
+    return kube.path(MD_API, types.KIND, namespace, name)
+
+
+def observe(client: kube.Kube, namespace: str, name: str, now: float) -> Snapshot | None:
+    """Read the ModelDeployment and its children; None when it is gone or being deleted."""
+    md = client.get(md_url(namespace, name))
+    if md is None or md["metadata"].get("deletionTimestamp"):
+        return None
+    by_md = f"{common.LABEL_MD}={name}"
+    served = client.served(servicemonitor.API_GROUP_VERSION)
+
+    def one(api_version: str, kind: str, child: str) -> Obj | None:
+        return client.get(kube.path(api_version, kind, namespace, child))
+
+    return Snapshot(
+        md=md,
+        now=now,
+        jobs=client.list(kube.path("batch/v1", "Job", namespace), by_md),
+        pods=client.list(kube.path("v1", "Pod", namespace), by_md),
+        stable_deployment=one("apps/v1", "Deployment", name),
+        canary_deployment=one("apps/v1", "Deployment", f"{name}{deployment.CANARY_SUFFIX}"),
+        service=one("v1", "Service", name),
+        hpa=one("autoscaling/v2", "HorizontalPodAutoscaler", name),
+        pdb=one("policy/v1", "PodDisruptionBudget", name),
+        network_policy=one("networking.k8s.io/v1", "NetworkPolicy", name),
+        service_monitor=one(servicemonitor.API_GROUP_VERSION, "ServiceMonitor", name) if served else None,
+        admin_secret=one("v1", "Secret", f"{name}{secret.NAME_SUFFIX}"),
+        monitors_served=served,
+    )
+
+
+def measure(query: Query) -> canary.Measurement:
+    """Ask Prometheus a due analysis' queries and judge the answers (3 s timeouts; an unreachable or
+    refusing Prometheus is an Unavailable measurement, never an error)."""
+    url = query.url or prometheus.default_url()
+    if url is None:
+        return canary.Measurement("Unavailable", (), NO_PROMETHEUS)
+    try:
+        values = prometheus.measure(url, query.queries)
+    except prometheus.Unavailable as exc:
+        return canary.Measurement("Unavailable", (), f"Prometheus at {exc}")
+    return promql.judge(query.analysis, values, query.window)
+
+
+def with_measurement(snap: Snapshot, measured: canary.Measurement | None) -> Snapshot:
+    """The snapshot with the due analysis' answer."""
+    return dataclasses.replace(snap, measured=measured)
