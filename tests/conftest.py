@@ -136,11 +136,16 @@ def cluster() -> Iterator[Cluster]:
         subprocess.run(["bash", str(CLUSTER_SH), "down"], capture_output=True, check=False)
 
 
+# Ends every test namespace of this pytest process, so that an operator a test runs (watching a glob
+# of namespaces) never reconciles the objects of another pytest process sharing the cluster.
+SESSION = secrets.token_hex(2)
+
+
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace named after the test, deleted (without waiting) afterwards."""
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{base}-{secrets.token_hex(3)}"
+    name = f"t-{base}-{secrets.token_hex(3)}{SESSION}"
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl("label", "namespace", name, "conch.dev/test=true")
     yield name

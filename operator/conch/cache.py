@@ -86,6 +86,8 @@ class Store:
 
     def __init__(self) -> None:
         self._objects: dict[tuple[str, str, str, str], Obj] = {}
+        self._observed_at: dict[tuple[str, str, str, str], int] = {}  # key -> sequence of its last observe
+        self._sequence = 0
         self._lock = threading.Lock()
 
     @staticmethod
@@ -105,10 +107,44 @@ class Store:
         if "managedFields" in obj["metadata"]:  # often half an object's size; nothing here reads it
             obj = {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"}}
         with self._lock:
+            self._sequence += 1
             if deleted:
                 self._objects.pop(key, None)
+                self._observed_at.pop(key, None)
             else:
                 self._objects[key] = obj
+                self._observed_at[key] = self._sequence
+
+    def mark(self) -> int:
+        """A point in the store's history: `sweep` keeps what was observed after it."""
+        with self._lock:
+            return self._sequence
+
+    def sweep(
+        self, api_version: str, plural: str, namespace: str | None, listed: set[tuple[str, str]], mark: int
+    ) -> int:
+        """A fresh listing of one kind (in `namespace`, or everywhere for None) is complete: drop the
+        objects it did not contain, unless observed after `mark` (our own write, or a watch event,
+        newer than the listing). Returns how many were dropped."""
+        with self._lock:
+            gone = [
+                k for k in self._objects
+                if k[:2] == (api_version, plural) and (namespace is None or k[2] == namespace)
+                and (k[2], k[3]) not in listed and self._observed_at.get(k, 0) <= mark
+            ]  # fmt: skip
+            for k in gone:
+                del self._objects[k]
+                self._observed_at.pop(k, None)
+        return len(gone)
+
+    def counts(self) -> dict[str, int]:
+        """Objects held per plural (the operator's cache_objects gauge)."""
+        with self._lock:
+            keys = list(self._objects)
+        out: dict[str, int] = {}
+        for k in keys:
+            out[k[1]] = out.get(k[1], 0) + 1
+        return out
 
     def get(self, api_version: str, plural: str, namespace: str, name: str) -> Obj | None:
         with self._lock:

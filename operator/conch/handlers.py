@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from conch import cache, controller, errors, kube, leader, metrics, storegc, workqueue
+from conch import cache, controller, errors, kube, leader, metrics, relist, storegc, workqueue
 from conch.api import types
 from conch.render import common
 
@@ -61,6 +61,7 @@ class Options:
 _runtime: list[Runtime] = []
 _options: list[Options] = [Options()]
 _store = cache.Store()
+relist.install(_store)  # before kopf starts its watches: each listing sweeps the cache
 
 
 def configure(options: Options) -> None:

@@ -11,16 +11,17 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, stop_process, wait_for
+from conftest import CLUSTER_SH, SESSION, STATE, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-NS_GLOB = "t-test-op-*"  # the namespace fixture names namespaces t-<test name>-<hex>
+NS_GLOB = f"t-test-op-*{SESSION}"  # the namespace fixture: t-<test name>-<hex><session>
 
 
 class Operator:
@@ -50,14 +51,15 @@ class Operator:
         if self.proc is not None:
             stop_process(self.proc, 10)
 
-    def metric(self, name: str) -> float | None:
-        """Sum of a metric's samples, or None while /metrics does not answer."""
+    def metric(self, name: str, label: str = "") -> float | None:
+        """Sum of a metric's samples (those whose labels contain `label`, e.g. 'resource="pods"'),
+        or None while /metrics does not answer."""
         try:
             text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
         except OSError:
             return None
         pattern = re.compile(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", re.M)
-        return sum(float(m.group(2)) for m in pattern.finditer(text))
+        return sum(float(m.group(2)) for m in pattern.finditer(text) if label in (m.group(1) or ""))
 
 
 @pytest.fixture(scope="module", name="operator")
@@ -192,3 +194,16 @@ def md_object(name: str, version: str = "v1", **spec: Any) -> dict[str, Any]:
     body = {k: v for k, v in body.items() if v is not None}
     return {"apiVersion": "serving.conch.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
             "spec": body}  # fmt: skip
+
+
+def restart_apiserver(while_away: Callable[[], None] | None = None) -> float:
+    """SIGKILL the apiserver (a crash), wait for it to be gone, run `while_away`, start it again
+    (cluster.sh up restarts what is not running); returns the seconds it was away."""
+    pid = int((STATE / "pids" / "kube-apiserver").read_text())
+    gone = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    wait_for("apiserver exited", lambda: not os.path.exists(f"/proc/{pid}"), 60)
+    if while_away is not None:
+        while_away()
+    subprocess.run(["bash", str(CLUSTER_SH), "up"], capture_output=True, timeout=300, check=True)
+    return time.monotonic() - gone

@@ -74,3 +74,20 @@ def test_store_drops_managed_fields() -> None:
     store.observe(p)
     assert "managedFields" not in store.get("v1", "pods", "ns", "a")["metadata"]  # type: ignore[index]
     assert "managedFields" in p["metadata"]  # the caller's object is left as it was
+
+
+def test_sweep_drops_what_a_listing_lacks_in_its_scope_only() -> None:
+    store = cache.Store()
+    for name, ns in (("kept", "ns"), ("ghost", "ns"), ("elsewhere", "other")):
+        store.observe(pod(name, ns=ns))
+    store.observe({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ghost", "namespace": "ns"}})
+    mark = store.mark()
+    store.observe(pod("written-during-the-listing"))  # our own write's answer, newer than the listing
+    assert store.sweep("v1", "pods", "ns", {("ns", "kept")}, mark) == 1
+    assert store.get("v1", "pods", "ns", "ghost") is None
+    assert store.get("v1", "pods", "ns", "written-during-the-listing") is not None
+    assert store.get("v1", "pods", "other", "elsewhere") is not None  # another namespace's watch
+    assert store.get("batch/v1", "jobs", "ns", "ghost") is not None  # another kind
+    assert store.counts() == {"pods": 3, "jobs": 1}
+    assert store.sweep("v1", "pods", None, set(), store.mark()) == 3  # a cluster-wide listing of none
+    assert store.counts() == {"jobs": 1}

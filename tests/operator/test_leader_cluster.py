@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, stop_process, wait_for
+from conftest import SESSION, free_port, stop_process, wait_for
 from opharness import ROOT, Kube, md_object, serving
 
 from conch import kube, leader
@@ -94,7 +94,8 @@ class Replica:
     def __init__(self, cluster: Any, namespace: str, log: Path) -> None:
         self.port = free_port()
         cmd = [
-            sys.executable, "-m", "conch", "--namespace", "t-test-leader-*", "--metrics-port", str(self.port),
+            sys.executable, "-m", "conch", "--namespace", f"t-test-leader-*{SESSION}",
+            "--metrics-port", str(self.port),
             "--leader-elect", "--leader-election-namespace", namespace, "--leader-election-id", "conch",
             "--lease-duration", str(FAST.lease_duration), "--renew-deadline", str(FAST.renew_deadline),
             "--retry-period", str(FAST.retry_period),

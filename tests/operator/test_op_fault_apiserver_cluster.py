@@ -7,27 +7,11 @@ Restarts the shared control plane's apiserver: it runs in the suite's sequence l
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-
 import pytest
-from conftest import CLUSTER_SH, STATE, wait_for
-from opharness import Kube, Operator, kube_fixture, md_object, operator_fixture, serving  # noqa: F401
+from conftest import wait_for
+from opharness import Kube, Operator, kube_fixture, md_object, operator_fixture, restart_apiserver, serving  # noqa: F401
 
 pytestmark = pytest.mark.cluster
-
-
-def restart_apiserver() -> float:
-    """SIGKILL the apiserver (a crash), wait for it to be gone, start it again (cluster.sh up restarts
-    what is not running); returns the seconds it was away."""
-    pid = int((STATE / "pids" / "kube-apiserver").read_text())
-    gone = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
-    wait_for("apiserver exited", lambda: not os.path.exists(f"/proc/{pid}"), 60)
-    subprocess.run(["bash", str(CLUSTER_SH), "up"], capture_output=True, timeout=300, check=True)
-    return time.monotonic() - gone
 
 
 def test_op_fault_apiserver_restarted_mid_rollout(kube: Kube, operator: Operator) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NodeAgent, wait_for
+from conftest import SESSION, NodeAgent, wait_for
 from opharness import ROOT, Kube, Operator, md_object
 from test_distill_cluster import small_cnn
 
@@ -41,7 +41,7 @@ class GcOperator(Operator):
         self.starts += 1
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        cmd = [sys.executable, "-m", "conch", "--namespace", "t-test-store-gc-*",
+        cmd = [sys.executable, "-m", "conch", "--namespace", f"t-test-store-gc-*{SESSION}",
                "--metrics-port", str(self.port), "--store-gc-grace", "0"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         wait_for("operator /metrics", lambda: self.metric("conch_reconciles_total") is not None, 30)
