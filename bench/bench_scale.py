@@ -395,6 +395,8 @@ def main() -> None:
         runs.append(
             {
                 "n": n,
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "loadavg1": round(os.getloadavg()[0], 2),
                 "raw_all_available_s": round(raw, 1),
                 "conch": conch,
                 "serving_ratio": round(ratio, 2),
@@ -422,12 +424,24 @@ def main() -> None:
                 },
                 "workers": WORKERS,
                 "targets": TARGETS,
-                "runs": runs,
+                "runs": _merged(runs),
             },
             indent=2,
         )
         + "\n"
     )
+
+
+def _merged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This run's results replace those of the same N in the file; other N's results stay (a
+    5000-model run takes an hour: it is not repeated with every 1000-model run)."""
+    try:
+        old = json.loads(OUT.read_text())
+    except (OSError, ValueError):
+        old = {}
+    before = [{"date": old.get("date"), **r} for r in old.get("runs", [])]
+    fresh = {r["n"] for r in runs}
+    return sorted([r for r in before if r.get("n") not in fresh] + runs, key=lambda r: int(r["n"]))
 
 
 if __name__ == "__main__":
