@@ -140,15 +140,19 @@ async def cleanup(**_: Any) -> None:
             task.cancel()
 
 
-def _enqueue(namespace: str | None, name: str | None, urgent: bool = False) -> None:
+def _enqueue(namespace: str | None, name: str | None, priority: int = workqueue.NORMAL) -> None:
     if _runtime and namespace and name:
-        _runtime[0].queue.add((namespace, name), urgent=urgent)
+        _runtime[0].queue.add((namespace, name), priority=priority)
 
 
-def spec_unseen(body: Mapping[str, Any]) -> bool:
-    """A spec change the operator has not acted on yet (generation ahead of observedGeneration)."""
+def priority(body: Mapping[str, Any]) -> int:
+    """EDIT: a spec change to a ModelDeployment the operator has reconciled before (generation ahead
+    of a recorded observedGeneration); NEW: one it has never reconciled; NORMAL: nothing unseen."""
     generation = body.get("metadata", {}).get("generation", 0)
-    return bool(generation > (body.get("status") or {}).get("observedGeneration", 0))
+    observed = (body.get("status") or {}).get("observedGeneration")
+    if not observed:
+        return workqueue.NEW
+    return workqueue.EDIT if generation > observed else workqueue.NORMAL
 
 
 @kopf.on.event(types.GROUP, types.VERSION, types.PLURAL)
@@ -163,7 +167,7 @@ async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str 
         if _runtime:
             _runtime[0].queue.forget((namespace or "", name))
         return
-    _enqueue(namespace, name, urgent=spec_unseen(event.get("object") or {}))  # edits before resyncs
+    _enqueue(namespace, name, priority(event.get("object") or {}))  # edits first, then new objects
 
 
 _CHILD = {common.LABEL_MD: kopf.PRESENT}

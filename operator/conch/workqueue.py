@@ -4,9 +4,11 @@ Watch events only add keys; one key is never processed by two workers at once; a
 it is being processed runs once more afterwards; failures are retried with capped exponential
 backoff; a successful pass may ask to run again after a delay (a resync). Nothing is lost when
 events arrive in bursts: many adds of one key collapse into one pass. Keys are dispatched only into
-free worker slots, urgent ones first (a spec edit a user waits for), then by due time, so a burst of
-a thousand new objects cannot queue in front of one edit. A paused queue (a replica that
-is not the leader) keeps collecting keys and dispatches none; resumed, it runs every key it holds.
+free worker slots by priority, then by due time: an edit of an object the operator has already
+reconciled (a user waits for it) before a new object, a new object before everything else (child
+events, resyncs), so a burst of a thousand new objects cannot queue in front of one edit. A paused
+queue (a replica that is not the leader) keeps collecting keys and dispatches none; resumed, it runs
+every key it holds.
 
 Retry policy (the one policy for every reconcile error): a pass that raises is retried after
 0.5 s x 2^failures, capped at MAX_BACKOFF; the count resets after a successful pass. A pass that
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 60.0
 
 Process = Callable[[Hashable], Awaitable[float | None]]
+EDIT, NEW, NORMAL = 0, 1, 2  # priorities: lower runs first
 
 
 class WorkQueue:
@@ -37,7 +40,7 @@ class WorkQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._concurrency = concurrency
-        self._urgent: set[Hashable] = set()
+        self._priority: dict[Hashable, int] = {}  # keys above NORMAL priority until dispatched
         self._active = True
 
     def pause(self) -> None:
@@ -55,20 +58,20 @@ class WorkQueue:
         """Keys waiting to run."""
         return len(self._due)
 
-    def add(self, key: Hashable, delay: float = 0.0, urgent: bool = False) -> None:
-        """Schedule `key` to run after `delay` seconds (an earlier schedule wins); an urgent key goes
-        before every non-urgent one that is due."""
+    def add(self, key: Hashable, delay: float = 0.0, priority: int = NORMAL) -> None:
+        """Schedule `key` to run after `delay` seconds (an earlier schedule wins); of the keys that
+        are due, those of a lower `priority` (EDIT, NEW, NORMAL) go first (the most urgent add wins)."""
         due = asyncio.get_running_loop().time() + delay
         if key not in self._due or due < self._due[key]:
             self._due[key] = due
-        if urgent:
-            self._urgent.add(key)
+        if priority < self._priority.get(key, NORMAL):
+            self._priority[key] = priority
         self._wake.set()
 
     def forget(self, key: Hashable) -> None:
         """Drop a pending key (its object is gone)."""
         self._due.pop(key, None)
-        self._urgent.discard(key)
+        self._priority.pop(key, None)
         self._failures.pop(key, None)
 
     async def run(self) -> None:
@@ -78,10 +81,10 @@ class WorkQueue:
             now = loop.time()
             free = self._concurrency - len(self._running) if self._active else 0
             ready = [k for k, due in self._due.items() if due <= now and k not in self._running]
-            ready.sort(key=lambda k: (k not in self._urgent, self._due[k]))
+            ready.sort(key=lambda k: (self._priority.get(k, NORMAL), self._due[k]))
             for key in ready[: max(0, free)]:
                 del self._due[key]
-                self._urgent.discard(key)
+                self._priority.pop(key, None)
                 self._running.add(key)
                 task = asyncio.create_task(self._work(key))
                 self._tasks.add(task)

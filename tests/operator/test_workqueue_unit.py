@@ -22,7 +22,7 @@ async def until(check: Callable[[], bool]) -> None:
         await asyncio.sleep(0.005)
 
 
-def test_an_urgent_edit_overtakes_a_burst_of_new_keys() -> None:
+def test_an_edit_overtakes_a_burst_of_new_keys_and_new_keys_overtake_resyncs() -> None:
     order: list[Hashable] = []
     gate = asyncio.Event()
 
@@ -34,19 +34,23 @@ def test_an_urgent_edit_overtakes_a_burst_of_new_keys() -> None:
     async def scenario() -> None:
         queue = workqueue.WorkQueue(process, concurrency=2)
         task = asyncio.create_task(queue.run())
+        queue.add("resync")  # due first, but only a resync
         for i in range(100):
-            queue.add(f"new-{i}")
+            queue.add(f"new-{i}", priority=workqueue.NEW)  # never reconciled: as urgent as can be but edits
         await until(lambda: len(order) == 2)  # both slots busy with the burst
-        queue.add("edited", urgent=True)
+        queue.add("edited")  # a child event first, then the edit's own event
+        queue.add("edited", priority=workqueue.EDIT)
+        queue.add("edited")  # a later ordinary add does not demote it
         await asyncio.sleep(0.02)
         assert len(order) == 2  # no slot free: nothing else started
         gate.set()
-        await until(lambda: len(order) == 101)
+        await until(lambda: len(order) == 102)
         task.cancel()
 
     drive(scenario)
+    assert order[:2] == ["new-0", "new-1"]  # new objects before the resync that was due earlier
     assert order[2] == "edited"  # the first free slot went to the edit, not to new-2
-    assert order[3:] == [f"new-{i}" for i in range(2, 100)]  # the burst keeps its order
+    assert order[3:] == [*(f"new-{i}" for i in range(2, 100)), "resync"]  # the burst keeps its order
 
 
 def test_one_key_never_runs_twice_at_once_and_an_add_meanwhile_runs_once_more() -> None:
@@ -104,13 +108,16 @@ def test_failures_back_off_and_success_resets_and_delays_requeue() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "urgent"),
+    ("body", "priority"),
     [
-        ({"metadata": {"generation": 3}, "status": {"observedGeneration": 2}}, True),
-        ({"metadata": {"generation": 3}, "status": {"observedGeneration": 3}}, False),
-        ({"metadata": {"generation": 1}}, True),  # new: never observed
-        ({"metadata": {"generation": 1}, "status": None}, True),
+        ({"metadata": {"generation": 3}, "status": {"observedGeneration": 2}}, workqueue.EDIT),
+        ({"metadata": {"generation": 3}, "status": {"observedGeneration": 3}}, workqueue.NORMAL),
+        ({"metadata": {"generation": 1}}, workqueue.NEW),  # never observed
+        ({"metadata": {"generation": 1}, "status": None}, workqueue.NEW),
+        ({"metadata": {"generation": 2}, "status": {"phase": "Building"}}, workqueue.NEW),
     ],
 )
-def test_spec_changes_not_yet_observed_are_urgent(body: dict[str, object], urgent: bool) -> None:
-    assert handlers.spec_unseen(body) is urgent
+def test_edits_of_reconciled_objects_come_first_then_new_objects(
+    body: dict[str, object], priority: int
+) -> None:
+    assert handlers.priority(body) == priority
