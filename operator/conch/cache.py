@@ -81,6 +81,21 @@ def selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
     return True
 
 
+def slim(obj: Obj) -> Obj:
+    """What the cache keeps of an object (client-go's informer transforms do the same): never
+    managedFields (often half an object's size), and of a Pod's spec only nodeName: a pass reads a
+    pod's labels and status (readiness, container states, termination message, IP), and pods are
+    most of what is cached (a build pod per version plus every serving replica). The caller's object
+    is left as it was."""
+    meta = obj.get("metadata") or {}
+    if "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    if obj.get("kind") == "Pod" and "spec" in obj:
+        node = obj["spec"].get("nodeName")
+        obj = {**obj, "spec": {"nodeName": node} if node else {}}
+    return obj
+
+
 class Store:
     """The objects the watches delivered, keyed by (apiVersion, plural, namespace, name)."""
 
@@ -104,8 +119,7 @@ class Store:
         key = self._key(obj)
         if key is None:
             return
-        if "managedFields" in obj["metadata"]:  # often half an object's size; nothing here reads it
-            obj = {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"}}
+        obj = slim(obj)
         with self._lock:
             self._sequence += 1
             if deleted:

@@ -91,3 +91,14 @@ def test_sweep_drops_what_a_listing_lacks_in_its_scope_only() -> None:
     assert store.counts() == {"pods": 3, "jobs": 1}
     assert store.sweep("v1", "pods", None, set(), store.mark()) == 3  # a cluster-wide listing of none
     assert store.counts() == {"jobs": 1}
+
+
+def test_store_keeps_a_pods_labels_and_status_but_not_its_spec() -> None:
+    store = cache.Store()
+    p = pod("a", md="x")
+    p["spec"] = {"nodeName": "n1", "containers": [{"name": "triton", "args": ["--model-repository=/m"]}]}
+    p["status"] = {"podIP": "127.64.0.9", "conditions": [{"type": "Ready", "status": "True"}]}
+    store.observe(p)
+    kept = store.get("v1", "pods", "ns", "a")
+    assert kept == {**p, "spec": {"nodeName": "n1"}}
+    assert p["spec"]["containers"]  # the caller's object is left as it was
