@@ -64,6 +64,8 @@ def decide(snap: snapshot.Snapshot, *, resync: float, new_key: str) -> plan.Plan
 def analysis_query(snap: snapshot.Snapshot) -> snapshot.Query | None:
     """The Prometheus checks a running canary is due this pass (None: none, or an invalid spec): the
     controller asks them (snapshot.measure) before `decide`, which reads the answer from the snapshot."""
+    if not (snap.md.get("status") or {}).get("canary"):
+        return None  # no canary has reached a step: nothing is due (and no second pass over the spec)
     try:
         run, decision, _ = _prepare(snap)
     except (pydantic.ValidationError, errors.InvalidSpecError):
