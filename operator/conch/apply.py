@@ -16,7 +16,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from conch import kube
+from conch import errors, kube
 
 Obj = dict[str, Any]
 HASH_ANNOTATION = "serving.conch.dev/applied-hash"
@@ -86,14 +86,47 @@ def up_to_date(desired: Obj, live: Obj | None) -> bool:
     return live_hash == stamped["metadata"]["annotations"][HASH_ANNOTATION] and matches(stamped, live)
 
 
-def apply(client: kube.Kube, desired: Obj, live: Obj | None = None, fetch: bool = True) -> tuple[bool, Obj]:
-    """Apply `desired` unless the live object already matches; returns (written, live object)."""
+def apply(client: kube.Kube, desired: Obj, live: Obj | None = None) -> tuple[bool, Obj]:
+    """Apply `desired` unless the live object already matches; returns (written, live object).
+
+    `live` is what the caller saw (a pass's snapshot, from the cache). When it saw nothing, the name
+    is read from the apiserver itself before anything is created (the cache holds only objects with
+    our label): an object there that the desired owner does not own (a user's own Service of that
+    name, another ModelDeployment's canary) is never taken over. Server-side apply with force would
+    rewrite it, and our ownerReference would let the garbage collector delete it with the owner.
+    """
     url = kube.path_of(desired)
-    if live is None and fetch:
-        live = client.get(url)
+    if live is None:
+        live = client.read(url)  # only on the way to a create: an idle pass never gets here
+    uid = owner_uid(desired)
+    if live is not None and uid is not None and not owned(live, uid):
+        raise errors.OwnershipConflictError(_taken(desired, live))
     if live is not None and up_to_date(desired, live):
         return False, live
     return True, client.apply(url, with_hash(desired))
+
+
+def owner_uid(desired: Obj) -> str | None:
+    """The uid of the controller a rendered child names (None: it names none)."""
+    refs = desired.get("metadata", {}).get("ownerReferences") or []
+    return next((r["uid"] for r in refs if r.get("controller")), refs[0]["uid"] if refs else None)
+
+
+def _taken(desired: Obj, live: Obj) -> str:
+    meta = desired["metadata"]
+    owners = ", ".join(
+        f"{r.get('kind')}/{r.get('name')}" for r in live["metadata"].get("ownerReferences") or []
+    )
+    return (
+        f"{desired['kind']} {meta.get('namespace')}/{meta['name']} already exists and is not owned by this "
+        f"{_owner_kind(desired)} (owners: {owners or 'none'}): Conch never takes over an object it did not "
+        "create; delete or rename it, or rename the ModelDeployment"
+    )
+
+
+def _owner_kind(desired: Obj) -> str:
+    refs = desired.get("metadata", {}).get("ownerReferences") or [{}]
+    return str(refs[0].get("kind", "owner"))
 
 
 def owned(live: Obj | None, owner_uid: str) -> bool:

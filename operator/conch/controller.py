@@ -22,6 +22,7 @@ Obj = dict[str, Any]
 log = logging.getLogger(__name__)
 BUSY_REQUEUE = decide.BUSY_REQUEUE
 IDLE_REQUEUE = 600.0  # the resync: drift nobody announced; --resync-seconds sets it
+CONFLICT_RETRY = 30.0  # seconds between passes while a child's name is held by another owner's object
 RESYNC_JITTER = 0.1  # +-10%, so a thousand objects created together do not resync together
 
 
@@ -36,16 +37,24 @@ def reconcile(client: kube.Kube, namespace: str, name: str) -> float | None:
     resync = IDLE_REQUEUE * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
     new_key = "" if secret.key_of(snap.admin_secret) else secret.new_key()
     decided = decide.decide(snap, resync=resync, new_key=new_key)
-    act(client, snap.md, decided)
+    if act(client, snap.md, decided):
+        return min(decided.requeue or CONFLICT_RETRY, CONFLICT_RETRY)
     return decided.requeue
 
 
-def act(client: kube.Kube, md: Obj, decided: plan.Plan) -> None:
-    """Carry out a plan: delete, apply, write status, post Events, move metrics."""
+def act(client: kube.Kube, md: Obj, decided: plan.Plan) -> list[errors.OwnershipConflictError]:
+    """Carry out a plan: delete, apply, write status, post Events, move metrics. A child whose name
+    another owner's object holds is skipped (the rest of the plan still runs: a taken Service name
+    does not hold up the rollout), said once in a Warning Event and returned, so that the pass runs
+    again every CONFLICT_RETRY seconds until the name is free."""
     for url in decided.absent:
         apply.remove(client, url)
+    conflicts: list[errors.OwnershipConflictError] = []
     for child in decided.children:
-        apply.apply(client, child.desired, child.live, fetch=False)
+        try:
+            apply.apply(client, child.desired, child.live)
+        except errors.OwnershipConflictError as exc:
+            conflicts.append(exc)
     if decided.new_status is not None:
         body = decided.new_status.model_dump(mode="json", by_alias=True, exclude_none=True)
         if apply.apply_status(client, md, body):
@@ -54,6 +63,22 @@ def act(client: kube.Kube, md: Obj, decided: plan.Plan) -> None:
         post_event(client, md, event)
     for metric in decided.metrics:
         _move(metric)
+    _conflicted(client, md, conflicts)
+    return conflicts
+
+
+_said: dict[str, str] = {}  # ModelDeployment uid -> the ownership conflicts last posted as an Event
+
+
+def _conflicted(client: kube.Kube, md: Obj, conflicts: list[errors.OwnershipConflictError]) -> None:
+    uid, message = md["metadata"]["uid"], "; ".join(str(c) for c in conflicts)
+    if not conflicts:
+        _said.pop(uid, None)
+        return
+    metrics.OWNERSHIP_CONFLICTS.inc(len(conflicts))
+    if _said.get(uid) != message:
+        _said[uid] = message
+        post_event(client, md, status.Event("Warning", "OwnershipConflict", message))
 
 
 def _move(metric: plan.Metric) -> None:

@@ -15,6 +15,10 @@ class InvalidSpecError(ConchError):
         self.field = field
 
 
+class OwnershipConflictError(ConchError):
+    """A child's name is taken by an object this ModelDeployment does not own: never taken over."""
+
+
 class BadSummaryError(ConchError):
     """The builder's termination message is not a valid summary."""
 

@@ -108,6 +108,10 @@ class Kube:
         """GET one object (None when absent)."""
         return self.request("GET", url)
 
+    def read(self, url: str) -> Obj | None:
+        """GET one object from the apiserver itself, whatever a subclass caches."""
+        return self.request("GET", url)
+
     def list(self, url: str, label_selector: str | None = None) -> list[Obj]:
         """LIST a collection, optionally by label selector."""
         query = {"labelSelector": label_selector} if label_selector else None

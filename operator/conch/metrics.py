@@ -15,6 +15,10 @@ RECONCILE_ERRORS = prometheus_client.Counter(
 RECONCILE_SECONDS = prometheus_client.Histogram(
     "conch_reconcile_duration_seconds", "Wall time of one reconcile pass"
 )
+OWNERSHIP_CONFLICTS = prometheus_client.Counter(
+    "conch_ownership_conflicts_total",
+    "Children not applied: their name is held by an object another owner has",
+)
 WRITES = prometheus_client.Counter("conch_writes_total", "Writes sent to the apiserver", ["kind"])
 BUILDS = prometheus_client.Counter(
     "conch_builds_total", "Builds by outcome (started, succeeded, failed, reused)", ["outcome"]
