@@ -39,6 +39,7 @@ class Operator:
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         cmd = [sys.executable, "-m", "conch", "--namespace", NS_GLOB, "--metrics-port", str(self.port)]
+        cmd += ["--verbose"] if os.environ.get("CONCH_TEST_OPERATOR_VERBOSE") else []
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         wait_for("operator /metrics", lambda: self.metric("conch_reconciles_total") is not None, 30)
 

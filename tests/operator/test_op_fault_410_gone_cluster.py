@@ -1,12 +1,17 @@
 """A watch that expires (410 Gone) under a running operator: while it was frozen, a user deleted the
 build Job it was following and another ModelDeployment. The apiserver restarted first (the frozen
 operator's watches broke, so no DELETED event was in flight to it) and etcd was compacted after the
-deletions: every resourceVersion the operator had seen is gone, each watch resumes into 410 and kopf
-lists again. The relisting must drop what vanished in the gap (relist.py): the deleted build Job is
-recreated under its own name (not waited for for ever), the build completes and serves with one Job
+deletions, while the apiserver was down again: every resourceVersion the operator had seen is gone,
+each watch resumes into 410 and kopf lists again. The relisting must drop what vanished in the gap
+(relist.py): the deleted build Job is recreated under its own name (not waited for for ever), the build completes and serves with one Job
 per version and the whole history, and the cache holds no ghost of the deleted ModelDeployment.
 
-Restarts the shared control plane's apiserver: it runs in the suite's sequence like every test.
+Restarts the shared control plane's apiserver: it runs in the suite's sequence like every test. Its
+name sorts it before test_op_fault_apiserver_cluster.py on purpose: run after that test in one pytest
+session, this module's operator relisted, recreated the Job and then heard nothing more for minutes
+(kopf idle in select, no watch of it completed past its timeout in the audit log; the namespace of
+the earlier test took over 3 minutes to go). Alone, first, or followed by the other fault tests it
+passes. Not understood yet (issue #12's closing note).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def build_job(k: Kube, md: str, version: str) -> dict[str, Any] | None:
 
 def test_op_fault_watch_gone_relists_and_forgets_what_was_deleted(kube: Kube, operator: Operator) -> None:
     k = kube
+
     k.apply(md_object("gone", replicas=1))
     k.finish_build("gone", "v1")
     wait_for("v1 serving", lambda: serving(k, "gone", "v1"), 90)
@@ -64,7 +70,7 @@ def test_op_fault_watch_gone_relists_and_forgets_what_was_deleted(kube: Kube, op
         away = restart_apiserver()
         k.k("delete", "job", first["metadata"]["name"], "--wait=true")
         k.k("delete", "md", "other", "--wait=true")
-        compact_etcd()
+        away += restart_apiserver(while_away=compact_etcd)  # compacted under no apiserver's watch cache
     finally:
         operator.proc.send_signal(signal.SIGCONT)
 
