@@ -3,8 +3,9 @@ build Job it was following and another ModelDeployment. The apiserver restarted 
 operator's watches broke, so no DELETED event was in flight to it) and etcd was compacted after the
 deletions, while the apiserver was down again: every resourceVersion the operator had seen is gone,
 each watch resumes into 410 and kopf lists again. The relisting must drop what vanished in the gap
-(relist.py): the deleted build Job is recreated under its own name (not waited for for ever), the build completes and serves with one Job
-per version and the whole history, and the cache holds no ghost of the deleted ModelDeployment.
+(relist.py): the deleted build Job is recreated under its own name (not waited for for ever), the
+build completes and serves with one Job per version and the whole history, and the cache holds no
+ghost of the deleted ModelDeployment.
 
 Restarts the shared control plane's apiserver: it runs in the suite's sequence like every test. Its
 name sorts it before test_op_fault_apiserver_cluster.py on purpose: run after that test in one pytest
