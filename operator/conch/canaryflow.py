@@ -21,7 +21,6 @@ from conch.render import analysis, common, deployment
 
 Obj = dict[str, Any]
 QUALITY_RETRY_S = 30.0
-NO_PROMETHEUS = snapshot.NO_PROMETHEUS
 _Children = list[plan.Child]  # (Flow's field `plan` hides the module inside the class)
 _Metrics = list[plan.Metric]
 

@@ -20,7 +20,6 @@ from conch.render import secret
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
-BUSY_REQUEUE = decide.BUSY_REQUEUE
 IDLE_REQUEUE = 600.0  # the resync: drift nobody announced; --resync-seconds sets it
 CONFLICT_RETRY = 30.0  # seconds between passes while a child's name is held by another owner's object
 RESYNC_JITTER = 0.1  # +-10%, so a thousand objects created together do not resync together
