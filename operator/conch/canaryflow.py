@@ -70,14 +70,20 @@ def analysis_query(
 ) -> snapshot.Query | None:  # fmt: skip
     """The Prometheus checks of the running canary, when they are due this pass (else None)."""
     s = _setting(owner, old, history, decision)
-    if not s.running or s.steps is None or s.stable is None:
+    if not _analysis_due(s, snap.now):
         return None
+    assert s.steps is not None and s.steps.analysis is not None and s.stable is not None
     checks = s.steps.analysis
-    if checks is None or not canary.analysis_due(s.steps, s.before, snap.now):
-        return None
     window = promql.window_seconds(owner.spec, checks)
     queries = promql.queries(owner, checks, owner.spec.version, s.stable, window)
     return snapshot.Query(checks.prometheus_url, queries, checks, window)
+
+
+def _analysis_due(s: _Setting, now: float) -> bool:
+    """Whether the running canary's Prometheus checks are due this pass."""
+    if not s.running or s.steps is None or s.stable is None or s.steps.analysis is None:
+        return False
+    return canary.analysis_due(s.steps, s.before, now)
 
 
 def step(
@@ -105,8 +111,7 @@ def step(
         flow = Flow(canary.settle(left, decision.serve.version, world), running=False)
     else:
         assert s.steps is not None and s.stable is not None
-        due = analysis_query(owner, snap, old=old, history=history, decision=decision) is not None
-        measured = snap.measured if due else None
+        measured = snap.measured if _analysis_due(s, snap.now) else None
         quality, qa_children, qa_absent, qa_metrics = _quality(owner, snap, s, pods)
         advanced = canary.advance(
             s.steps, s.before, version=owner.spec.version, stable=s.stable, world=world,
@@ -133,14 +138,16 @@ def decision(
     return dataclasses.replace(before, serve=served, current=current, failed=failed)
 
 
-def _pods(live: Obj | None, pods: list[Obj]) -> canary.Pods:
-    def ready(pod: Obj) -> bool:
-        conds = pod.get("status", {}).get("conditions", [])
-        ok = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
-        return ok and not pod["metadata"].get("deletionTimestamp")
+def _ready(pod: Obj) -> bool:
+    """Ready and not terminating."""
+    conds = pod.get("status", {}).get("conditions", [])
+    ok = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+    return ok and not pod["metadata"].get("deletionTimestamp")
 
+
+def _pods(live: Obj | None, pods: list[Obj]) -> canary.Pods:
     spec = int((live or {}).get("spec", {}).get("replicas", 0)) if live is not None else 0
-    return canary.Pods(spec=spec, existing=len(pods), ready=sum(ready(p) for p in pods))
+    return canary.Pods(spec=spec, existing=len(pods), ready=sum(_ready(p) for p in pods))
 
 
 def observe(
@@ -220,9 +227,7 @@ def _ready_ips(pods: list[Obj], track: str) -> list[str]:
     out = []
     for pod in pods:
         is_canary = pod["metadata"].get("labels", {}).get(deployment.LABEL_TRACK) == "canary"
-        conds = pod.get("status", {}).get("conditions", [])
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
-        if is_canary == (track == "canary") and ready and not pod["metadata"].get("deletionTimestamp"):
+        if is_canary == (track == "canary") and _ready(pod):
             ip = pod.get("status", {}).get("podIP")
             if ip:
                 out.append(str(ip))
