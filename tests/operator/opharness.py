@@ -21,6 +21,7 @@ import pytest
 from conftest import CLUSTER_SH, SESSION, STATE, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+LABEL_VERSION = "serving.conch.dev/version"
 NS_GLOB = f"t-test-op-*{SESSION}"  # the namespace fixture: t-<test name>-<hex><session>
 
 
@@ -130,17 +131,19 @@ class Kube:
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
         self.apply(pvc)
 
-    def jobs(self, md: str) -> list[dict[str, Any]]:
-        return self.items("jobs", f"serving.conch.dev/modeldeployment={md}")
+    def jobs(self, md: str, version: str | None = None) -> list[dict[str, Any]]:
+        """The Jobs of ModelDeployment `md` (of one version's pod template, when given)."""
+        jobs = self.items("jobs", f"serving.conch.dev/modeldeployment={md}")
+        if version is None:
+            return jobs
+        return [j for j in jobs if j["spec"]["template"]["metadata"]["labels"].get(LABEL_VERSION) == version]
 
     def finish_build(self, md: str, version: str, ok: bool = True, build_key: str | None = None) -> str:
         """Play the builder: complete the Running pod of `version`'s Job with a summary."""
         key = build_key or f"bk-{md}-{version}"
 
         def running_pod() -> str | None:
-            for job in self.jobs(md):
-                if job["spec"]["template"]["metadata"]["labels"].get("serving.conch.dev/version") != version:
-                    continue
+            for job in self.jobs(md, version):
                 pods = self.items("pods", f"batch.kubernetes.io/job-name={job['metadata']['name']}")
                 for pod in pods:
                     if pod["status"].get("phase") == "Running":

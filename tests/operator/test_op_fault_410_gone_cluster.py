@@ -46,11 +46,7 @@ def compact_etcd() -> None:
 
 
 def build_job(k: Kube, md: str, version: str) -> dict[str, Any] | None:
-    jobs = [
-        j
-        for j in k.jobs(md)
-        if j["spec"]["template"]["metadata"]["labels"].get("serving.conch.dev/version") == version
-    ]
+    jobs = k.jobs(md, version)
     return jobs[0] if jobs else None
 
 

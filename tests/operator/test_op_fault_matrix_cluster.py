@@ -15,7 +15,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from opharness import (  # noqa: F401  (fixtures)
@@ -81,14 +80,6 @@ def history(k: Kube, name: str) -> list[tuple[str, str]]:
     return [(h["version"], h["result"]) for h in k.status(name).get("history", [])]
 
 
-def jobs_of(k: Kube, name: str, version: str) -> list[dict[str, Any]]:
-    return [
-        j
-        for j in k.jobs(name)
-        if j["spec"]["template"]["metadata"]["labels"].get("serving.conch.dev/version") == version
-    ]
-
-
 @pytest.fixture
 def served(kube: Kube, operator: Operator) -> Iterator[Kube]:
     """`fm` serving v1 (the operator crashed while building it)."""
@@ -109,13 +100,13 @@ def test_op_fault_build_finished_then_killed_before_or_after_the_status_write(
     with ReadyWatch(k, "fm") as watch:
         for i, version in enumerate(f"v{n}" for n in range(2, 2 + KILLS)):
             k.apply(md_object("fm", version=version, replicas=2))
-            wait_for(f"{version} build Job", lambda version=version: jobs_of(k, "fm", version), 30)
+            wait_for(f"{version} build Job", lambda version=version: k.jobs("fm", version), 30)
             k.finish_build("fm", version)
             if i % 2:
                 time.sleep(0.05 * i)  # vary where the kill lands relative to the operator's status write
             crash(operator)
             wait_for(f"{version} serving", lambda version=version: serving(k, "fm", version), 90)
-            assert len(jobs_of(k, "fm", version)) == 1
+            assert len(k.jobs("fm", version)) == 1
     assert history(k, "fm") == [(f"v{n}", "Succeeded") for n in range(1, 2 + KILLS)]
     assert watch.samples > 10 and watch.least >= 2, watch.least  # maxUnavailable 0 held through every kill
 
