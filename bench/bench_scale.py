@@ -256,6 +256,12 @@ def rss_mib(pid: int, field: str = "VmHWM") -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def audit_requests(since_offset: int) -> list[Obj]:
     out = []
     with (STATE / "audit.log").open() as f:
@@ -343,6 +349,7 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
         )
         editor.join(600)
         peak = rss_mib(proc.pid)
+        cpu_s = cpu_seconds(proc.pid)
         builder.stop.set()
         time.sleep(5)  # let the last status writes land before the idle window
         offset = (STATE / "audit.log").stat().st_size
@@ -355,6 +362,7 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
             "all_serving_s": round(serving_s, 1),
             "edit_latency_during_burst_s": round(edit.get("latency", -1), 2),
             "peak_rss_mib": round(peak, 1),
+            "operator_cpu_s_until_all_serving": round(cpu_s, 1),
             "idle_window_s": idle_seconds,
             "idle_requests_per_min": round(len(idle) * 60 / idle_seconds, 1),
             "idle_writes": len(writes),

@@ -25,6 +25,7 @@ corrected within the hour (or at the operator's next start) instead of at once.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -33,6 +34,7 @@ from typing import Any
 
 import conch
 from conch import kube
+from conch.render import common
 
 Obj = dict[str, Any]
 CACHED_KINDS: frozenset[tuple[str, str]] = frozenset(
@@ -83,30 +85,56 @@ def selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
 
 def slim(obj: Obj) -> Obj:
     """What the cache keeps of an object (client-go's informer transforms do the same): never
-    managedFields (often half an object's size), and of a Pod's spec only nodeName: a pass reads a
-    pod's labels and status (readiness, container states, termination message, IP), and pods are
-    most of what is cached (a build pod per version plus every serving replica). The caller's object
-    is left as it was."""
+    managedFields (often half an object's size), and of a Pod's spec only nodeName, its containers'
+    command and args and its claim volumes: a pass reads a pod's labels and status (readiness,
+    container states, termination message, IP), the store janitor the repositories it serves, and
+    pods are most of what is cached (a build pod per version plus every serving replica). The
+    caller's object is left as it was."""
     meta = obj.get("metadata") or {}
     if "managedFields" in meta:
         obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
     if obj.get("kind") == "Pod" and "spec" in obj:
-        node = obj["spec"].get("nodeName")
-        obj = {**obj, "spec": {"nodeName": node} if node else {}}
+        obj = {**obj, "spec": _pod_spec(obj["spec"])}
     return obj
 
 
+def _pod_spec(spec: Obj) -> Obj:
+    kept: Obj = {"nodeName": spec["nodeName"]} if spec.get("nodeName") else {}
+    containers = [
+        {k: c[k] for k in ("name", "command", "args") if k in c} for c in spec.get("containers") or []
+    ]
+    claims = [v for v in spec.get("volumes") or [] if v.get("persistentVolumeClaim")]
+    if any(len(c) > 1 for c in containers):
+        kept["containers"] = containers
+    if claims:
+        kept["volumes"] = claims
+    return kept
+
+
+Key = tuple[str, str, str, str]  # (apiVersion, plural, namespace, name)
+Scope = tuple[str, str, str]  # (apiVersion, plural, namespace)
+
+
 class Store:
-    """The objects the watches delivered, keyed by (apiVersion, plural, namespace, name)."""
+    """The objects the watches delivered, keyed by (apiVersion, plural, namespace, name).
+
+    Each object is kept as its compact JSON (bytes), not as parsed dicts: at thousands of
+    ModelDeployments the cache is most of the operator's memory, and a dict tree costs several
+    times its JSON. A read parses it again (tens of microseconds for a Deployment), and every reader
+    gets its own copy. The objects of a scope are indexed by the ModelDeployment label's value, so a
+    pass's `LABEL_MD=<name>` listing touches its own children only, not every pod in the namespace.
+    """
 
     def __init__(self) -> None:
-        self._objects: dict[tuple[str, str, str, str], Obj] = {}
-        self._observed_at: dict[tuple[str, str, str, str], int] = {}  # key -> sequence of its last observe
+        self._scopes: dict[Scope, dict[str, bytes]] = {}
+        self._owner: dict[Key, str] = {}  # key -> its LABEL_MD value (objects that carry it)
+        self._owned: dict[tuple[Scope, str], set[str]] = {}  # (scope, LABEL_MD value) -> names
+        self._observed_at: dict[Key, int] = {}  # key -> sequence of its last observe
         self._sequence = 0
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(obj: Obj) -> tuple[str, str, str, str] | None:
+    def _key(obj: Obj) -> Key | None:
         if (obj.get("apiVersion"), obj.get("kind")) not in kube.PLURALS or not obj["metadata"].get(
             "namespace"
         ):
@@ -119,15 +147,30 @@ class Store:
         key = self._key(obj)
         if key is None:
             return
-        obj = slim(obj)
+        data = None if deleted else json.dumps(slim(obj), separators=(",", ":")).encode()
+        owner = (obj["metadata"].get("labels") or {}).get(common.LABEL_MD)
         with self._lock:
             self._sequence += 1
-            if deleted:
-                self._objects.pop(key, None)
-                self._observed_at.pop(key, None)
-            else:
-                self._objects[key] = obj
+            self._drop(key)
+            if data is not None:
+                self._scopes.setdefault(key[:3], {})[key[3]] = data
                 self._observed_at[key] = self._sequence
+                if owner is not None:
+                    self._owner[key] = owner
+                    self._owned.setdefault((key[:3], owner), set()).add(key[3])
+
+    def _drop(self, key: Key) -> None:
+        """Forget `key` (the lock is held)."""
+        scope = self._scopes.get(key[:3])
+        if scope is not None and scope.pop(key[3], None) is not None and not scope:
+            del self._scopes[key[:3]]
+        self._observed_at.pop(key, None)
+        owner = self._owner.pop(key, None)
+        if owner is not None:
+            names = self._owned[(key[:3], owner)]
+            names.discard(key[3])
+            if not names:
+                del self._owned[(key[:3], owner)]
 
     def mark(self) -> int:
         """A point in the store's history: `sweep` keeps what was observed after it."""
@@ -142,35 +185,57 @@ class Store:
         newer than the listing). Returns how many were dropped."""
         with self._lock:
             gone = [
-                k for k in self._objects
-                if k[:2] == (api_version, plural) and (namespace is None or k[2] == namespace)
-                and (k[2], k[3]) not in listed and self._observed_at.get(k, 0) <= mark
+                (*scope, name) for scope, objects in self._scopes.items()
+                if scope[:2] == (api_version, plural) and (namespace is None or scope[2] == namespace)
+                for name in objects
+                if (scope[2], name) not in listed and self._observed_at.get((*scope, name), 0) <= mark
             ]  # fmt: skip
-            for k in gone:
-                del self._objects[k]
-                self._observed_at.pop(k, None)
+            for key in gone:
+                self._drop(key)
         return len(gone)
 
     def counts(self) -> dict[str, int]:
         """Objects held per plural (the operator's cache_objects gauge)."""
-        with self._lock:
-            keys = list(self._objects)
         out: dict[str, int] = {}
-        for k in keys:
-            out[k[1]] = out.get(k[1], 0) + 1
+        with self._lock:
+            for scope, objects in self._scopes.items():
+                out[scope[1]] = out.get(scope[1], 0) + len(objects)
         return out
 
     def get(self, api_version: str, plural: str, namespace: str, name: str) -> Obj | None:
         with self._lock:
-            return self._objects.get((api_version, plural, namespace, name))
+            data = self._scopes.get((api_version, plural, namespace), {}).get(name)
+        return None if data is None else _loads(data)
 
     def list(self, api_version: str, plural: str, namespace: str, selector: str | None) -> list[Obj]:
+        scope = (api_version, plural, namespace)
+        owner = _owner_in(selector)
         with self._lock:
-            found = [o for k, o in self._objects.items() if k[:3] == (api_version, plural, namespace)]
-        return [o for o in found if selector_matches(selector, o.get("metadata", {}).get("labels") or {})]
+            objects = self._scopes.get(scope, {})
+            names = self._owned.get((scope, owner), set()) if owner is not None else objects.keys()
+            found = [objects[n] for n in sorted(names)]
+        return [
+            o for o in map(_loads, found)
+            if selector_matches(selector, o.get("metadata", {}).get("labels") or {})
+        ]  # fmt: skip
 
     def __len__(self) -> int:
-        return len(self._objects)
+        with self._lock:
+            return sum(len(objects) for objects in self._scopes.values())
+
+
+def _loads(data: bytes) -> Obj:
+    obj: Obj = json.loads(data)
+    return obj
+
+
+def _owner_in(selector: str | None) -> str | None:
+    """The value a selector requires of the ModelDeployment label (`LABEL_MD=v`), if any."""
+    for term in (selector or "").split(","):
+        key, eq, value = term.replace("==", "=").partition("=")
+        if eq and not key.endswith("!") and key.strip() == common.LABEL_MD:
+            return value.strip()
+    return None
 
 
 class CachedKube(kube.Kube):

@@ -109,7 +109,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         tasks.append(asyncio.create_task(_campaign(options.election, [client, plain], queue).run()))
     janitor = None
     if options.store_gc_grace_seconds is not None:
-        janitor = storegc.Janitor(plain, options.store_gc_grace_seconds)  # its Jobs carry no MD label
+        janitor = storegc.Janitor(plain, options.store_gc_grace_seconds, reader=client)  # its Jobs: plain
         tasks.append(asyncio.create_task(janitor.run()))
     _runtime[:] = [Runtime(client, queue, tasks, janitor)]
 

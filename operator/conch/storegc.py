@@ -57,6 +57,23 @@ def parse_spec(md: Obj) -> types.ModelDeploymentSpec | None:
     return None
 
 
+_STORES: dict[tuple[str, str, str, int], render.Store | None] = {}
+
+
+def store_of(namespace: str, md: Obj) -> render.Store | None:
+    """The store a ModelDeployment's spec names (None: the spec does not parse). Remembered per uid
+    and generation (the spec changes only with the generation): validating thousands of specs is
+    most of a round's work."""
+    meta = md.get("metadata", {})
+    key = (namespace, meta.get("name", ""), meta.get("uid", ""), meta.get("generation", 0))
+    if not key[2] or key not in _STORES:
+        spec = parse_spec(md)
+        if len(_STORES) >= 65536:
+            _STORES.clear()
+        _STORES[key] = None if spec is None else render.Store.of(namespace, spec)
+    return _STORES[key]
+
+
 def keys_of(md: Obj) -> set[str]:
     """Build keys in a ModelDeployment's status (history and anything else recorded)."""
     st = md.get("status", {}) or {}
@@ -89,9 +106,8 @@ def referenced(
     keys: dict[render.Store, set[str]] = {}
     users: dict[render.Store, list[Obj]] = {}
     for md in sorted(mds, key=lambda m: m["metadata"]["name"]):
-        spec = parse_spec(md)
-        if spec is not None:
-            store = render.Store.of(namespace, spec)
+        store = store_of(namespace, md)
+        if store is not None:
             keys[store] = keys.get(store, set()) | keys_of(md)
             users.setdefault(store, []).append(md)
     for store in keys:
@@ -123,9 +139,11 @@ def due(memory: Memory, keep: set[str], now: float) -> bool:
 class Janitor:
     """Evaluates dirty namespaces and follows the Jobs it started."""
 
-    client: kube.Kube
+    client: kube.Kube  # its own Jobs and their pods (they carry no ModelDeployment label)
     grace_seconds: int
+    reader: kube.Kube | None = None  # ModelDeployments and Conch's pods (the operator's cache); None: client
     poll_seconds: float = 5.0
+    pause: float = 1.0  # between rounds: 1 s (a burst of events makes one round), or 10x the last round
     stores: dict[render.Store, Memory] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
     md_keys: dict[tuple[str, str], set[str]] = field(default_factory=dict)
@@ -163,14 +181,18 @@ class Janitor:
             timeout = self._next_wake()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
-            await asyncio.sleep(1.0)  # let a burst of events arrive: one evaluation for all of them
+            await asyncio.sleep(self.pause)  # let a burst of events arrive: one evaluation for all
             self.wake.clear()
             if self.client.may_write is not None and not self.client.may_write():
                 continue  # a standby: the leader collects (dirty marks stay for when we lead)
+            began = time.monotonic()
             try:
                 await asyncio.to_thread(self.step)
             except errors.ConchError as exc:
                 log.warning("store collection: %s", exc)
+            # at thousands of ModelDeployments a round takes a while: during a burst of new ones
+            # (each a first sight) the janitor then takes at most a tenth of the time
+            self.pause = max(1.0, 10 * (time.monotonic() - began))
 
     def _next_wake(self) -> float | None:
         if any(m.job for m in self.stores.values()):
@@ -189,8 +211,9 @@ class Janitor:
             self._namespace(namespace, now)
 
     def _namespace(self, namespace: str, now: float) -> None:
-        mds = self.client.list(kube.path("serving.conch.dev/v1alpha1", "ModelDeployment", namespace))
-        pods = self.client.list(kube.path("v1", "Pod", namespace), label_selector=common.LABEL_MD)
+        reader = self.reader or self.client
+        mds = reader.list(kube.path("serving.conch.dev/v1alpha1", "ModelDeployment", namespace))
+        pods = reader.list(kube.path("v1", "Pod", namespace), label_selector=common.LABEL_MD)
         stores = referenced(namespace, mds, pods)
         lost = self.lost.pop(namespace, set())
         for store, (keep, users) in stores.items():

@@ -93,12 +93,64 @@ def test_sweep_drops_what_a_listing_lacks_in_its_scope_only() -> None:
     assert store.counts() == {"jobs": 1}
 
 
-def test_store_keeps_a_pods_labels_and_status_but_not_its_spec() -> None:
+def test_store_keeps_of_a_pods_spec_only_its_node_and_what_it_serves() -> None:
     store = cache.Store()
     p = pod("a", md="x")
-    p["spec"] = {"nodeName": "n1", "containers": [{"name": "triton", "args": ["--model-repository=/m"]}]}
+    p["spec"] = {
+        "nodeName": "n1",
+        "containers": [
+            {"name": "triton", "image": "t", "args": ["--model-repository=/m"], "env": [{"name": "E"}]}
+        ],
+        "volumes": [
+            {"name": "store", "persistentVolumeClaim": {"claimName": "c"}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+        "tolerations": [{"key": "nvidia.com/gpu"}],
+    }
     p["status"] = {"podIP": "127.64.0.9", "conditions": [{"type": "Ready", "status": "True"}]}
     store.observe(p)
     kept = store.get("v1", "pods", "ns", "a")
-    assert kept == {**p, "spec": {"nodeName": "n1"}}
-    assert p["spec"]["containers"]  # the caller's object is left as it was
+    assert kept == {
+        **p,
+        "spec": {
+            "nodeName": "n1",
+            "containers": [{"name": "triton", "args": ["--model-repository=/m"]}],
+            "volumes": [{"name": "store", "persistentVolumeClaim": {"claimName": "c"}}],
+        },
+    }
+    assert p["spec"]["tolerations"]  # the caller's object is left as it was
+
+
+MD = "serving.conch.dev/modeldeployment"
+
+
+def test_listing_by_modeldeployment_label_follows_relabels_deletes_and_sweeps() -> None:
+    store = cache.Store()
+    for name, owner in (("a-1", "a"), ("a-2", "a"), ("b-1", "b")):
+        store.observe(pod(name, **{MD: owner, "component": "triton"}))
+    store.observe(pod("a-1", ns="other", **{MD: "a"}))
+
+    def names(selector: str) -> list[str]:
+        return [p["metadata"]["name"] for p in store.list("v1", "pods", "ns", selector)]
+
+    assert names(f"{MD}=a") == ["a-1", "a-2"]
+    assert names(f"{MD}==a,component=triton") == ["a-1", "a-2"]
+    assert names(f"{MD}=a,component!=triton") == []
+    assert names(f"{MD}!=a") == ["b-1"]  # an inequality is not an index lookup
+    assert names(MD) == ["a-1", "a-2", "b-1"]
+    store.observe(pod("a-2", **{MD: "b"}))
+    assert names(f"{MD}=a") == ["a-1"] and names(f"{MD}=b") == ["a-2", "b-1"]
+    store.observe(pod("a-1", **{MD: "a"}), deleted=True)
+    assert names(f"{MD}=a") == []
+    store.sweep("v1", "pods", "ns", {("ns", "b-1")}, store.mark())
+    assert names(f"{MD}=b") == ["b-1"] and len(store) == 2
+
+
+def test_every_read_is_its_own_copy() -> None:
+    store = cache.Store()
+    store.observe(pod("a", md="x"))
+    first = store.get("v1", "pods", "ns", "a")
+    assert first is not None
+    first["metadata"]["labels"]["md"] = "changed by a careless reader"
+    assert store.get("v1", "pods", "ns", "a") == pod("a", md="x")
+    assert store.list("v1", "pods", "ns", None) == [pod("a", md="x")]
