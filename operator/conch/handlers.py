@@ -56,6 +56,8 @@ class Options:
     store_gc_grace_seconds: int | None = 86400  # None: never collect the model stores
     workers: int = 4  # reconcile passes at once
     cached_reads: bool = True  # passes read the watched kinds from the watch-fed cache (cache.py)
+    kube_api_qps: float = 100.0  # client-side rate limit of the reconcile and janitor requests
+    kube_api_burst: int = 200
 
 
 _runtime: list[Runtime] = []
@@ -102,6 +104,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.label_selectors[resource] = common.LABEL_MD
     plain = kube.Kube.from_environment()
     client = cache.CachedKube(plain.api, _store) if _options[0].cached_reads else plain
+    # one bucket for both (the Lease client has none: a renewal never queues behind a burst)
+    plain.limiter = client.limiter = kube.TokenBucket(_options[0].kube_api_qps, _options[0].kube_api_burst)
     queue = workqueue.WorkQueue(_process, concurrency=_options[0].workers)
     tasks = [asyncio.create_task(queue.run())]
     options = _options[0]

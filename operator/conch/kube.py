@@ -53,6 +53,34 @@ def path_of(obj: Obj) -> str:
     return path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
 
 
+class TokenBucket:
+    """Client-side rate limit, as client-go's token bucket (rest.Config QPS and Burst): up to `burst`
+    requests at once, refilled at `qps` per second; a request over the limit waits its turn. It keeps
+    a burst of new ModelDeployments from flooding the apiserver with the operator's writes (the
+    apiserver's priority and fairness is the server-side guard)."""
+
+    def __init__(
+        self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:  # fmt: skip
+        if qps <= 0 or burst < 1:
+            raise ValueError(f"qps must be > 0 and burst >= 1 (got {qps}, {burst})")
+        self.qps, self.burst, self.clock, self.sleep = qps, burst, clock, sleep
+        self._tokens, self._at = float(burst), clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take one token, waiting until it is there; returns the seconds waited."""
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps) - 1
+            self._at = now
+            wait = -self._tokens / self.qps if self._tokens < 0 else 0.0
+        if wait:
+            self.sleep(wait)  # the token is reserved: others queue behind it
+        return wait
+
+
 class Kube:
     """JSON requests against one apiserver."""
 
@@ -64,6 +92,7 @@ class Kube:
         # Leader election (conch.leader): consulted before every write; None = always allowed.
         self.may_write: Callable[[], bool] | None = None
         self.timeout = 30.0  # seconds per request
+        self.limiter: TokenBucket | None = None  # client-side QPS/burst (main.py's --kube-api-qps)
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -87,6 +116,8 @@ class Kube:
             raise errors.NotLeaderError(f"{method} {url}: not the leader (the Lease is not held or renewed)")
         if query:
             url = f"{url}?{urlencode(query)}"
+        if self.limiter is not None:
+            self.limiter.take()
         headers = {"Accept": "application/json", "Content-Type": content_type}
         method_, full_url, headers_, body_, _ = self.api.param_serialize(
             method, url, header_params=headers, body=body, auth_settings=["BearerToken"]

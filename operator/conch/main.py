@@ -35,6 +35,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="log line format")
     parser.add_argument("--workers", type=int, default=4, help="reconcile passes at once (default 4)")
     parser.add_argument(
+        "--kube-api-qps", type=float, default=100.0,
+        help="requests per second to the apiserver, sustained (client-side limit; default 100)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kube-api-burst", type=int, default=200, help="requests at once above the QPS (default 200)"
+    )
+    parser.add_argument(
         "--resync-seconds", type=float, default=600.0,
         help="idle passes per ModelDeployment (+-10%% jitter); events drive everything else (default 600)",
     )  # fmt: skip
@@ -84,9 +91,22 @@ class DemoteHandlerLines(logging.Filter):
         return True
 
 
+def check(args: argparse.Namespace) -> None:
+    """Refuse flags out of range, naming the flag (before anything starts)."""
+    if args.store_gc_grace < 0:
+        raise SystemExit("conch-operator: --store-gc-grace: must be >= 0 seconds")
+    if args.resync_seconds < 5:
+        raise SystemExit("conch-operator: --resync-seconds: must be >= 5")
+    if not 1 <= args.workers <= 64:
+        raise SystemExit("conch-operator: --workers: must be 1..64")
+    if args.kube_api_qps <= 0 or args.kube_api_burst < 1:
+        raise SystemExit("conch-operator: --kube-api-qps must be > 0 and --kube-api-burst >= 1")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run until interrupted."""
     args = parse(argv)
+    check(args)
     # kopf.configure sets the root level (DEBUG with -v, else INFO) and installs the one root handler;
     # a second (basicConfig's) would print every line twice.
     json_logs = args.log_format == "json"
@@ -97,15 +117,14 @@ def main(argv: list[str] | None = None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("kopf.objects").addFilter(DemoteHandlerLines())
     exact = bool(args.namespace) and not any(set(n) & set("*?[]!") for n in args.namespace)
-    if args.store_gc_grace < 0:
-        raise SystemExit("conch-operator: --store-gc-grace: must be >= 0 seconds")
     grace = None if args.no_store_gc else args.store_gc_grace
-    if args.resync_seconds < 5:
-        raise SystemExit("conch-operator: --resync-seconds: must be >= 5")
     controller.IDLE_REQUEUE = args.resync_seconds
-    if not 1 <= args.workers <= 64:
-        raise SystemExit("conch-operator: --workers: must be 1..64")
-    handlers.configure(handlers.Options(leader_election(args), exact, grace, args.workers, not args.no_cache))
+    handlers.configure(
+        handlers.Options(
+            leader_election(args), exact, grace, args.workers, not args.no_cache,
+            args.kube_api_qps, args.kube_api_burst,
+        )
+    )  # fmt: skip
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(

@@ -91,10 +91,29 @@ def test_name_overrides_extra_args_env_json_logs_and_readiness() -> None:
     assert renamed.endswith("-models")
 
 
-@pytest.mark.parametrize("bad", ["replicaCount=11", "logFormat=xml", "leaderElection.retryPeriodSeconds=0"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "replicaCount=11", "logFormat=xml", "leaderElection.retryPeriodSeconds=0", "workers=0",
+        "kubeApi.qps=0", "kubeApi.burst=0", "resyncSeconds=1",
+    ],
+)  # fmt: skip
 def test_schema_rejects_bad_production_values(bad: str) -> None:
     proc = helm("template", "x", str(CHART), "--set", bad, check=False)
     assert proc.returncode != 0 and "schema" in proc.stderr, (bad, proc.stderr)
+
+
+def test_throughput_settings_reach_the_operator() -> None:
+    args = container(
+        objects(template("--set", "workers=8", "--set", "kubeApi.qps=50", "--set", "resyncSeconds=300"))
+    )["args"]
+    parsed = main.parse([a for a in args if a.startswith(("--workers", "--kube-api", "--resync"))])
+    assert (parsed.workers, parsed.kube_api_qps, parsed.kube_api_burst, parsed.resync_seconds) == (
+        8,
+        50,
+        200,
+        300,
+    )
 
 
 def test_store_gc_grace_and_opt_out_reach_the_operator() -> None:
