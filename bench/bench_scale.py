@@ -5,8 +5,12 @@ fast as applying the same children directly, be silent when nothing changes, sta
 one user's edit while a burst of new models is being processed. This measures, in one run on the
 running local cluster (`make cluster-up`; kwok nodes are added for the pods):
 
-A. raw: the Deployments and Services Conch would render for N models, server-side applied directly
-   with as many client threads as the operator has workers; time until every Deployment is available.
+A. raw: the children Conch would render for N models (build Job, admin-key Secret, Deployment,
+   Service), server-side applied directly, all at once, with as many client threads as the operator
+   has workers; the bench plays the builder for the Jobs as in B; time until every Deployment is
+   available and every Job has succeeded. (Before 2026-11-30 14:00 UTC raw applied the Deployments
+   and Services only, and the control plane kept its default client QPS: those ratios are not
+   comparable with later ones.)
 B. Conch: the operator (a subprocess, watching one namespace) and N ModelDeployments created in a
    burst; the bench plays the builder (each build pod is completed with a summary through kwok).
    Time to all build Jobs, time to all Serving; one existing ModelDeployment edited during the burst
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +45,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from conch import kube  # noqa: E402
 from conch.api import types  # noqa: E402
-from conch.render import common, deployment, service  # noqa: E402
+from conch.render import common, deployment, job, secret, service  # noqa: E402
 
 STATE = Path(os.environ.get("CONCH_CLUSTER_DIR", Path.home() / ".local" / "state" / "conch" / "cluster"))
 OUT = ROOT / "bench" / "results" / "scale.json"
@@ -57,7 +62,9 @@ Obj = dict[str, Any]
 
 def client() -> kube.Kube:
     os.environ["KUBECONFIG"] = str(STATE / "kubeconfig")
-    return kube.Kube.from_environment()
+    k = kube.Kube.from_environment()
+    k.api.user_agent = "conch-bench"  # the audit log's conch-operator requests are the operator's alone
+    return k
 
 
 def poll(what: str, fn: Callable[[], bool], timeout: float, every: float = 1.0) -> float:
@@ -159,10 +166,13 @@ def build_key(name: str, version: str) -> str:
 
 
 def rendered(ns: str, name: str) -> list[Obj]:
-    """The Deployment and Service Conch renders for one model (what the raw run applies)."""
+    """The children Conch renders for one model (what the raw run applies): the build Job, the
+    Triton admin-key Secret, the Deployment and the Service."""
     spec = types.ModelDeploymentSpec.model_validate(md_body(name)["spec"])
     owner = common.Owner(name=name, namespace=ns, uid="00000000-0000-0000-0000-000000000000", spec=spec)
     objs = [
+        job.render_job(owner, "v1", build_key(name, "v1")),
+        secret.render_secret(owner, secret.new_key()),
         deployment.render_deployment(owner, deployment.Served("v1", build_key(name, "v1"), name)),
         service.render_service(owner),
     ]
@@ -172,18 +182,28 @@ def rendered(ns: str, name: str) -> list[Obj]:
 
 
 def run_raw(k: kube.Kube, n: int) -> float:
+    """Every child of every model applied at once (no ordering: a Deployment does not wait for its
+    build); done when every Deployment is available and every build Job has succeeded."""
     ns = "bench-raw"
     namespace(k, ns)
+    builder = Builder(k, ns)
+    builder.start()
     start = time.monotonic()
-    with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(lambda i: [k.apply(kube.path_of(o), o) for o in rendered(ns, f"m{i}")], range(n)))
+    try:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(lambda i: [k.apply(kube.path_of(o), o) for o in rendered(ns, f"m{i}")], range(n)))
 
-    def available() -> bool:
-        deps = k.list(kube.path("apps/v1", "Deployment", ns))
-        return sum(1 for d in deps if d.get("status", {}).get("availableReplicas", 0) >= 1) >= n
+        def done() -> bool:
+            deps = k.list(kube.path("apps/v1", "Deployment", ns))
+            if sum(1 for d in deps if d.get("status", {}).get("availableReplicas", 0) >= 1) < n:
+                return False
+            jobs = k.list(kube.path("batch/v1", "Job", ns))
+            return sum(1 for j in jobs if j.get("status", {}).get("succeeded", 0) >= 1) >= n
 
-    poll("raw: all Deployments available", available, 1800, every=2)
-    took = time.monotonic() - start
+        poll("raw: all Deployments available and all Jobs succeeded", done, 3600, every=2)
+        took = time.monotonic() - start
+    finally:
+        builder.stop.set()
     drop_namespace(k, ns)
     return took
 
@@ -220,8 +240,12 @@ class Builder(threading.Thread):
     def run(self) -> None:
         with ThreadPoolExecutor(8) as pool:
             while not self.stop.is_set():
-                pods = self.k.list(
-                    kube.path("v1", "Pod", self.ns), label_selector=f"{common.LABEL_COMPONENT}=builder"
+                query = {
+                    "labelSelector": f"{common.LABEL_COMPONENT}=builder",
+                    "fieldSelector": "status.phase=Running",
+                }
+                pods = (self.k.request("GET", kube.path("v1", "Pod", self.ns), query=query) or {}).get(
+                    "items", []
                 )
                 todo = [
                     p
@@ -253,6 +277,15 @@ def rss_mib(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def metric(port: int, name: str) -> float:
+    """One unlabelled sample from the operator's /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
     return 0.0
 
 
@@ -350,6 +383,7 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
         editor.join(600)
         peak = rss_mib(proc.pid)
         cpu_s = cpu_seconds(proc.pid)
+        throttled = metric(port, "conch_client_throttled_seconds_total")
         builder.stop.set()
         time.sleep(5)  # let the last status writes land before the idle window
         offset = (STATE / "audit.log").stat().st_size
@@ -363,6 +397,7 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
             "edit_latency_during_burst_s": round(edit.get("latency", -1), 2),
             "peak_rss_mib": round(peak, 1),
             "operator_cpu_s_until_all_serving": round(cpu_s, 1),
+            "operator_throttled_s": round(throttled, 1),  # waits for its client-side rate limit
             "idle_window_s": idle_seconds,
             "idle_requests_per_min": round(len(idle) * 60 / idle_seconds, 1),
             "idle_writes": len(writes),
@@ -405,6 +440,7 @@ def main() -> None:
                 "n": n,
                 "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "loadavg1": round(os.getloadavg()[0], 2),
+                "raw_children": ["Job", "Secret", "Deployment", "Service"],
                 "raw_all_available_s": round(raw, 1),
                 "conch": conch,
                 "serving_ratio": round(ratio, 2),

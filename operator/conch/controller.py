@@ -69,6 +69,11 @@ def act(client: kube.Kube, md: Obj, decided: plan.Plan) -> list[errors.Ownership
 _said: dict[str, str] = {}  # ModelDeployment uid -> the ownership conflicts last posted as an Event
 
 
+def forget(uid: str) -> None:
+    """A ModelDeployment is gone: drop what was remembered of it."""
+    _said.pop(uid, None)
+
+
 def _conflicted(client: kube.Kube, md: Obj, conflicts: list[errors.OwnershipConflictError]) -> None:
     uid, message = md["metadata"]["uid"], "; ".join(str(c) for c in conflicts)
     if not conflicts:

@@ -170,6 +170,7 @@ async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str 
     if deleted:
         if _runtime:
             _runtime[0].queue.forget((namespace or "", name))
+        controller.forget(str((event.get("object") or {}).get("metadata", {}).get("uid", "")))
         return
     _enqueue(namespace, name, priority(event.get("object") or {}))  # edits first, then new objects
 

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 import kubernetes
 
 import conch
-from conch import errors
+from conch import errors, metrics
 
 Obj = dict[str, Any]
 
@@ -116,8 +116,8 @@ class Kube:
             raise errors.NotLeaderError(f"{method} {url}: not the leader (the Lease is not held or renewed)")
         if query:
             url = f"{url}?{urlencode(query)}"
-        if self.limiter is not None:
-            self.limiter.take()
+        if self.limiter is not None and (waited := self.limiter.take()):
+            metrics.CLIENT_THROTTLED.inc(waited)
         headers = {"Accept": "application/json", "Content-Type": content_type}
         method_, full_url, headers_, body_, _ = self.api.param_serialize(
             method, url, header_params=headers, body=body, auth_settings=["BearerToken"]

@@ -19,6 +19,10 @@ OWNERSHIP_CONFLICTS = prometheus_client.Counter(
     "conch_ownership_conflicts_total",
     "Children not applied: their name is held by an object another owner has",
 )
+CLIENT_THROTTLED = prometheus_client.Counter(
+    "conch_client_throttled_seconds_total",
+    "Seconds requests waited for the client-side rate limit (--kube-api-qps, --kube-api-burst)",
+)
 WRITES = prometheus_client.Counter("conch_writes_total", "Writes sent to the apiserver", ["kind"])
 BUILDS = prometheus_client.Counter(
     "conch_builds_total", "Builds by outcome (started, succeeded, failed, reused)", ["outcome"]

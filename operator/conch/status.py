@@ -82,17 +82,36 @@ def phase(
 
 
 def transitions(old: types.ModelDeploymentStatus, new: types.ModelDeploymentStatus) -> list[Event]:
-    """Events for what changed between two statuses: conditions flipping, versions moving."""
-    events: list[Event] = []
+    """Events for what changed between two statuses: versions moving, builds starting and ending,
+    conditions flipping. One Event per reason: a condition that flips with the reason of a version or
+    build Event is said by that Event (Built=True BuildSucceeded is "built version v1: <key>"), and
+    conditions flipping together with one reason are one Event. A condition set for the first time
+    only says where it starts (Ready=False "no version is serving yet", Built=False "building"): it is
+    an Event only when it starts Degraded=True. Events are requests too: a thousand new ModelDeployments made
+    ten each before (11,186 POSTs in bench_scale at N=1000), five each now."""
+    events = _version_events(old, new)
+    said = {e.reason for e in events}
+    flips: dict[str, list[types.Condition]] = {}
     before = {c.type: c for c in old.conditions}
     for cond in new.conditions:
         prev = before.get(cond.type)
         if prev is not None and (prev.status, prev.reason) == (cond.status, cond.reason):
             continue
-        bad = (cond.type == "Degraded") == (cond.status == "True")
-        events.append(
-            Event("Warning" if bad else "Normal", cond.reason, f"{cond.type}={cond.status}: {cond.message}")
-        )
+        if (prev is None and not (cond.type == "Degraded" and cond.status == "True")) or cond.reason in said:
+            continue
+        flips.setdefault(cond.reason, []).append(cond)
+    for reason, conds in flips.items():
+        message = "; ".join(f"{c.type}={c.status}: {c.message}" for c in conds)
+        events.append(Event("Warning" if any(map(_bad, conds)) else "Normal", reason, message))
+    return events
+
+
+def _bad(cond: types.Condition) -> bool:
+    return (cond.type == "Degraded") == (cond.status == "True")
+
+
+def _version_events(old: types.ModelDeploymentStatus, new: types.ModelDeploymentStatus) -> list[Event]:
+    events: list[Event] = []
     if new.current_version != old.current_version and new.current_version is not None:
         events.append(Event("Normal", "Serving", f"now serving version {new.current_version}"))
     old_results = {h.version: h.result for h in old.history}

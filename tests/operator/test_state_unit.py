@@ -211,6 +211,67 @@ def test_transitions_post_events() -> None:
     assert status.transitions(new, new) == [], "nothing changed: no events"
 
 
+def with_conditions(
+    base: types.ModelDeploymentStatus, *conds: status.Cond, history: list[types.HistoryEntry] | None = None
+) -> types.ModelDeploymentStatus:
+    return base.model_copy(
+        update={
+            "conditions": status.merge(base.conditions, list(conds), 1, "t"),
+            "history": base.history if history is None else history,
+        }
+    )
+
+
+def test_a_new_modeldeployments_life_is_five_events_one_per_reason() -> None:
+    """Conditions starting where they should say nothing; a condition flipping with the reason of a
+    build or version Event is that Event; two conditions flipping with one reason are one Event."""
+    born = with_conditions(
+        st(),
+        status.Cond("Progressing", True, "Building", "building version v1"),
+        status.Cond("Built", False, "Building", "Job j-v1 is building version v1"),
+        status.Cond("Ready", False, "NotServing", "no version is serving yet"),
+        status.Cond("Degraded", False, "AsExpected"),
+        history=[entry("v1", "Building")],
+    )
+    assert [e.reason for e in status.transitions(st(), born)] == ["BuildStarted"]
+    built = with_conditions(
+        born,
+        status.Cond("Progressing", True, "RollingOut", "rolling out version v1"),
+        status.Cond("Built", True, "BuildSucceeded", "built bk-v1"),
+        status.Cond("Ready", False, "NotServing", "no version is serving yet"),
+        status.Cond("Degraded", False, "AsExpected"),
+        history=[entry("v1")],
+    )
+    assert [(e.reason, e.message) for e in status.transitions(born, built)] == [
+        ("BuildSucceeded", "built version v1: bk-v1"),
+        ("RollingOut", "Progressing=True: rolling out version v1"),
+    ]
+    serving = with_conditions(
+        built.model_copy(update={"current_version": "v1"}),
+        status.Cond("Progressing", False, "RolloutComplete"),
+        status.Cond("Built", True, "BuildSucceeded", "built bk-v1"),
+        status.Cond("Ready", True, "Serving", "version v1: 1/1 pods ready"),
+        status.Cond("Degraded", False, "AsExpected"),
+    )
+    assert [e.reason for e in status.transitions(built, serving)] == ["Serving", "RolloutComplete"]
+
+
+def test_conditions_flipping_with_one_reason_are_one_warning() -> None:
+    old = with_conditions(
+        st(), status.Cond("Ready", True, "Serving"), status.Cond("Degraded", False, "AsExpected")
+    )
+    new = with_conditions(
+        old,
+        status.Cond("Ready", False, "InvalidSpec", "bad"),
+        status.Cond("Degraded", True, "InvalidSpec", "bad"),
+    )
+    assert [(e.type, e.reason, e.message) for e in status.transitions(old, new)] == [
+        ("Warning", "InvalidSpec", "Ready=False: bad; Degraded=True: bad")
+    ]
+    born_bad = with_conditions(st(), status.Cond("Degraded", True, "InvalidSpec", "spec.x: nope"))
+    assert [e.reason for e in status.transitions(st(), born_bad)] == ["InvalidSpec"]
+
+
 def triton_pod(
     restarts: int, ready: bool = False, waiting: str = "CrashLoopBackOff", deleting: bool = False
 ) -> Any:
