@@ -90,10 +90,26 @@ async def _process(key: Any) -> float | None:
     return delay
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base serves on.create/update/field handlers, which this operator has none of; the
+    default one still deep-copies every body of every event to build it (about 7% of the operator's
+    CPU in bench_scale at N=1000). Everything here is level-based: an event only queues a key."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()  # a fresh one: kopf may edit what it gets
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return kopf.BodyEssence()
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Configure kopf for a level-based controller and start the work queue."""
     settings.posting.enabled = False  # we post our own Events, on transitions only
+    settings.persistence.diffbase_storage = NoDiffBase()  # no change-detecting handlers: no diff base
     settings.scanning.disabled = _options[0].exact_namespaces  # no namespace/CRD observation beyond the start
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
