@@ -406,6 +406,7 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
         offset = (STATE / "audit.log").stat().st_size
         time.sleep(idle_seconds)
         idle = audit_requests(offset)
+        rss_idle = rss_mib(proc.pid, "VmRSS")
         writes = [e for e in idle if e["verb"] in {"create", "update", "patch", "delete"}]
         return {
             "create_burst_s": round(created, 1),
@@ -413,6 +414,7 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
             "all_serving_s": round(serving_s, 1),
             "edit_latency_during_burst_s": round(edit.get("latency", -1), 2),
             "peak_rss_mib": round(peak, 1),
+            "rss_after_idle_mib": round(rss_idle, 1),
             "operator_cpu_s_until_all_serving": round(cpu_s, 1),
             "operator_throttled_s": round(throttled, 1),  # waits for its client-side rate limit
             "idle_window_s": idle_seconds,
