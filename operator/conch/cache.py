@@ -147,7 +147,7 @@ class Store:
         key = self._key(obj)
         if key is None:
             return
-        data = None if deleted else json.dumps(slim(obj), separators=(",", ":")).encode()
+        data = None if deleted else _dumps(obj)
         owner = (obj["metadata"].get("labels") or {}).get(common.LABEL_MD)
         with self._lock:
             self._sequence += 1
@@ -224,6 +224,11 @@ class Store:
             return sum(len(objects) for objects in self._scopes.values())
 
 
+def _dumps(obj: Obj) -> bytes:
+    """What the cache keeps of an object: its slim form as compact JSON."""
+    return json.dumps(slim(obj), separators=(",", ":")).encode()
+
+
 def _loads(data: bytes) -> Obj:
     obj: Obj = json.loads(data)
     return obj
@@ -251,12 +256,12 @@ class CachedKube(kube.Kube):
         super().__init__(api)
         self.store = store
         self.unwatched_ttl, self.clock = unwatched_ttl, clock
-        self._recent: dict[str, tuple[float, Obj | None]] = {}  # unwatched objects: path -> (when, object)
+        self._recent: dict[str, tuple[float, bytes | None]] = {}  # unwatched: path -> (when, compact JSON)
         self._recent_lock = threading.Lock()
 
     def _remember(self, url: str, obj: Obj | None) -> None:
         with self._recent_lock:
-            self._recent[url] = (self.clock(), obj)
+            self._recent[url] = (self.clock(), None if obj is None else _dumps(obj))
 
     def get(self, url: str) -> Obj | None:
         parsed = parse_path(url)
@@ -267,7 +272,7 @@ class CachedKube(kube.Kube):
         with self._recent_lock:
             hit = self._recent.get(url)
         if hit is not None and self.clock() - hit[0] < self.unwatched_ttl:
-            return hit[1]
+            return None if hit[1] is None else _loads(hit[1])
         obj = super().get(url)
         self._remember(url, obj)
         return obj
