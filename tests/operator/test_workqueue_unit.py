@@ -121,3 +121,54 @@ def test_edits_of_reconciled_objects_come_first_then_new_objects(
     body: dict[str, object], priority: int
 ) -> None:
     assert handlers.priority(body) == priority
+
+
+def test_an_earlier_add_wins_a_later_one_does_not_postpone_and_forget_drops() -> None:
+    ran: dict[Hashable, float] = {}
+
+    async def process(key: Hashable) -> float | None:
+        ran[key] = asyncio.get_running_loop().time()
+        return None
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        queue = workqueue.WorkQueue(process)
+        task = asyncio.create_task(queue.run())
+        start = loop.time()
+        queue.add("resynced", delay=30.0)  # an idle resync far away...
+        queue.add("resynced", delay=0.05)  # ...then a child event: the earlier schedule wins
+        queue.add("resynced", delay=60.0)  # a later one does not postpone it
+        queue.add("gone", delay=0.05)
+        queue.forget("gone")  # its object was deleted: its heap entries are dead
+        queue.add("other", delay=0.1)
+        await until(lambda: "other" in ran)
+        await asyncio.sleep(0.05)
+        assert 0.04 <= ran["resynced"] - start < 1.0
+        assert "gone" not in ran and queue.pending() == 0
+        task.cancel()
+
+    drive(scenario)
+
+
+def test_a_paused_queue_holds_keys_and_runs_each_once_when_resumed() -> None:
+    ran: list[Hashable] = []
+
+    async def process(key: Hashable) -> float | None:
+        ran.append(key)
+        return None
+
+    async def scenario() -> None:
+        queue = workqueue.WorkQueue(process, concurrency=2)
+        queue.pause()
+        task = asyncio.create_task(queue.run())
+        for i in range(50):
+            queue.add(f"k{i % 10}", delay=0.001 * i)
+        await asyncio.sleep(0.1)
+        assert ran == [] and queue.pending() == 10
+        queue.resume()
+        await until(lambda: len(ran) == 10)
+        await asyncio.sleep(0.05)
+        assert sorted(ran) == sorted(f"k{i}" for i in range(10))  # once each, no stale duplicates
+        task.cancel()
+
+    drive(scenario)
