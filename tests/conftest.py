@@ -91,6 +91,19 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc
 
+    def wait_established(self, crd: str, timeout: float = 60) -> None:
+        """Wait until the apiserver serves a CRD. (`kubectl wait --for=condition=Established` fails
+        at once, instead of waiting, while a just-created CRD has no conditions yet: seen on a fresh
+        control plane under load.)"""
+        jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+        wait_for(
+            f"CRD {crd} established",
+            lambda: (
+                self.kubectl("get", "crd", crd, "-o", f"jsonpath={jsonpath}", check=False).stdout == "True"
+            ),
+            timeout,
+        )
+
     def complete_pod(self, namespace: str, pod: str, exit_code: int = 0, message: str = "") -> None:
         """Make kwok terminate a Running pod with this exit code and termination message."""
         self.kubectl(

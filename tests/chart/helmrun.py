@@ -129,7 +129,7 @@ def operator_as_release(
         "install", release, str(CHART), "-n", namespace, *crds, *scope, "--set", "replicaCount=0",
         kubeconfig=cluster.kubeconfig,
     )  # fmt: skip
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    cluster.wait_established("modeldeployments.serving.conch.dev")
     kubeconfig = sa_kubeconfig(cluster, namespace, release, workdir / "sa-kubeconfig")
     log_path = workdir / "operator.log"
     port = free_port()

@@ -193,7 +193,7 @@ def test_service_account_has_exactly_what_the_operator_needs(cluster: Cluster, r
     sa = f"system:serviceaccount:{release.namespace}:{release.fullname}"
     # can-i only resolves modeldeployments once the CRD is served (a fresh cluster has none yet).
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    cluster.wait_established("modeldeployments.serving.conch.dev")
     missing, excess = [], []
     # Cluster-wide: the operator watches all namespaces, so check its own and another one.
     for ns in (release.namespace, "default"):

@@ -186,9 +186,7 @@ CEL_CRD = {
 
 def test_cel_rule_rejects_object_with_its_message(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(CEL_CRD))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/widgets.foundation.conch.dev", "--timeout=30s"
-    )
+    cluster.wait_established("widgets.foundation.conch.dev", timeout=30)
 
     def widget(lo: int, hi: int) -> str:
         return json.dumps(

@@ -75,7 +75,7 @@ def operator_release(cluster: Any, namespace: str, workdir: Path, *values: str) 
     """CRDs from crds/, a release (replicas 0, ServiceMonitor every 2 s, PrometheusRule) in `namespace`,
     and the operator as a local process watching only `namespace`. Uninstalls and stops afterwards."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    cluster.wait_established("modeldeployments.serving.conch.dev")
     name = f"conch-m{secrets.token_hex(3)}"
     settings = ("--set", "crds.install=false", "--set", "replicaCount=0",
                 "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.interval=2s",

@@ -68,7 +68,7 @@ class Operator:
 def operator_fixture(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """Fixture `operator`: the CRD installed and one operator per test module that imports this."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    cluster.wait_established("modeldeployments.serving.conch.dev")
     op = Operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator"))
     op.start()
     yield op

@@ -108,7 +108,7 @@ def refused_by_operator(obj: dict[str, Any]) -> bool:
 @pytest.fixture
 def crd(cluster: Any) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    cluster.wait_established("modeldeployments.serving.conch.dev")
 
 
 def test_canary_specs_are_checked_by_the_apiserver_and_the_operator(

@@ -160,7 +160,7 @@ def crd(cluster: Any) -> None:
 
     crds = Path(__file__).resolve().parents[2] / "crds"
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.conch.dev")
+    cluster.wait_established("modeldeployments.serving.conch.dev")
 
 
 def test_valid_bases_are_accepted(cluster: Any, namespace: str, crd: None) -> None:
