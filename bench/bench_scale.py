@@ -77,6 +77,12 @@ def poll(what: str, fn: Callable[[], bool], timeout: float, every: float = 1.0) 
     return time.monotonic() - start
 
 
+def poll_every(n: int) -> float:
+    """Seconds between the bench's own full LISTs (of N Jobs, Deployments or ModelDeployments): 2 s at
+    1000; at 5000 a LIST every 2 s was megabytes a time on the apiserver the run measures."""
+    return max(2.0, n / 500)
+
+
 def add_nodes(k: kube.Kube, n: int) -> list[str]:
     """kwok nodes with room for the pods (removed at the end)."""
     names = []
@@ -217,7 +223,7 @@ def run_raw(k: kube.Kube, n: int) -> float:
             jobs = k.list(kube.path("batch/v1", "Job", ns))
             return sum(1 for j in jobs if j.get("status", {}).get("succeeded", 0) >= 1) >= n
 
-        poll("raw: all Deployments available and all Jobs succeeded", done, 3600, every=2)
+        poll("raw: all Deployments available and all Jobs succeeded", done, 3600, every=poll_every(n))
         took = time.monotonic() - start
     finally:
         builder.stop.set()
@@ -391,11 +397,11 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
         def all_jobs() -> bool:
             return len(k.list(kube.path("batch/v1", "Job", ns), label_selector=common.LABEL_MD)) >= n + 1
 
-        jobs_s = created + poll("all build Jobs", all_jobs, 3600, every=2)
+        jobs_s = created + poll("all build Jobs", all_jobs, 3600, every=poll_every(n))
         serving_s = (
             time.monotonic()
             - start
-            + poll("all Serving", lambda: serving_count(k, ns) >= n + 1, 3600, every=3)
+            + poll("all Serving", lambda: serving_count(k, ns) >= n + 1, 3600, every=poll_every(n))
         )
         editor.join(600)
         peak = rss_mib(proc.pid)
