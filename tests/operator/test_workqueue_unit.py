@@ -172,3 +172,36 @@ def test_a_paused_queue_holds_keys_and_runs_each_once_when_resumed() -> None:
         task.cancel()
 
     drive(scenario)
+
+
+def test_events_go_before_timed_requeues_that_were_due_earlier() -> None:
+    """A pass's own requeue (the resync, the safety net while building) is timed work: under load,
+    every key an event added runs first, whatever the requeue's due time."""
+    order: list[Hashable] = []
+    gate = asyncio.Event()
+
+    async def process(key: Hashable) -> float | None:
+        order.append(key)
+        if key == "blocker":
+            await gate.wait()
+            return None
+        return 0.01 if len([k for k in order if k == key]) == 1 else None  # requeue itself once
+
+    async def scenario() -> None:
+        queue = workqueue.WorkQueue(process, concurrency=1)
+        task = asyncio.create_task(queue.run())
+        for i in range(3):
+            queue.add(f"timed-{i}")
+        await until(lambda: len(order) == 3)  # each ran once and asked to run again in 10 ms
+        queue.add("blocker")
+        await until(lambda: order[-1] == "blocker")
+        await asyncio.sleep(0.05)  # the three requeues come due while the slot is taken
+        for i in range(3):
+            queue.add(f"event-{i}")  # due after the requeues, but event-driven
+        gate.set()
+        await until(lambda: len(order) == 10)
+        task.cancel()
+
+    drive(scenario)
+    assert order[4:7] == ["event-0", "event-1", "event-2"]
+    assert sorted(order[7:]) == ["timed-0", "timed-1", "timed-2"]
