@@ -108,9 +108,10 @@ class NoDiffBase(kopf.DiffBaseStorage):
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Configure kopf for a level-based controller and start the work queue."""
+    options = _options[0]
     settings.posting.enabled = False  # we post our own Events, on transitions only
     settings.persistence.diffbase_storage = NoDiffBase()  # no change-detecting handlers: no diff base
-    settings.scanning.disabled = _options[0].exact_namespaces  # no namespace/CRD observation beyond the start
+    settings.scanning.disabled = options.exact_namespaces  # no namespace/CRD observation beyond the start
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
@@ -119,12 +120,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     for resource in CHILD_RESOURCES:
         settings.watching.label_selectors[resource] = common.LABEL_MD
     plain = kube.Kube.from_environment()
-    client = cache.CachedKube(plain.api, _store) if _options[0].cached_reads else plain
+    client = cache.CachedKube(plain.api, _store) if options.cached_reads else plain
     # one bucket for both (the Lease client has none: a renewal never queues behind a burst)
-    plain.limiter = client.limiter = kube.TokenBucket(_options[0].kube_api_qps, _options[0].kube_api_burst)
-    queue = workqueue.WorkQueue(_process, concurrency=_options[0].workers)
+    plain.limiter = client.limiter = kube.TokenBucket(options.kube_api_qps, options.kube_api_burst)
+    queue = workqueue.WorkQueue(_process, concurrency=options.workers)
     tasks = [asyncio.create_task(queue.run())]
-    options = _options[0]
     if options.election is not None:
         tasks.append(asyncio.create_task(_campaign(options.election, [client, plain], queue).run()))
     janitor = None

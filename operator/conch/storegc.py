@@ -66,12 +66,15 @@ def store_of(namespace: str, md: Obj) -> render.Store | None:
     most of a round's work."""
     meta = md.get("metadata", {})
     key = (namespace, meta.get("name", ""), meta.get("uid", ""), meta.get("generation", 0))
-    if not key[2] or key not in _STORES:
-        spec = parse_spec(md)
+    if key in _STORES:
+        return _STORES[key]
+    spec = parse_spec(md)
+    store = None if spec is None else render.Store.of(namespace, spec)
+    if key[2]:  # no uid (never from the apiserver): nothing to tell its generations apart by
         if len(_STORES) >= 65536:
             _STORES.clear()
-        _STORES[key] = None if spec is None else render.Store.of(namespace, spec)
-    return _STORES[key]
+        _STORES[key] = store
+    return store
 
 
 def keys_of(md: Obj) -> set[str]:

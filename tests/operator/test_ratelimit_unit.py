@@ -53,7 +53,7 @@ def test_nonsense_limits_are_refused(qps: float, burst: int) -> None:
         kube.TokenBucket(qps, burst)
 
 
-def test_the_flags_reach_the_handlers_options_and_are_checked() -> None:
+def test_the_flags_parse_with_defaults_and_are_checked() -> None:
     from conch import main
 
     args = main.parse(["--kube-api-qps", "25", "--kube-api-burst", "50"])
