@@ -77,6 +77,11 @@ def poll(what: str, fn: Callable[[], bool], timeout: float, every: float = 1.0) 
     return time.monotonic() - start
 
 
+def progress(line: str) -> None:
+    """A phase's numbers as they come (a long run that is cut short still leaves them)."""
+    print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+
+
 def poll_every(n: int) -> float:
     """Seconds between the bench's own full LISTs (of N Jobs, Deployments or ModelDeployments): 2 s at
     1000; at 5000 a LIST every 2 s was megabytes a time on the apiserver the run measures."""
@@ -225,6 +230,7 @@ def run_raw(k: kube.Kube, n: int) -> float:
 
         poll("raw: all Deployments available and all Jobs succeeded", done, 3600, every=poll_every(n))
         took = time.monotonic() - start
+        progress(f"raw: all available and built after {took:.1f} s")
     finally:
         builder.stop.set()
     drop_namespace(k, ns)
@@ -310,6 +316,25 @@ def metric(port: int, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     return 0.0
+
+
+def metric_sum(port: int, name: str) -> float:
+    """The sum of a labelled metric's samples from the operator's /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return sum(
+            float(line.split()[-1]) for line in r.read().decode().splitlines() if line.startswith(name + "{")
+        )
+
+
+def operator_state(pid: int, port: int) -> Obj:
+    """The operator's memory, CPU and cache once every model serves."""
+    return {
+        "peak_rss_mib": round(rss_mib(pid), 1),
+        "cache_objects_all_serving": int(metric_sum(port, "conch_cache_objects")),
+        "cache_mib_all_serving": round(metric_sum(port, "conch_cache_bytes") / 2**20, 1),  # deflated JSON
+        "operator_cpu_s_until_all_serving": round(cpu_seconds(pid), 1),
+        "operator_throttled_s": round(metric(port, "conch_client_throttled_seconds_total"), 1),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -398,15 +423,15 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
             return len(k.list(kube.path("batch/v1", "Job", ns), label_selector=common.LABEL_MD)) >= n + 1
 
         jobs_s = created + poll("all build Jobs", all_jobs, 3600, every=poll_every(n))
+        progress(f"conch: all build Jobs after {jobs_s:.1f} s, RSS {rss_mib(proc.pid, 'VmRSS'):.1f} MiB")
         serving_s = (
             time.monotonic()
             - start
             + poll("all Serving", lambda: serving_count(k, ns) >= n + 1, 3600, every=poll_every(n))
         )
         editor.join(600)
-        peak = rss_mib(proc.pid)
-        cpu_s = cpu_seconds(proc.pid)
-        throttled = metric(port, "conch_client_throttled_seconds_total")
+        at_serving = operator_state(proc.pid, port)
+        progress(f"conch: all Serving after {serving_s:.1f} s: {at_serving}")
         builder.stop.set()
         time.sleep(5)  # let the last status writes land before the idle window
         offset = (STATE / "audit.log").stat().st_size
@@ -419,10 +444,8 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
             "all_jobs_s": round(jobs_s, 1),
             "all_serving_s": round(serving_s, 1),
             "edit_latency_during_burst_s": round(edit.get("latency", -1), 2),
-            "peak_rss_mib": round(peak, 1),
+            **at_serving,
             "rss_after_idle_mib": round(rss_idle, 1),
-            "operator_cpu_s_until_all_serving": round(cpu_s, 1),
-            "operator_throttled_s": round(throttled, 1),  # waits for its client-side rate limit
             "idle_window_s": idle_seconds,
             "idle_requests_per_min": round(len(idle) * 60 / idle_seconds, 1),
             "idle_writes": len(writes),

@@ -36,6 +36,9 @@ EVICTED = prometheus_client.Counter(
     ["resource"],
 )  # fmt: skip
 OBJECTS = prometheus_client.Gauge("conch_cache_objects", "Objects held by the watch-fed cache", ["resource"])
+BYTES = prometheus_client.Gauge(
+    "conch_cache_bytes", "Bytes the watch-fed cache holds (objects as deflated JSON)", ["resource"]
+)
 _installed: list[Callable[..., AsyncIterator[Any]]] = []
 
 
@@ -49,6 +52,7 @@ def install(store: cache.Store) -> None:
     watching.continuous_watch = sweeping(watching.continuous_watch, store)
     for _, plural in cache.CACHED_KINDS:
         OBJECTS.labels(plural).set_function(_counter(store, plural))
+        BYTES.labels(plural).set_function(_size(store, plural))
 
 
 def sweeping(
@@ -86,3 +90,7 @@ def _listed(plural: str, namespace: str | None, gone: int) -> None:
 
 def _counter(store: cache.Store, plural: str) -> Callable[[], float]:
     return lambda: float(store.counts().get(plural, 0))
+
+
+def _size(store: cache.Store, plural: str) -> Callable[[], float]:
+    return lambda: float(store.sizes().get(plural, 0))

@@ -154,3 +154,27 @@ def test_every_read_is_its_own_copy() -> None:
     first["metadata"]["labels"]["md"] = "changed by a careless reader"
     assert store.get("v1", "pods", "ns", "a") == pod("a", md="x")
     assert store.list("v1", "pods", "ns", None) == [pod("a", md="x")]
+
+
+def serving_pod(i: int) -> dict[str, Any]:
+    p = pod(f"m{i}-7c9d-{i:05d}", md=f"m{i}", component="server")
+    p["metadata"]["uid"] = f"0f6c1a52-{i:04d}-4e1b-9d5e-5b8a2d3c{i:04d}"
+    p["spec"] = {"nodeName": "n1", "containers": [{"name": "triton", "command": ["tritonserver"],
+                 "args": [f"--model-repository=/models/m{i}/v1", "--model-control-mode=none"]}]}  # fmt: skip
+    p["status"] = {"phase": "Running", "podIP": f"127.64.0.{i % 250}", "conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-30T16:00:00Z"}]}  # fmt: skip
+    return p
+
+
+def test_store_deflates_objects_of_a_kind_against_the_first_and_reads_them_back_whole() -> None:
+    store = cache.Store()
+    pods = [serving_pod(i) for i in range(100)]
+    for p in pods:
+        store.observe(p)
+    assert [store.get("v1", "pods", "ns", p["metadata"]["name"]) for p in pods] == pods
+    assert store.list("v1", "pods", "ns", "md=m42") == [pods[42]]
+    plain = sum(len(cache._dumps(p)) for p in pods)
+    assert store.sizes()["pods"] * 4 < plain  # the preset dictionary, not plain zlib's ~2x
+    for p in pods:
+        store.observe(p, deleted=True)
+    assert store.sizes() == {} and store.counts() == {}
