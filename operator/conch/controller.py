@@ -5,7 +5,7 @@ watch-fed cache in the operator, so an unchanged world costs no request), asks P
 a canary analysis is due, lets the pure `decide.decide` turn it into a Plan, and acts on the Plan
 through the apply layer: deletes, server-side applies (each skipped when the live object already
 matches), the status write (only when it differs, with the resourceVersion it was computed from),
-Events and metrics. This module holds the only writes of a pass and no decisions.
+Events (queued: conch.events) and metrics. This module holds the only writes of a pass and no decisions.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import random
 import time
 from typing import Any
 
-from conch import apply, decide, errors, kube, metrics, plan, snapshot, status
+from conch import apply, decide, errors, events, kube, metrics, plan, snapshot, status
 from conch.render import secret
 
 Obj = dict[str, Any]
@@ -59,7 +59,7 @@ def act(client: kube.Kube, md: Obj, decided: plan.Plan) -> list[errors.Ownership
         if apply.apply_status(client, md, body):
             metrics.WRITES.labels("status").inc()
     for event in decided.events:
-        post_event(client, md, event)
+        events.post(client, md, event)
     for metric in decided.metrics:
         _move(metric)
     _conflicted(client, md, conflicts)
@@ -82,7 +82,7 @@ def _conflicted(client: kube.Kube, md: Obj, conflicts: list[errors.OwnershipConf
     metrics.OWNERSHIP_CONFLICTS.inc(len(conflicts))
     if _said.get(uid) != message:
         _said[uid] = message
-        post_event(client, md, status.Event("Warning", "OwnershipConflict", message))
+        events.post(client, md, status.Event("Warning", "OwnershipConflict", message))
 
 
 def _move(metric: plan.Metric) -> None:
@@ -93,26 +93,3 @@ def _move(metric: plan.Metric) -> None:
         target.observe(metric.value)
     else:
         target.inc(metric.value)
-
-
-def post_event(client: kube.Kube, md: Obj, event: status.Event) -> None:
-    """Post a core/v1 Event about the ModelDeployment (best effort)."""
-    meta = md["metadata"]
-    log.info("%s/%s: %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
-    stamp = status.now()
-    body = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": md["apiVersion"], "kind": md["kind"], "name": meta["name"],
-            "namespace": meta["namespace"], "uid": meta["uid"],
-        },
-        "type": event.type, "reason": event.reason, "message": event.message[:1024],
-        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        "source": {"component": "conch-operator"}, "reportingComponent": "conch-operator",
-    }  # fmt: skip
-    try:
-        client.create(kube.path("v1", "Event", meta["namespace"]), body)
-    except errors.KubeError as exc:
-        log.warning("could not post event %s: %s", event.reason, exc)

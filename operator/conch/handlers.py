@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from conch import cache, controller, errors, kube, leader, metrics, relist, storegc, workqueue
+from conch import cache, controller, errors, events, kube, leader, metrics, relist, storegc, workqueue
 from conch.api import types
 from conch.render import common
 
@@ -124,6 +124,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # one bucket for both (the Lease client has none: a renewal never queues behind a burst)
     plain.limiter = client.limiter = kube.TokenBucket(options.kube_api_qps, options.kube_api_burst)
     queue = workqueue.WorkQueue(_process, concurrency=options.workers)
+    events.start()  # a pass queues its Events and goes on
     tasks = [asyncio.create_task(queue.run())]
     if options.election is not None:
         tasks.append(asyncio.create_task(_campaign(options.election, [client, plain], queue).run()))
@@ -158,6 +159,7 @@ async def cleanup(**_: Any) -> None:
     for runtime in _runtime:
         for task in runtime.tasks:
             task.cancel()
+    await asyncio.to_thread(events.stop)  # what the passes recorded, for at most 5 s
 
 
 def _enqueue(namespace: str | None, name: str | None, priority: int = workqueue.NORMAL) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 import prometheus_client
 import pydantic
 
-from conch import build, controller, errors, kube, status
+from conch import build, errors, events, kube, status
 from conch.api import types
 from conch.render import common
 from conch.render import storegc as render
@@ -274,7 +274,7 @@ class Janitor:
 
     def _tell(self, mds: Iterable[Obj], event: status.Event) -> None:
         for md in mds:
-            controller.post_event(self.client, md, event)
+            events.post(self.client, md, event)
 
 
 def describe(store: render.Store, report: render.GcReport) -> str:
