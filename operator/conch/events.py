@@ -4,7 +4,7 @@ An Event is a record for people (`kubectl describe`), not state: nothing in Conc
 Posting it inside the pass made every transition cost the pass a round trip (a new ModelDeployment's
 passes posted five, at 50-100 ms each on a loaded apiserver), and a pass holds one of the few worker
 slots. As client-go's EventBroadcaster does, the operator hands Events to a recorder instead: a
-bounded queue drained by a few sender threads. The Event keeps the time it was recorded, not sent.
+bounded queue drained by four sender threads. The Event keeps the time it was recorded, not sent.
 When the queue is full (an apiserver that stopped answering), new Events are dropped and counted,
 never waited for; a pass never blocks on one. Without a running recorder (tools, tests), `post`
 sends at once.
@@ -27,7 +27,7 @@ DROPPED = prometheus_client.Counter(
     "conch_events_dropped_total", "Events not posted because the recorder's queue was full"
 )
 CAPACITY = 1000  # client-go's broadcaster queues as many
-SENDERS = 2
+SENDERS = 4
 
 
 def body(md: Obj, event: status.Event, stamp: str) -> Obj:

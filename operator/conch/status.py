@@ -81,16 +81,24 @@ def phase(
     return "RollingOut" if rolling else "Serving"
 
 
+# A version Event says what its condition flips in the same pass would: a build that succeeded is
+# rolled out at once (Progressing=True RollingOut), and a version now serving completed its rollout.
+IMPLIED = {"BuildSucceeded": "RollingOut", "Serving": "RolloutComplete"}
+
+
 def transitions(old: types.ModelDeploymentStatus, new: types.ModelDeploymentStatus) -> list[Event]:
     """Events for what changed between two statuses: versions moving, builds starting and ending,
     conditions flipping. One Event per reason: a condition that flips with the reason of a version or
-    build Event is said by that Event (Built=True BuildSucceeded is "built version v1: <key>"), and
-    conditions flipping together with one reason are one Event. A condition set for the first time
-    only says where it starts (Ready=False "no version is serving yet", Built=False "building"): it is
-    an Event only when it starts Degraded=True. Events are requests too: a thousand new ModelDeployments made
-    ten each before (11,186 POSTs in bench_scale at N=1000), five each now."""
+    build Event, or one that Event implies (IMPLIED), is said by that Event (Built=True BuildSucceeded
+    is "built version v1: <key>"), and conditions flipping together with one reason are one Event. A
+    condition set for the first time only says where it starts (Ready=False "no version is serving
+    yet", Built=False "building"): it is an Event only when it starts Degraded=True. Events are
+    requests too: a thousand new ModelDeployments made ten each before (11,186 POSTs in bench_scale
+    at N=1000), three each now (BuildStarted, BuildSucceeded, Serving). A rollout that no build
+    starts (a rollback to a built version) still says RollingOut."""
     events = _version_events(old, new)
     said = {e.reason for e in events}
+    said |= {IMPLIED[reason] for reason in said if reason in IMPLIED}
     flips: dict[str, list[types.Condition]] = {}
     before = {c.type: c for c in old.conditions}
     for cond in new.conditions:

@@ -222,9 +222,9 @@ def with_conditions(
     )
 
 
-def test_a_new_modeldeployments_life_is_five_events_one_per_reason() -> None:
+def test_a_new_modeldeployments_life_is_three_events_one_per_reason() -> None:
     """Conditions starting where they should say nothing; a condition flipping with the reason of a
-    build or version Event is that Event; two conditions flipping with one reason are one Event."""
+    build or version Event, or one it implies, is that Event."""
     born = with_conditions(
         st(),
         status.Cond("Progressing", True, "Building", "building version v1"),
@@ -243,8 +243,7 @@ def test_a_new_modeldeployments_life_is_five_events_one_per_reason() -> None:
         history=[entry("v1")],
     )
     assert [(e.reason, e.message) for e in status.transitions(born, built)] == [
-        ("BuildSucceeded", "built version v1: bk-v1"),
-        ("RollingOut", "Progressing=True: rolling out version v1"),
+        ("BuildSucceeded", "built version v1: bk-v1"),  # and its rollout starts: no RollingOut Event
     ]
     serving = with_conditions(
         built.model_copy(update={"current_version": "v1"}),
@@ -253,7 +252,25 @@ def test_a_new_modeldeployments_life_is_five_events_one_per_reason() -> None:
         status.Cond("Ready", True, "Serving", "version v1: 1/1 pods ready"),
         status.Cond("Degraded", False, "AsExpected"),
     )
-    assert [e.reason for e in status.transitions(built, serving)] == ["Serving", "RolloutComplete"]
+    assert [e.reason for e in status.transitions(built, serving)] == ["Serving"]
+
+
+def test_a_rollback_to_a_built_version_still_says_its_rollout_starts() -> None:
+    serving_v2 = with_conditions(
+        st().model_copy(update={"current_version": "v2"}),
+        status.Cond("Progressing", False, "RolloutComplete"),
+        status.Cond("Ready", True, "Serving", "version v2: 1/1 pods ready"),
+        history=[entry("v1"), entry("v2")],
+    )
+    rolling_back = with_conditions(
+        serving_v2,
+        status.Cond("Progressing", True, "RollingOut", "rolling out version v1"),
+        status.Cond("Ready", True, "Serving", "version v2: 1/1 pods ready"),
+        history=[entry("v1"), entry("v2")],
+    )
+    assert [(e.reason, e.message) for e in status.transitions(serving_v2, rolling_back)] == [
+        ("RollingOut", "Progressing=True: rolling out version v1")
+    ]
 
 
 def test_conditions_flipping_with_one_reason_are_one_warning() -> None:
