@@ -363,7 +363,7 @@ def serving_count(k: kube.Kube, ns: str) -> int:
     return sum(1 for m in mds if (m.get("status") or {}).get("phase") == "Serving")
 
 
-def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
+def run_conch(k: kube.Kube, n: int, idle_seconds: float, operator_workers: int) -> Obj:
     ns = "bench-conch"
     namespace(k, ns)
     log = (ROOT / "bench" / "results" / f"scale-operator-{n}.log").open("wb")
@@ -381,7 +381,7 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
             "--metrics-port",
             str(port),
             "--workers",
-            str(WORKERS),
+            str(operator_workers),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -440,6 +440,7 @@ def run_conch(k: kube.Kube, n: int, idle_seconds: float) -> Obj:
         rss_idle = rss_mib(proc.pid, "VmRSS")
         writes = [e for e in idle if e["verb"] in {"create", "update", "patch", "delete"}]
         return {
+            "operator_workers": operator_workers,  # reconcile passes at once
             "create_burst_s": round(created, 1),
             "all_jobs_s": round(jobs_s, 1),
             "all_serving_s": round(serving_s, 1),
@@ -465,6 +466,9 @@ def main() -> None:
         "--n", type=int, action="append", help="ModelDeployments per run (repeat; default 1000)"
     )
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--operator-workers", type=int, default=4, help="the operator's --workers (default 4, as its own)"
+    )
     args = parser.parse_args()
     k = client()
     if subprocess.run(["bash", str(ROOT / "hack/cluster.sh"), "status"], check=False).returncode:
@@ -481,7 +485,7 @@ def main() -> None:
         nodes = add_nodes(k, n)
         try:
             raw = run_raw(k, n)
-            conch = run_conch(k, n, args.idle_seconds)
+            conch = run_conch(k, n, args.idle_seconds, args.operator_workers)
         finally:
             for name in nodes:
                 k.request("DELETE", f"/api/v1/nodes/{name}")
@@ -517,7 +521,7 @@ def main() -> None:
                     "python": platform.python_version(),
                     "loadavg1": round(os.getloadavg()[0], 2),
                 },
-                "workers": WORKERS,
+                "workers": WORKERS,  # the bench's own clients (raw applies, MD creates, its builder)
                 "targets": TARGETS,
                 "runs": _merged(runs),
             },

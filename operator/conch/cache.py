@@ -207,7 +207,7 @@ class Store:
 
     def _pack(self, key: Key, data: bytes) -> bytes:
         preset = self._presets.setdefault(key[:2], data)  # atomic: one preset per kind, ever
-        deflate = zlib.compressobj(level=6, zdict=preset)
+        deflate = zlib.compressobj(level=1, zdict=preset)  # level 6 is 1.2x smaller, 1.5x slower
         return deflate.compress(data) + deflate.flush()
 
     def _unpack(self, key: Key, data: bytes) -> Obj:
