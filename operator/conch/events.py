@@ -48,10 +48,10 @@ def body(md: Obj, event: status.Event, stamp: str) -> Obj:
 
 
 def send(client: kube.Kube, event: Obj) -> None:
-    """POST one Event (best effort: a failure is logged, never raised)."""
+    """POST one Event (best effort: a failure, or a replica that no longer leads, is logged, never raised)."""
     try:
         client.create(kube.path("v1", "Event", event["metadata"]["namespace"]), event)
-    except errors.KubeError as exc:
+    except errors.ConchError as exc:  # KubeError, NotLeaderError
         log.warning("could not post event %s: %s", event["reason"], exc)
 
 

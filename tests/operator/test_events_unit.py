@@ -32,3 +32,12 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting() -> None:
     body = events.body(MD, status.Event("Normal", "Serving", "now serving"), "T0")
     assert [recorder.record(client, body) for _ in range(3)] == [True, True, False]
     assert events.DROPPED._value.get() == before + 1
+
+
+def test_a_replica_that_stopped_leading_logs_its_event_instead_of_posting_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = kube.Kube.__new__(kube.Kube)
+    client.may_write = lambda: False  # the write guard refuses before any request is made
+    events.send(client, events.body(MD, status.Event("Normal", "Serving", "now serving"), "T0"))
+    assert "could not post event Serving" in caplog.text and "not the leader" in caplog.text
