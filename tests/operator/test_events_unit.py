@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from conch import events, kube, status
@@ -39,5 +41,10 @@ def test_a_replica_that_stopped_leading_logs_its_event_instead_of_posting_it(
 ) -> None:
     client = kube.Kube.__new__(kube.Kube)
     client.may_write = lambda: False  # the write guard refuses before any request is made
-    events.send(client, events.body(MD, status.Event("Normal", "Serving", "now serving"), "T0"))
+    events.log.addHandler(caplog.handler)  # whatever another test did to the loggers' levels or propagation
+    try:
+        with caplog.at_level(logging.WARNING, logger=events.log.name):
+            events.send(client, events.body(MD, status.Event("Normal", "Serving", "now serving"), "T0"))
+    finally:
+        events.log.removeHandler(caplog.handler)
     assert "could not post event Serving" in caplog.text and "not the leader" in caplog.text
