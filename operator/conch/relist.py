@@ -51,8 +51,8 @@ def install(store: cache.Store) -> None:
     _installed.append(watching.continuous_watch)
     watching.continuous_watch = sweeping(watching.continuous_watch, store)
     for _, plural in cache.CACHED_KINDS:
-        OBJECTS.labels(plural).set_function(_counter(store, plural))
-        BYTES.labels(plural).set_function(_size(store, plural))
+        OBJECTS.labels(plural).set_function(_of(store.counts, plural))
+        BYTES.labels(plural).set_function(_of(store.sizes, plural))
 
 
 def sweeping(
@@ -88,9 +88,5 @@ def _listed(plural: str, namespace: str | None, gone: int) -> None:
         )
 
 
-def _counter(store: cache.Store, plural: str) -> Callable[[], float]:
-    return lambda: float(store.counts().get(plural, 0))
-
-
-def _size(store: cache.Store, plural: str) -> Callable[[], float]:
-    return lambda: float(store.sizes().get(plural, 0))
+def _of(per_plural: Callable[[], dict[str, int]], plural: str) -> Callable[[], float]:
+    return lambda: float(per_plural().get(plural, 0))
