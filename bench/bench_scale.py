@@ -309,31 +309,26 @@ def rss_mib(pid: int, field: str = "VmHWM") -> float:
     return 0.0
 
 
-def metric(port: int, name: str) -> float:
-    """One unlabelled sample from the operator's /metrics (0 when absent)."""
+def scrape(port: int) -> list[str]:
+    """The operator's /metrics, line by line."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
+        return r.read().decode().splitlines()
 
 
-def metric_sum(port: int, name: str) -> float:
-    """The sum of a labelled metric's samples from the operator's /metrics (0 when absent)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        return sum(
-            float(line.split()[-1]) for line in r.read().decode().splitlines() if line.startswith(name + "{")
-        )
+def metric(lines: list[str], name: str) -> float:
+    """A metric's samples summed over their labels (0 when absent)."""
+    return sum(float(line.split()[-1]) for line in lines if line.startswith((name + " ", name + "{")))
 
 
 def operator_state(pid: int, port: int) -> Obj:
     """The operator's memory, CPU and cache once every model serves."""
+    lines = scrape(port)
     return {
         "peak_rss_mib": round(rss_mib(pid), 1),
-        "cache_objects_all_serving": int(metric_sum(port, "conch_cache_objects")),
-        "cache_mib_all_serving": round(metric_sum(port, "conch_cache_bytes") / 2**20, 1),  # deflated JSON
+        "cache_objects_all_serving": int(metric(lines, "conch_cache_objects")),
+        "cache_mib_all_serving": round(metric(lines, "conch_cache_bytes") / 2**20, 1),  # deflated JSON
         "operator_cpu_s_until_all_serving": round(cpu_seconds(pid), 1),
-        "operator_throttled_s": round(metric(port, "conch_client_throttled_seconds_total"), 1),
+        "operator_throttled_s": round(metric(lines, "conch_client_throttled_seconds_total"), 1),
     }
 
 
