@@ -11,12 +11,12 @@ the comparison tolerates. An unchanged spec therefore causes no write at all.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from conch import errors, kube
+from conch.api import keys
 
 Obj = dict[str, Any]
 HASH_ANNOTATION = "serving.conch.dev/applied-hash"
@@ -66,8 +66,7 @@ def matches(want: Any, have: Any) -> bool:
 
 def desired_hash(obj: Obj) -> str:
     """A short stable hash of the desired object."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(keys.canonical(obj).encode()).hexdigest()[:16]
 
 
 def with_hash(obj: Obj) -> Obj:

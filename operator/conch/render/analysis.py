@@ -157,7 +157,10 @@ def command(owner: Owner, req: AnalysisRequest) -> list[str]:
 
 
 def job_name(owner: Owner, req: AnalysisRequest) -> str:
-    """``<md>-qa-<hash>``: a hash of everything the Job runs (<= 45 + 4 + 10 characters)."""
+    """``<md>-qa-<hash>``: a hash of everything the Job runs (<= 45 + 4 + 10 characters).
+
+    The hashed text is sorted JSON with json.dumps' default separators, not keys.canonical: it names
+    Jobs that exist, so its bytes stay as they were (a new spelling would restart running analyses)."""
     material = json.dumps(
         {"version": req.canary_version, "step": req.step, "attempt": req.attempt,
          "image": owner.spec.build.image, "command": command(owner, req)},
