@@ -38,9 +38,9 @@ from typing import Any
 import prometheus_client
 import pydantic
 
-from conch import build, errors, events, kube, status
+from conch import errors, events, kube, status
 from conch.api import types
-from conch.render import common
+from conch.render import common, oneshot
 from conch.render import storegc as render
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class Janitor:
             return
         selector = f"batch.kubernetes.io/job-name={memory.job}"
         pods = self.client.list(kube.path("v1", "Pod", store.namespace), label_selector=selector)
-        report = render.parse_report(job, build.termination_message(pods))
+        report = render.parse_report(job, oneshot.termination_message(pods))
         if report is None:
             return
         memory.job = None
