@@ -19,7 +19,7 @@ from typing import Any
 
 import prometheus_client
 
-from conch import clock, errors, kube, status
+from conch import clock, errors, kinds, kube, status
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def body(md: Obj, event: status.Event, stamp: str) -> Obj:
 def send(client: kube.Kube, event: Obj) -> None:
     """POST one Event (best effort: a failure, or a replica that no longer leads, is logged, never raised)."""
     try:
-        client.create(kube.path("v1", "Event", event["metadata"]["namespace"]), event)
+        client.create(kinds.EVENT.path(event["metadata"]["namespace"]), event)
     except errors.ConchError as exc:  # KubeError, NotLeaderError
         log.warning("could not post event %s: %s", event["reason"], exc)
 
