@@ -11,35 +11,22 @@ the comparison tolerates. An unchanged spec therefore causes no write at all.
 from __future__ import annotations
 
 import hashlib
-import json
-import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from conch import errors, kube
+from conch.api import keys, quantity
 
 Obj = dict[str, Any]
 HASH_ANNOTATION = "serving.conch.dev/applied-hash"
-_QUANTITY = re.compile(r"^([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
-_SUFFIX = {
-    None: Decimal(1), "m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6,
-    "G": Decimal(10) ** 9, "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
-}  # fmt: skip
 
 
-def quantity(value: Any) -> Decimal | None:
-    """A Kubernetes quantity as a number, or None when `value` is not one."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
+def amount(value: Any) -> Decimal | None:
+    """`value` as a Kubernetes quantity, or None when it is not one. Text without a digit ("m", "E",
+    an enum's value) parses as a quantity of 0, but is compared as text."""
+    if isinstance(value, str) and not any(c.isdigit() for c in value):
         return None
-    match = _QUANTITY.match(str(value))
-    if match is None:
-        return None
-    try:
-        return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
-    except InvalidOperation:
-        return None
+    return quantity.value_of(value)
 
 
 def _scalar_equal(want: Any, have: Any) -> bool:
@@ -47,7 +34,7 @@ def _scalar_equal(want: Any, have: Any) -> bool:
         return True
     if isinstance(want, bool) or isinstance(have, bool):
         return False
-    a, b = quantity(want), quantity(have)
+    a, b = amount(want), amount(have)
     return a is not None and a == b
 
 
@@ -66,8 +53,7 @@ def matches(want: Any, have: Any) -> bool:
 
 def desired_hash(obj: Obj) -> str:
     """A short stable hash of the desired object."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(keys.canonical(obj).encode()).hexdigest()[:16]
 
 
 def with_hash(obj: Obj) -> Obj:

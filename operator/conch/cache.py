@@ -34,20 +34,12 @@ from collections.abc import Callable
 from typing import Any
 
 import conch
-from conch import kube
+from conch import kinds, kube
 from conch.render import common
 
 Obj = dict[str, Any]
 CACHED_KINDS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("serving.conch.dev/v1alpha1", "modeldeployments"),
-        ("apps/v1", "deployments"),
-        ("batch/v1", "jobs"),
-        ("v1", "pods"),
-        ("v1", "services"),
-        ("autoscaling/v2", "horizontalpodautoscalers"),
-        ("policy/v1", "poddisruptionbudgets"),
-    }
+    (k.api_version, k.plural) for k in kinds.ALL if k.watched
 )
 _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<gv>[^/]+/[^/]+))/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$"
@@ -141,9 +133,7 @@ class Store:
 
     @staticmethod
     def _key(obj: Obj) -> Key | None:
-        if (obj.get("apiVersion"), obj.get("kind")) not in kube.PLURALS or not obj["metadata"].get(
-            "namespace"
-        ):
+        if not kinds.known(obj.get("apiVersion"), obj.get("kind")) or not obj["metadata"].get("namespace"):
             return None
         parsed = parse_path(kube.path_of(obj))
         return None if parsed is None or parsed[3] is None else (parsed[0], parsed[1], parsed[2], parsed[3])

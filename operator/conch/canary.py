@@ -21,12 +21,11 @@ canary then rides on top: its pods are the weight's share of the stable's count,
 
 from __future__ import annotations
 
-import calendar
 import math
-import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from conch import clock
 from conch.api import types
 
 Result = Literal["Passed", "Failed", "Inconclusive", "Unavailable"]
@@ -80,18 +79,6 @@ class Plan:
     wait: float = BUSY  # seconds until the next pass is due
 
 
-def parse_time(stamp: str | None) -> float | None:
-    """An RFC 3339 UTC timestamp (as status.now writes) as epoch seconds."""
-    if not stamp:
-        return None
-    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
-
-
-def format_time(epoch: float) -> str:
-    """Epoch seconds as status timestamps are written."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
 def split(total: int, weight: int, world_stable: int, autoscaled: bool, max_surge: int) -> tuple[int, int]:
     """(stable, canary) pods for `weight` percent. Below 100% one stable pod always stays (a canary
     of one pod beside one stable rides on the surge budget). With an HPA the canary is extra pods on
@@ -140,10 +127,10 @@ def analysis_due(canary: types.Canary, status: types.CanaryStatus | None, now: f
     analysis = canary.analysis
     if analysis is None or not analysis.prometheus_checks() or status is None:
         return False
-    started = parse_time(status.step_started_at)
+    started = clock.parse_time(status.step_started_at)
     if status.phase not in ("Progressing", "Paused") or started is None:
         return False
-    last = max(started, parse_time(status.analyzed_at) or 0.0)
+    last = max(started, clock.parse_time(status.analyzed_at) or 0.0)
     return now >= last + analysis.interval_seconds
 
 
@@ -163,7 +150,10 @@ def quality_due(canary: types.Canary, status: types.CanaryStatus | None) -> bool
 def start(canary: types.Canary, version: str, now: float) -> types.CanaryStatus:
     """The status of a fresh canary of `version`."""
     return types.CanaryStatus(
-        version=version, steps=len(canary.steps), weight=canary.steps[0].weight, started_at=format_time(now)
+        version=version,
+        steps=len(canary.steps),
+        weight=canary.steps[0].weight,
+        started_at=clock.format_time(now),
     )
 
 
@@ -209,7 +199,7 @@ def _step(
     reached = reached and (world.autoscaled or stable_there)
     st = _up(st, weight=step.weight, stable_replicas=s, canary_replicas=c, steps=len(canary.steps))
     if reached and st.step_started_at is None:
-        st = _up(st, step_started_at=format_time(world.now))
+        st = _up(st, step_started_at=clock.format_time(world.now))
     for m in (measured, quality):
         if m is None:
             continue
@@ -248,7 +238,7 @@ def _record(st: types.CanaryStatus, m: Measurement, now: float, is_quality: bool
     return _up(
         st,
         analysis=list(values.values()),
-        analyzed_at=format_time(now),
+        analyzed_at=clock.format_time(now),
         analysis_result=m.result,
         failures=failures,
         analysis_message=m.message,
@@ -257,14 +247,15 @@ def _record(st: types.CanaryStatus, m: Measurement, now: float, is_quality: bool
 
 def _waits(canary: types.Canary, st: types.CanaryStatus, now: float) -> list[str]:
     """What the step still waits for (empty: it is complete)."""
-    started = parse_time(st.step_started_at) or now
+    started = clock.parse_time(st.step_started_at) or now
     out = []
     pause = canary.steps[st.step].pause_seconds
     if now < started + pause:
-        out.append(f"the pause (until {format_time(started + pause)})")  # no countdown: status stays put
+        until = clock.format_time(started + pause)
+        out.append(f"the pause (until {until})")  # no countdown: status stays put
     analysis = canary.analysis
     if analysis is not None and analysis.prometheus_checks():
-        fresh = (parse_time(st.analyzed_at) or 0.0) >= started
+        fresh = (clock.parse_time(st.analyzed_at) or 0.0) >= started
         if not fresh or st.analysis_result != "Passed":
             out.append("a passing analysis")
     if analysis is not None and analysis.quality is not None and st.quality_step != st.step:
@@ -283,10 +274,10 @@ def _waiting(canary: types.Canary, st: types.CanaryStatus, waits: list[str]) -> 
 
 def _next_due(canary: types.Canary, st: types.CanaryStatus, now: float) -> float:
     """Seconds until a timer of this step runs out (pause end, next analysis)."""
-    started = parse_time(st.step_started_at) or now
+    started = clock.parse_time(st.step_started_at) or now
     due = [started + canary.steps[st.step].pause_seconds]
     if canary.analysis is not None and canary.analysis.prometheus_checks():
-        due.append(max(started, parse_time(st.analyzed_at) or 0.0) + canary.analysis.interval_seconds)
+        due.append(max(started, clock.parse_time(st.analyzed_at) or 0.0) + canary.analysis.interval_seconds)
     future = [d - now for d in due if d > now]
     return max(1.0, min(future)) if future else BUSY
 

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from conch import apply, canary, kube, plan, promql, rollout, snapshot, status
+from conch import apply, canary, clock, kube, plan, promql, rollout, snapshot, status
 from conch.api import types
 from conch.render import analysis, common, deployment
 
@@ -200,7 +200,7 @@ def _quality(
         stable_addresses=tuple(ips["stable"][:1]), stable_build_key=ready[stable].build_key,
         model_name=ready[stable].model_name, canary_model_name=ready[wanted].model_name,
         thresholds=thresholds, probe_path=quality.probe_path,
-        attempt=int(canary.parse_time(before.started_at) or 0),  # a later canary of this version: a new Job
+        attempt=int(clock.parse_time(before.started_at) or 0),  # a later canary of this version: a new Job
     )  # fmt: skip
     desired = analysis.render_analysis_job(owner, req)
     name = analysis.job_name(owner, req)
@@ -213,7 +213,7 @@ def _quality(
     counted = [plan.Metric("CANARY_ANALYSES", (result.state.lower(), "quality"))]
     if result.state == "Error":
         finished = max(
-            (canary.parse_time(c.get("lastTransitionTime")) or 0.0)
+            (clock.parse_time(c.get("lastTransitionTime")) or 0.0)
             for c in live.get("status", {}).get("conditions", []) or [{}]
         )
         retire = snap.now - finished >= QUALITY_RETRY_S and apply.owned(live, owner.uid)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pydantic
 
-from conch import apply, build, canary, canaryflow, conditions, errors, kube, plan, rollout, snapshot, status
+from conch import apply, build, canaryflow, clock, conditions, errors, kube, plan, rollout, snapshot, status
 from conch.api import keys, types
 from conch.render import common, deployment, hpa, job, networkpolicy, pdb, secret, service, servicemonitor
 
@@ -84,7 +84,7 @@ def _prepare(snap: snapshot.Snapshot) -> tuple[Pass, rollout.Decision, rollout.D
     spec = types.ModelDeploymentSpec.model_validate(snap.md.get("spec") or {})
     key = keys.spec_key(spec)
     owner = common.Owner(meta["name"], meta["namespace"], meta["uid"], spec)
-    run = Pass(owner, old, list(old.history), key, canary.format_time(snap.now))
+    run = Pass(owner, old, list(old.history), key, clock.format_time(snap.now))
     _build_step(snap, run)
     state = _with_crashes(snap, owner, rollout.observe(snap.stable_deployment))
     decision = rollout.decide(spec.version, run.history, old, state, spec.rollout.auto_rollback)
@@ -98,7 +98,7 @@ def _invalid(
     message = str(exc) if isinstance(exc, errors.InvalidSpecError) else _first_error(exc)
     conds = [c for c in old.conditions if c.type != "Built"]
     wanted = [status.Cond("Built", False, "InvalidSpec", message)]
-    merged = status.merge(old.conditions, wanted, generation, canary.format_time(snap.now))
+    merged = status.merge(old.conditions, wanted, generation, clock.format_time(snap.now))
     new = old.model_copy(update={"conditions": conds + merged, "observed_generation": generation})
     return plan.Plan(new_status=_changed(snap, new), events=status.transitions(old, new), requeue=None)
 
@@ -298,7 +298,7 @@ def _finish(
             status.Event("Warning", "RolledBack", f"rolled back to {decision.current}: {decision.reason}")
         )
     run.out.events = events
-    started = canary.parse_time(run.old.rollout_started_at)
+    started = clock.parse_time(run.old.rollout_started_at)
     if new.current_version == run.owner.spec.version != run.old.current_version and started is not None:
         run.out.metrics.append(plan.Metric("ROLLOUTS", ("completed",)))
         run.out.metrics.append(plan.Metric("SPEC_TO_SERVING", (), max(0.0, snap.now - started)))

@@ -19,7 +19,7 @@ from typing import Any
 
 import prometheus_client
 
-from conch import errors, kube, status
+from conch import clock, errors, kinds, kube, status
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def body(md: Obj, event: status.Event, stamp: str) -> Obj:
 def send(client: kube.Kube, event: Obj) -> None:
     """POST one Event (best effort: a failure, or a replica that no longer leads, is logged, never raised)."""
     try:
-        client.create(kube.path("v1", "Event", event["metadata"]["namespace"]), event)
+        client.create(kinds.EVENT.path(event["metadata"]["namespace"]), event)
     except errors.ConchError as exc:  # KubeError, NotLeaderError
         log.warning("could not post event %s: %s", event["reason"], exc)
 
@@ -118,7 +118,7 @@ def post(client: kube.Kube, md: Obj, event: status.Event) -> None:
     """Record an Event about `md`: queued when a recorder runs, else sent now."""
     meta = md["metadata"]
     log.info("%s/%s: %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
-    obj = body(md, event, status.now())
+    obj = body(md, event, clock.now())
     if _running:
         _running[0].record(client, obj)
     else:

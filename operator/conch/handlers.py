@@ -19,8 +19,7 @@ from typing import Any
 
 import kopf
 
-from conch import cache, controller, errors, events, kube, leader, metrics, relist, storegc, workqueue
-from conch.api import types
+from conch import cache, controller, errors, events, kinds, kube, leader, metrics, relist, storegc, workqueue
 from conch.render import common
 
 log = logging.getLogger(__name__)
@@ -64,6 +63,7 @@ _runtime: list[Runtime] = []
 _options: list[Options] = [Options()]
 _store = cache.Store()
 relist.install(_store)  # before kopf starts its watches: each listing sweeps the cache
+_MD = kinds.MODEL_DEPLOYMENT
 
 
 def configure(options: Options) -> None:
@@ -177,7 +177,7 @@ def priority(body: Mapping[str, Any]) -> int:
     return workqueue.EDIT if generation > observed else workqueue.NORMAL
 
 
-@kopf.on.event(types.GROUP, types.VERSION, types.PLURAL)
+@kopf.on.event(_MD.group, _MD.version, _MD.plural)
 async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str | None, **_: Any) -> None:
     """Any change to a ModelDeployment (and the initial listing on start) queues a pass."""
     deleted = event.get("type") == "DELETED"
@@ -194,13 +194,8 @@ async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str 
 
 
 _CHILD = {common.LABEL_MD: kopf.PRESENT}
-CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
-    ("apps", "v1", "deployments"),
-    ("batch", "v1", "jobs"),
-    ("", "v1", "pods"),
-    ("", "v1", "services"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
+CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = tuple(
+    (k.group, k.version, k.plural) for k in kinds.WATCHED_CHILDREN
 )
 
 
@@ -225,7 +220,7 @@ def cache_index(body: kopf.Body, **_: Any) -> None:
     _store.observe(dict(body))
 
 
-kopf.index(types.GROUP, types.VERSION, types.PLURAL)(cache_index)
+kopf.index(_MD.group, _MD.version, _MD.plural)(cache_index)
 for _group, _version, _plural in CHILD_RESOURCES:  # one list for the handlers, the selectors, the cache
     kopf.on.event(_group, _version, _plural, labels=_CHILD)(child_event)
     kopf.index(_group, _version, _plural, labels=_CHILD)(cache_index)

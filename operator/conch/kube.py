@@ -14,37 +14,23 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import kubernetes
 
 import conch
-from conch import errors, metrics
+from conch import errors, kinds, metrics
 
 Obj = dict[str, Any]
 
-# (apiVersion, kind) -> plural; every resource the operator touches is namespaced.
-PLURALS: dict[tuple[str, str], str] = {
-    ("apps/v1", "Deployment"): "deployments",
-    ("v1", "Service"): "services",
-    ("v1", "Pod"): "pods",
-    ("v1", "Secret"): "secrets",
-    ("v1", "Event"): "events",
-    ("batch/v1", "Job"): "jobs",
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
-    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
-    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
-    ("serving.conch.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
-}
+# (apiVersion, kind) -> plural of every kind the operator touches (conch.kinds lists them).
+PLURALS: dict[tuple[str, str], str] = {(k.api_version, k.kind): k.plural for k in kinds.ALL}
 DISCOVERY_TTL = 300.0  # an optional API (ServiceMonitors) appearing is noticed within this
 
 
 def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     """The REST path of a namespaced resource collection, or of one object when `name` is given."""
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    out = f"{base}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
-    return f"{out}/{quote(name)}" if name else out
+    return kinds.of(api_version, kind).path(namespace, name)
 
 
 def path_of(obj: Obj) -> str:

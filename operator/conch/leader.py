@@ -20,12 +20,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import prometheus_client
 
-from conch import errors, kube
+from conch import clock, errors, kube
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -70,11 +69,6 @@ def decide(seen: Seen | None, identity: str, now: float, timing: Timing) -> Acti
     return "wait"
 
 
-def micro_time(at: float) -> str:
-    """A Kubernetes MicroTime (RFC 3339 with microseconds, UTC)."""
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def render_lease(
     namespace: str, name: str, identity: str, *, timing: Timing, wall: float, acquired: str,
     transitions: int, resource_version: str | None = None,
@@ -91,7 +85,7 @@ def render_lease(
             "holderIdentity": identity,
             "leaseDurationSeconds": max(1, round(timing.lease_duration)),
             "acquireTime": acquired,
-            "renewTime": micro_time(wall),
+            "renewTime": clock.micro_time(wall),
             "leaseTransitions": transitions,
         },
     }
@@ -148,7 +142,7 @@ class Elector:
 
     def _write(self, action: Action, now: float) -> None:
         seen, wall = self._seen, time.time()
-        stamp = micro_time(wall)
+        stamp = clock.micro_time(wall)
         if action == "create" or seen is None:
             body = render_lease(
                 self.namespace, self.name, self.identity, timing=self.timing, wall=wall, acquired=stamp,

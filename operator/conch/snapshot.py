@@ -23,12 +23,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from conch import canary, kube, prometheus, promql
+from conch import canary, kinds, kube, prometheus, promql
 from conch.api import types
-from conch.render import common, deployment, secret, servicemonitor
+from conch.render import common, deployment, secret
 
 Obj = dict[str, Any]
-MD_API = f"{types.GROUP}/{types.VERSION}"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 NO_PROMETHEUS = (
     "no Prometheus configured: set spec.rollout.canary.analysis.prometheusUrl or the operator's "
@@ -80,7 +79,7 @@ class Query:
 
 def md_url(namespace: str, name: str) -> str:
     """REST path of a ModelDeployment."""
-    return kube.path(MD_API, types.KIND, namespace, name)
+    return kinds.MODEL_DEPLOYMENT.path(namespace, name)
 
 
 def observe(client: kube.Kube, namespace: str, name: str, now: float) -> Snapshot | None:
@@ -89,24 +88,24 @@ def observe(client: kube.Kube, namespace: str, name: str, now: float) -> Snapsho
     if md is None or md["metadata"].get("deletionTimestamp"):
         return None
     by_md = f"{common.LABEL_MD}={name}"
-    served = client.served(servicemonitor.API_GROUP_VERSION)
+    served = client.served(kinds.SERVICE_MONITOR.api_version)
 
-    def one(api_version: str, kind: str, child: str) -> Obj | None:
-        return client.get(kube.path(api_version, kind, namespace, child))
+    def one(kind: kinds.Kind, child: str) -> Obj | None:
+        return client.get(kind.path(namespace, child))
 
     return Snapshot(
         md=md,
         now=now,
-        jobs=client.list(kube.path("batch/v1", "Job", namespace), by_md),
-        pods=client.list(kube.path("v1", "Pod", namespace), by_md),
-        stable_deployment=one("apps/v1", "Deployment", name),
-        canary_deployment=one("apps/v1", "Deployment", f"{name}{deployment.CANARY_SUFFIX}"),
-        service=one("v1", "Service", name),
-        hpa=one("autoscaling/v2", "HorizontalPodAutoscaler", name),
-        pdb=one("policy/v1", "PodDisruptionBudget", name),
-        network_policy=one("networking.k8s.io/v1", "NetworkPolicy", name),
-        service_monitor=one(servicemonitor.API_GROUP_VERSION, "ServiceMonitor", name) if served else None,
-        admin_secret=one("v1", "Secret", f"{name}{secret.NAME_SUFFIX}"),
+        jobs=client.list(kinds.JOB.path(namespace), by_md),
+        pods=client.list(kinds.POD.path(namespace), by_md),
+        stable_deployment=one(kinds.DEPLOYMENT, name),
+        canary_deployment=one(kinds.DEPLOYMENT, f"{name}{deployment.CANARY_SUFFIX}"),
+        service=one(kinds.SERVICE, name),
+        hpa=one(kinds.HPA, name),
+        pdb=one(kinds.PDB, name),
+        network_policy=one(kinds.NETWORK_POLICY, name),
+        service_monitor=one(kinds.SERVICE_MONITOR, name) if served else None,
+        admin_secret=one(kinds.SECRET, f"{name}{secret.NAME_SUFFIX}"),
         monitors_served=served,
     )
 

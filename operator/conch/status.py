@@ -6,7 +6,6 @@ is written otherwise, so reconciling an unchanged world produces an identical st
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +29,6 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
-
-
-def now() -> str:
-    """The current time as RFC 3339 in UTC, to the second (what Kubernetes stores)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _status_text(value: bool | None) -> str:

@@ -38,9 +38,9 @@ from typing import Any
 import prometheus_client
 import pydantic
 
-from conch import build, errors, events, kube, status
+from conch import errors, events, kinds, kube, status
 from conch.api import types
-from conch.render import common
+from conch.render import common, oneshot
 from conch.render import storegc as render
 
 log = logging.getLogger(__name__)
@@ -215,8 +215,8 @@ class Janitor:
 
     def _namespace(self, namespace: str, now: float) -> None:
         reader = self.reader or self.client
-        mds = reader.list(kube.path("serving.conch.dev/v1alpha1", "ModelDeployment", namespace))
-        pods = reader.list(kube.path("v1", "Pod", namespace), label_selector=common.LABEL_MD)
+        mds = reader.list(kinds.MODEL_DEPLOYMENT.path(namespace))
+        pods = reader.list(kinds.POD.path(namespace), label_selector=common.LABEL_MD)
         stores = referenced(namespace, mds, pods)
         lost = self.lost.pop(namespace, set())
         for store, (keep, users) in stores.items():
@@ -247,13 +247,13 @@ class Janitor:
 
     def _follow(self, store: render.Store, memory: Memory, mds: list[Obj]) -> None:
         assert memory.job is not None
-        job = self.client.get(kube.path("batch/v1", "Job", store.namespace, memory.job))
+        job = self.client.get(kinds.JOB.path(store.namespace, memory.job))
         if job is None:  # deleted under us: try again after a grace period
             memory.job, memory.young_until = None, time.time() + self.grace_seconds
             return
         selector = f"batch.kubernetes.io/job-name={memory.job}"
-        pods = self.client.list(kube.path("v1", "Pod", store.namespace), label_selector=selector)
-        report = render.parse_report(job, build.termination_message(pods))
+        pods = self.client.list(kinds.POD.path(store.namespace), label_selector=selector)
+        report = render.parse_report(job, oneshot.termination_message(pods))
         if report is None:
             return
         memory.job = None

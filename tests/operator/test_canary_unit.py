@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conch import canary, canaryflow, promql, status
+from conch import canary, canaryflow, clock, promql, status
 from conch.api import types
 from conch.render import common
 
@@ -174,9 +174,9 @@ def test_steps_wait_for_pause_and_a_passing_analysis() -> None:
     spec = canary_spec([(50, 60)], minSuccessRate=0.99, intervalSeconds=10)
     ready = world((1, 1, 1), (1, 1, 1), total=2)
     first = canary.advance(spec, None, version="v2", stable="v1", world=ready)
-    assert first.status.step_started_at == canary.format_time(T0) and first.status.phase == "Progressing"
+    assert first.status.step_started_at == clock.format_time(T0) and first.status.phase == "Progressing"
     assert (
-        f"the pause (until {canary.format_time(T0 + 60)})" in first.status.message
+        f"the pause (until {clock.format_time(T0 + 60)})" in first.status.message
         and "a passing analysis" in first.status.message
     )
     assert first.wait == 10  # the first analysis is due one interval after the step began

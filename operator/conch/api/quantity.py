@@ -2,7 +2,11 @@
 
 The CRD validates quantities with CEL (`isQuantity`, `quantity(...).compareTo`, see rules.QUANTITY and
 rules.RESOURCES); this is the operator's twin, so a spec the operator parses is one the apiserver
-admitted and a Deployment or Job write never fails on `cpu: lots` or requests above limits.
+admitted and a Deployment or Job write never fails on `cpu: lots` or requests above limits. It is
+also the operator's only quantity parser: apply.py compares what it wants with what the apiserver
+stored ("1000m" comes back as "1") with it. It is written here rather than taken from
+`kubernetes.utils.parse_quantity` because the api package is imported without the `kubernetes`
+package (crdgen, the builder's tests); tests check the two agree.
 """
 
 from __future__ import annotations
@@ -33,6 +37,16 @@ def parse(value: int | str) -> Decimal:
     if suffix[:1] in ("e", "E") and len(suffix) > 1 and suffix not in _BINARY:
         return number * Decimal(10) ** int(suffix[1:])
     return number * (_BINARY.get(suffix) or _DECIMAL[suffix])
+
+
+def value_of(raw: Any) -> Decimal | None:
+    """The quantity `raw` denotes, or None when it is none (not an int or a string, a bool, no parse)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        return None
+    try:
+        return parse(raw)
+    except (ValueError, ArithmeticError):
+        return None
 
 
 def check(value: int | str) -> int | str:

@@ -14,6 +14,44 @@ from model_repo_builder import recipe
 
 Rules = list[JsonValue]
 
+
+def _has(path: str) -> str:
+    """CEL: the optional field at `path` (self.a.b.c) is there, and so is each field on the way."""
+    parts = path.split(".")
+    return " && ".join(f"has({'.'.join(parts[: i + 1])})" for i in range(1, len(parts)))
+
+
+def _nonempty(path: str) -> str:
+    """CEL: the optional list at `path` (self.a.b.c) is there and has items."""
+    return f"({_has(path)} && {path}.size() > 0)"
+
+
+def _true(path: str) -> str:
+    """CEL: the optional bool at `path` is there and true."""
+    return f"({_has(path)} && {path})"
+
+
+def _any(*fields: str, of: str = "self") -> str:
+    """CEL: at least one of the fields of `of` is set."""
+    return " || ".join(f"has({of}.{name})" for name in fields)
+
+
+def _inside_store(field: str) -> JsonValue:
+    """The rule keeping a path on the model store inside it."""
+    return {
+        "rule": f"!has(self.{field}) || !self.{field}.contains('..')",
+        "message": f"{field} must stay inside the model store (no '..')",
+        "fieldPath": f".{field}",
+    }
+
+
+def _prometheus_checks(of: str) -> str:
+    """CEL: the canary analysis at `of` has a check that reads Prometheus (as
+    types.CanaryAnalysis.prometheus_checks says)."""
+    latency = _any("minSuccessRate", "maxLatencyMs", "maxLatencyRatio", of=of)
+    return f"{latency} || (has({of}.queries) && {of}.queries.size() > 0)"
+
+
 # A rule on the root has no field to point at by default (the apiserver prints `<nil>`); metadata
 # declares no properties in the schema, so `.metadata` is the deepest valid fieldPath.
 ROOT: Rules = [
@@ -57,11 +95,7 @@ SOURCE: Rules = [
         "message": "sha256 is required when the source is a url",
         "fieldPath": ".sha256",
     },
-    {
-        "rule": "!has(self.path) || !self.path.contains('..')",
-        "message": "path must stay inside the model store (no '..')",
-        "fieldPath": ".path",
-    },
+    _inside_store("path"),
 ]
 
 AUTOSCALING: Rules = [
@@ -71,7 +105,7 @@ AUTOSCALING: Rules = [
         "fieldPath": ".minReplicas",
     },
     {
-        "rule": "has(self.targetCPUUtilizationPercentage) || has(self.queueTime)",
+        "rule": _any("targetCPUUtilizationPercentage", "queueTime"),
         "message": "set targetCPUUtilizationPercentage and/or queueTime",
     },
 ]
@@ -103,15 +137,14 @@ CANARY: Rules = [
 
 ANALYSIS: Rules = [
     {
-        "rule": "has(self.minSuccessRate) || has(self.maxLatencyMs) || has(self.maxLatencyRatio) || "
-        "(has(self.queries) && self.queries.size() > 0) || has(self.quality)",
+        "rule": f"{_prometheus_checks('self')} || has(self.quality)",
         "message": "canary.analysis needs a check: minSuccessRate, maxLatencyMs, maxLatencyRatio, queries "
         "or quality",
     },
 ]
 
 METRIC_QUERY: Rules = [
-    {"rule": "has(self.min) || has(self.max)", "message": "a query check needs min and/or max"},
+    {"rule": _any("min", "max"), "message": "a query check needs min and/or max"},
     {
         "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
         "message": "min must be <= max",
@@ -121,33 +154,24 @@ METRIC_QUERY: Rules = [
 
 QUALITY: Rules = [
     {
-        "rule": "has(self.minCosine) || has(self.minTop1Agreement) || has(self.maxAbsError)",
+        "rule": _any("minCosine", "minTop1Agreement", "maxAbsError"),
         "message": "quality needs a threshold: minCosine, minTop1Agreement and/or maxAbsError",
     },
-    {
-        "rule": "!has(self.probePath) || !self.probePath.contains('..')",
-        "message": "probePath must stay inside the model store (no '..')",
-        "fieldPath": ".probePath",
-    },
+    _inside_store("probePath"),
 ]
 
 _A = "self.rollout.canary.analysis"
-_PROM_CHECKS = (
-    f"(has({_A}.minSuccessRate) || has({_A}.maxLatencyMs) || has({_A}.maxLatencyRatio) || "
-    f"(has({_A}.queries) && {_A}.queries.size() > 0))"
-)
 CANARY_SPEC: Rules = [
     {
-        "rule": f"!(has(self.rollout) && has(self.rollout.canary) && has({_A}) && {_PROM_CHECKS}) || "
-        "(has(self.monitoring) && has(self.monitoring.serviceMonitor) && "
-        "has(self.monitoring.serviceMonitor.enabled) && self.monitoring.serviceMonitor.enabled)",
+        "rule": f"!({_has(_A)} && ({_prometheus_checks(_A)})) || "
+        f"{_true('self.monitoring.serviceMonitor.enabled')}",
         "message": "canary analysis reads the canary's Triton series from Prometheus: set "
         "monitoring.serviceMonitor.enabled: true",
         "fieldPath": ".monitoring.serviceMonitor.enabled",
     },
 ]
 
-_DB_OFF = "(has(self.dynamicBatching) && has(self.dynamicBatching.enabled) && !self.dynamicBatching.enabled)"
+_DB_OFF = f"({_has('self.dynamicBatching.enabled')} && !self.dynamicBatching.enabled)"
 
 SERVING: Rules = [
     {
@@ -174,39 +198,29 @@ MODEL: Rules = [
 # The spec's rules check the recipe the operator builds from it (keys.effective_recipe): serving's
 # backend, maxBatchSize and dynamicBatching replace compression's, spec.model's task, text and I/O are
 # merged in. Rules on compression alone live on the recipe models; these cover what the merge adds.
-_C = "has(self.compression)"
 _S = "has(self.serving)"
 # A text model: the task is set on spec.model or in the recipe's text section.
-_TEXT = f"(has(self.model.task) || ({_C} && has(self.compression.text)))"
+_RECIPE_TEXT = _has("self.compression.text")
+_TEXT = f"(has(self.model.task) || ({_RECIPE_TEXT}))"
 # Text only through spec.model: the recipe's own rules do not see it.
-_TASK_ONLY = f"(has(self.model.task) && !({_C} && has(self.compression.text)))"
+_TASK_ONLY = f"(has(self.model.task) && !({_RECIPE_TEXT}))"
 _SOURCE = "(has(self.model.source.path) ? self.model.source.path : self.model.source.url)"
 _TENSOR_SUFFIXES = "['.pt', '.pt2', '.onnx']"
 _ARCHIVE = f"({_SOURCE}.endsWith('.tar.gz') || {_SOURCE}.endsWith('.tgz'))"
-_TRITON = f"{_C} && has(self.compression.triton)"
 _MAX_BATCH = (
-    f"({_S} && has(self.serving.maxBatchSize) ? self.serving.maxBatchSize : "
-    f"({_TRITON} && has(self.compression.triton.maxBatchSize) ? self.compression.triton.maxBatchSize : "
+    f"({_has('self.serving.maxBatchSize')} ? self.serving.maxBatchSize : "
+    f"({_has('self.compression.triton.maxBatchSize')} ? self.compression.triton.maxBatchSize : "
     f"{recipe.Triton.model_fields['max_batch_size'].default}))"
 )
 _RECIPE_PREFERRED = (
-    f"({_TRITON} && has(self.compression.triton.dynamicBatching) && "
-    "has(self.compression.triton.dynamicBatching.preferredBatchSizes) ? "
+    f"({_has('self.compression.triton.dynamicBatching.preferredBatchSizes')} ? "
     "self.compression.triton.dynamicBatching.preferredBatchSizes : [])"
 )
 
 
-def _nonempty(path: str) -> str:
-    """CEL: the optional list at `path` (self.a.b.c) is there and has items."""
-    parts = path.split(".")
-    present = " && ".join(f"has({'.'.join(parts[: i + 1])})" for i in range(1, len(parts)))
-    return f"({present} && {path}.size() > 0)"
-
-
 TEXT: Rules = [
     {  # here, not in recipe_rules: the recipe alone cannot see spec.model.task
-        "rule": f"!({_C} && has(self.compression.distill) && has(self.compression.distill.keepLayers)) "
-        f"|| {_TEXT}",
+        "rule": f"!({_has('self.compression.distill.keepLayers')}) || {_TEXT}",
         "message": "distill.keepLayers applies to Hugging Face text models (model.task or compression.text) "
         "only",
         "fieldPath": ".compression.distill.keepLayers",
@@ -240,8 +254,8 @@ TEXT: Rules = [
         "fieldPath": ".model.task",
     },
     {
-        "rule": f"!{_TASK_ONLY} || !({_C} && has(self.compression.export) && "
-        "has(self.compression.export.format)) || self.compression.export.format == 'onnx'",
+        "rule": f"!{_TASK_ONLY} || !({_has('self.compression.export.format')}) || "
+        "self.compression.export.format == 'onnx'",
         "message": "text models (model.task) export to ONNX: compression.export.format must be 'onnx'",
         "fieldPath": ".compression.export.format",
     },
@@ -251,23 +265,23 @@ TEXT: Rules = [
         "fieldPath": ".serving.maxBatchSize",
     },
     {
-        "rule": f"!{_TASK_ONLY} || ({_S} && has(self.serving.maxBatchSize)) || "
-        f"!({_TRITON} && has(self.compression.triton.maxBatchSize)) || "
+        "rule": f"!{_TASK_ONLY} || ({_has('self.serving.maxBatchSize')}) || "
+        f"!({_has('self.compression.triton.maxBatchSize')}) || "
         "self.compression.triton.maxBatchSize >= 1",
         "message": "text models (model.task) are served batched: compression.triton.maxBatchSize >= 1",
         "fieldPath": ".compression.triton.maxBatchSize",
     },
     {
         "rule": f"!has(self.model.task) || self.model.task == 'feature-extraction' || "
-        f"!({_C} && has(self.compression.text)) || "
+        f"!({_RECIPE_TEXT}) || "
         "(!has(self.compression.text.pooling) && !has(self.compression.text.normalize))",
         "message": "compression.text.pooling and normalize apply to task 'feature-extraction' only, "
         "and model.task replaces compression.text.task",
         "fieldPath": ".compression.text",
     },
     {
-        "rule": f"!{_TASK_ONLY} || ({_C} && has(self.compression.quantize)) || "
-        f"!({_C} && has(self.compression.fallback)) || !('int8-dynamic' in self.compression.fallback)",
+        "rule": f"!{_TASK_ONLY} || ({_has('self.compression.quantize')}) || "
+        f"!({_has('self.compression.fallback')}) || !('int8-dynamic' in self.compression.fallback)",
         "message": "text models quantize to int8-dynamic unless compression.quantize says otherwise: "
         "compression.fallback must not repeat it",
         "fieldPath": ".compression.fallback",
@@ -282,14 +296,13 @@ SPEC: Rules = [
     },
     {
         "rule": f"!{_S} || !has(self.serving.backend) || (self.serving.backend == 'pytorch') == "
-        f"({_C} && has(self.compression.export) && has(self.compression.export.format) "
-        "&& self.compression.export.format == 'torchscript')",
+        f"({_has('self.compression.export.format')} && self.compression.export.format == 'torchscript')",
         "message": "backend 'pytorch' needs compression.export.format 'torchscript', other backends 'onnx'",
         "fieldPath": ".serving.backend",
     },
     {
         "rule": f"!{_S} || !has(self.serving.backend) || self.serving.backend == 'onnxruntime' || "
-        f"!({_TRITON} && has(self.compression.triton.tensorrtFp16) && self.compression.triton.tensorrtFp16)",
+        f"!{_true('self.compression.triton.tensorrtFp16')}",
         "message": "compression.triton.tensorrtFp16 applies to the onnxruntime backend only: "
         "serving.backend must be 'onnxruntime' or tensorrtFp16 false",
         "fieldPath": ".serving.backend",

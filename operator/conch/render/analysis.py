@@ -37,9 +37,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-from conch import build
 from conch.api import types
-from conch.render import common, deployment
+from conch.render import common, deployment, oneshot
 from conch.render.common import Obj, Owner
 
 CONTAINER = "analysis"
@@ -151,13 +150,16 @@ def command(owner: Owner, req: AnalysisRequest) -> list[str]:
     cmd += [
         "--timeout-seconds", str(REQUEST_TIMEOUT_SECONDS),
         "--deadline-seconds", str(req.deadline_seconds),
-        "--summary-file", "/dev/termination-log",
+        "--summary-file", oneshot.SUMMARY_FILE,
     ]  # fmt: skip
     return cmd
 
 
 def job_name(owner: Owner, req: AnalysisRequest) -> str:
-    """``<md>-qa-<hash>``: a hash of everything the Job runs (<= 45 + 4 + 10 characters)."""
+    """``<md>-qa-<hash>``: a hash of everything the Job runs (<= 45 + 4 + 10 characters).
+
+    The hashed text is sorted JSON with json.dumps' default separators, not keys.canonical: it names
+    Jobs that exist, so its bytes stay as they were (a new spelling would restart running analyses)."""
     material = json.dumps(
         {"version": req.canary_version, "step": req.step, "attempt": req.attempt,
          "image": owner.spec.build.image, "command": command(owner, req)},
@@ -172,62 +174,33 @@ def render_analysis_job(owner: Owner, req: AnalysisRequest) -> Obj:
     labels = {**common.labels(owner, COMPONENT), common.LABEL_VERSION: req.canary_version,
               LABEL_STEP: str(req.step)}  # fmt: skip
     annotations = {ANNOTATION_STABLE_BUILD_KEY: req.stable_build_key}
-    container: Obj = {
-        "name": CONTAINER,
-        "image": spec.build.image,
-        "command": command(owner, req),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "resources": RESOURCES,
-        "securityContext": common.restricted_container_security(),
-        "volumeMounts": [
-            {"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-    }
-    job: Obj = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            **common.metadata(owner, job_name(owner, req), COMPONENT, annotations=annotations),
-            "labels": labels,
-        },
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": req.deadline_seconds + START_SLACK,
-            "ttlSecondsAfterFinished": TTL_SECONDS,
-            "template": {
-                "metadata": {"labels": labels, "annotations": annotations},
-                "spec": common.one_shot_pod_spec(
-                    spec,
-                    container,
-                    [common.store_volume(owner, read_only=True), {"name": "tmp", "emptyDir": {}}],
-                ),
-            },
-        },
-    }
-    result: Obj = common.prune(job)
-    return result
-
-
-def _condition(job: Obj, *types_: str) -> Obj | None:
-    for cond in job.get("status", {}).get("conditions", []) or []:
-        if cond.get("type") in types_ and cond.get("status") == "True":
-            return dict(cond)
-    return None
+    container = oneshot.container(
+        CONTAINER, spec.build.image, command(owner, req), RESOURCES,
+        [{"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT, "readOnly": True}, oneshot.TMP_MOUNT],
+    )  # fmt: skip
+    metadata = common.metadata(owner, job_name(owner, req), COMPONENT, annotations=annotations)
+    return oneshot.job(
+        {**metadata, "labels": labels},
+        {"labels": labels, "annotations": annotations},
+        oneshot.pod_spec(spec, container, [common.store_volume(owner, read_only=True), oneshot.TMP_VOLUME]),
+        backoff_limit=0,
+        deadline_seconds=req.deadline_seconds + START_SLACK,
+        ttl_seconds=TTL_SECONDS,
+    )
 
 
 def observe(job: Obj | None, pods: list[Obj]) -> AnalysisResult:
     """The analysis's outcome from its Job and pods (pure)."""
     if job is None:
         return AnalysisResult("Pending", "the analysis Job is not created yet")
-    done = _condition(job, "Complete", "SuccessCriteriaMet")
-    failed = _condition(job, "Failed", "FailureTarget")
+    done = oneshot.condition(job, *oneshot.COMPLETE)
+    failed = oneshot.condition(job, *oneshot.FAILED)
     if done is None and failed is None:
         return AnalysisResult("Pending", "the analysis Job is running")
-    text = build.termination_message(pods)
+    text = oneshot.termination_message(pods)
     if text is None:
         if failed is not None:
-            why = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}".rstrip(": ")
+            why = oneshot.failure(failed).rstrip(": ")
             return AnalysisResult("Error", f"the analysis Job failed without a result: {why}")
         return AnalysisResult("Error", "the analysis Job finished without a result")
     return parse_result(text, succeeded=done is not None)
@@ -255,6 +228,5 @@ def parse_result(text: str, succeeded: bool) -> AnalysisResult:
     return AnalysisResult(state, reason, metrics, bounds, str(metric) if metric else None)
 
 
-def _clip(text: str, limit: int = build.MAX_MESSAGE) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _clip(text: str) -> str:
+    return oneshot.clip(text.strip())

@@ -102,20 +102,6 @@ def restricted_pod_security() -> Obj:
     }
 
 
-def one_shot_pod_spec(spec: types.ModelDeploymentSpec, container: Obj, volumes: list[Obj]) -> Obj:
-    """The pod of a Job in the builder image (build, quality analysis, store collection): restricted,
-    never restarted, no API token, placed where builds go (spec.build nodeSelector/tolerations)."""
-    return {
-        "restartPolicy": "Never",
-        "securityContext": restricted_pod_security(),
-        "nodeSelector": spec.build.node_selector,
-        "tolerations": spec.build.tolerations,
-        "automountServiceAccountToken": False,
-        "containers": [container],
-        "volumes": volumes,
-    }
-
-
 def prune(obj: Any) -> Any:
     """Drop None values and empty maps/lists so the desired object matches what the apiserver stores."""
     if isinstance(obj, dict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conch.api import keys
-from conch.render import common
+from conch.render import common, oneshot
 from conch.render.common import Obj, Owner
 
 CONTAINER = "builder"
@@ -12,6 +12,21 @@ EXIT_GATE_FAILED = 3
 DEADLINE_ENV = (
     "CONCH_BUILD_DEADLINE_SECONDS"  # model_repo_builder.cli: long steps (distillation) fit inside it
 )
+
+
+FAILURE_POLICY: Obj = {
+    "rules": [
+        {  # bad input and a failed gate are deterministic: retrying cannot help
+            "action": "FailJob",
+            "onExitCodes": {
+                "containerName": CONTAINER,
+                "operator": "In",
+                "values": [EXIT_BAD_INPUT, EXIT_GATE_FAILED],
+            },
+        },
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+    ]
+}
 
 
 def source_argument(owner: Owner) -> str:
@@ -30,7 +45,7 @@ def command(owner: Owner) -> list[str]:
         "--out", common.repository_root(spec),
         "--recipe-json", keys.recipe_json(spec),
         "--model-name", spec.model.name,
-        "--summary-file", "/dev/termination-log",
+        "--summary-file", oneshot.SUMMARY_FILE,
     ]  # fmt: skip
     if spec.model.source.sha256 is not None:
         cmd[-2:-2] = ["--sha256", spec.model.source.sha256]
@@ -43,48 +58,18 @@ def render_job(owner: Owner, version: str, spec_key: str) -> Obj:
     name = keys.job_name(owner.name, spec_key)
     pod_labels = {**common.labels(owner, "builder"), common.LABEL_VERSION: version}
     annotations = {common.ANNOTATION_SPEC_KEY: spec_key}
-    container: Obj = {
-        "name": CONTAINER,
-        "image": spec.build.image,
-        "command": command(owner),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "env": [{"name": DEADLINE_ENV, "value": str(spec.build.active_deadline_seconds)}],
-        "resources": spec.build.resources,
-        "securityContext": common.restricted_container_security(),
-        "volumeMounts": [
-            {"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-    }
-    job: Obj = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": common.metadata(owner, name, "builder", annotations=annotations),
-        "spec": {
-            "backoffLimit": spec.build.backoff_limit,
-            "activeDeadlineSeconds": spec.build.active_deadline_seconds,
-            "podFailurePolicy": {
-                "rules": [
-                    {  # bad input and a failed gate are deterministic: retrying cannot help
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": CONTAINER,
-                            "operator": "In",
-                            "values": [EXIT_BAD_INPUT, EXIT_GATE_FAILED],
-                        },
-                    },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                ]
-            },
-            "template": {
-                "metadata": {"labels": pod_labels, "annotations": annotations},
-                "spec": common.one_shot_pod_spec(
-                    spec,
-                    container,
-                    [common.store_volume(owner, read_only=False), {"name": "tmp", "emptyDir": {}}],
-                ),
-            },
-        },
-    }
-    result: Obj = common.prune(job)
-    return result
+    container = oneshot.container(
+        CONTAINER, spec.build.image, command(owner),
+        spec.build.resources,
+        [{"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT}, oneshot.TMP_MOUNT],
+        env=[{"name": DEADLINE_ENV, "value": str(spec.build.active_deadline_seconds)}],
+    )  # fmt: skip
+    pod = oneshot.pod_spec(spec, container, [common.store_volume(owner, read_only=False), oneshot.TMP_VOLUME])
+    return oneshot.job(
+        common.metadata(owner, name, "builder", annotations=annotations),
+        {"labels": pod_labels, "annotations": annotations},
+        pod,
+        backoff_limit=spec.build.backoff_limit,
+        deadline_seconds=spec.build.active_deadline_seconds,
+        failure_policy=FAILURE_POLICY,
+    )

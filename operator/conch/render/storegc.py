@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conch.api import types
-from conch.render import common
+from conch.render import common, oneshot
 
 Obj = dict[str, Any]
 COMPONENT = "store-gc"
 LABEL_STORE = "storegc.conch.dev/store"
 CONTAINER = "gc"
 TTL_SECONDS = 3600
+DEADLINE_SECONDS = 1800
+RESOURCES: Obj = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 
 
 @dataclass(frozen=True, order=True)
@@ -77,49 +79,26 @@ def render_gc_job(
     }
     command = [
         "model-repo-builder", "gc", store.root, "--keep", ",".join(sorted(keep)),
-        "--grace-seconds", str(grace_seconds), "--summary-file", "/dev/termination-log",
+        "--grace-seconds", str(grace_seconds), "--summary-file", oneshot.SUMMARY_FILE,
     ]  # fmt: skip
-    container: Obj = {
-        "name": CONTAINER,
-        "image": spec.build.image,
-        "command": command,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "securityContext": common.restricted_container_security(),
-        "volumeMounts": [{"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT}],
-    }
-    job: Obj = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": job_name(store, run), "namespace": store.namespace, "labels": labels},
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": 1800,
-            "ttlSecondsAfterFinished": TTL_SECONDS,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": common.one_shot_pod_spec(
-                    spec,
-                    container,
-                    [{"name": common.STORE_VOLUME, "persistentVolumeClaim": {"claimName": store.claim}}],
-                ),
-            },
-        },
-    }
-    result: Obj = common.prune(job)
-    return result
-
-
-def _finished(job: Obj) -> bool:
-    return any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        for c in job.get("status", {}).get("conditions", []) or []
+    container = oneshot.container(
+        CONTAINER, spec.build.image, command, RESOURCES,
+        [{"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT}],
+    )  # fmt: skip
+    claim = {"name": common.STORE_VOLUME, "persistentVolumeClaim": {"claimName": store.claim}}
+    return oneshot.job(
+        {"name": job_name(store, run), "namespace": store.namespace, "labels": labels},
+        {"labels": labels},
+        oneshot.pod_spec(spec, container, [claim]),
+        backoff_limit=0,
+        deadline_seconds=DEADLINE_SECONDS,
+        ttl_seconds=TTL_SECONDS,
     )
 
 
 def parse_report(job: Obj, message: str | None) -> GcReport | None:
     """The report of a finished Job (None while it runs)."""
-    if not _finished(job):
+    if oneshot.condition(job, "Complete", "Failed") is None:  # not FailureTarget: the pod may still run
         return None
     if not message:
         conds = job.get("status", {}).get("conditions", []) or []
