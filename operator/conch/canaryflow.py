@@ -1,12 +1,14 @@
-"""A canary's pass, decided: from the snapshot (both Deployments, their pods, the step's quality Job,
-the due Prometheus answer) to the Deployments to apply, the quality Job to start or retire, the
-Events and the metrics.
+"""The canary strategy (`strategy.Strategy`): a canary's pass, decided, from the pass' context (both
+Deployments, their pods, the step's quality Job, the due Prometheus answer) to the Deployments to
+apply, the quality Job to start or retire, what status records, the Events and the metrics.
 
-Pure, like `canary` (the step state machine) and `promql` (the queries and their verdict): the I/O
-this module used to do moved out, the reads to `snapshot.observe` (and `snapshot.measure` for
-Prometheus, asked only when `analysis_query` says an analysis is due), the writes to the controller's
-act step. A canary left behind (aborted, promoted, or abandoned for a newer spec.version or another
-strategy) is scaled away here too, with the stable growing back only into the GPUs it frees.
+Pure, like `canary` (the step state machine) and `promql` (the queries and their verdict): the reads
+are `snapshot.observe`'s (and `snapshot.measure`'s for Prometheus, asked only when `analysis_query`
+says an analysis is due), the writes the controller's act step. Whether a canary runs is settled once
+per pass (`strategy.choose`, with `can_run`); what it runs beside, its last status and whether its
+analysis is due are worked out once, in `Canary`. A canary left behind (aborted, promoted, or
+abandoned for a newer spec.version or another strategy) is scaled away by this strategy too, with
+the stable growing back only into the GPUs it frees.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from conch import apply, canary, clock, kube, plan, promql, rollout, snapshot, status
+from conch import apply, canary, clock, kube, passctx, plan, promql, rolling, rollout, snapshot, status
 from conch.api import types
 from conch.render import analysis, common, deployment
 
@@ -37,105 +39,109 @@ class Flow:
     metrics: _Metrics = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Setting:
-    """Whether a canary of spec.version runs, and beside what."""
+def can_run(ctx: passctx.Context) -> bool:
+    """Whether a canary of spec.version can run, when the strategy asks for one: its steps are set, a
+    stable version serves, and the wanted one is built, new, and has not failed."""
+    return (
+        ctx.spec.rollout.canary is not None
+        and ctx.current is not None
+        and ctx.wanted in ctx.ready
+        and ctx.wanted != ctx.current
+        and ctx.decision.failed is None
+    )
 
-    running: bool
-    steps: types.Canary | None
+
+@dataclass(frozen=True)
+class Canary:
+    """The canary strategy (`strategy.Strategy`) of one pass: the canary of spec.version in progress
+    (`runs`), or what is left of one, scaled away while the rolling decision serves."""
+
+    runs: bool
+    steps: types.Canary | None  # spec.rollout.canary, while a canary runs
     stable: str | None  # the serving version the canary runs beside
     before: types.CanaryStatus | None  # the running canary's last status (None: a fresh one)
-    ready: dict[str, deployment.Served]
+    pods: list[Obj]  # the ModelDeployment's serving pods, both tracks
+    world: canary.World
+    due: bool = False  # the Prometheus checks are due this pass
 
+    @classmethod
+    def running(cls, ctx: passctx.Context) -> Canary:
+        """The canary of spec.version (`can_run` said it can)."""
+        steps, old = ctx.spec.rollout.canary, ctx.old
+        assert steps is not None and ctx.current is not None
+        before = old.canary if old.canary is not None and old.canary.version == ctx.wanted else None
+        if before is not None and before.phase in ("Promoted", "Aborted"):
+            before = None  # that canary ended (spec.version went elsewhere and came back): a fresh one
+        due = steps.analysis is not None and canary.analysis_due(steps, before, ctx.snap.now)
+        pods = ctx.snap.pods_with(common.selector(ctx.owner))
+        return cls(True, steps, ctx.current, before, pods, observe(ctx, pods), due)
 
-def _setting(
-    owner: common.Owner, old: types.ModelDeploymentStatus, history: list[types.HistoryEntry],
-    decision: rollout.Decision,
-) -> _Setting:  # fmt: skip
-    spec, wanted = owner.spec, owner.spec.version
-    ready = rollout.built(history)
-    current = old.current_version if old.current_version in ready else None  # the stable version
-    steps = spec.rollout.canary if spec.rollout.strategy == "canary" else None
-    running = steps is not None and current is not None and wanted in ready and wanted != current
-    running = running and decision.failed is None
-    before = old.canary if old.canary is not None and old.canary.version == wanted else None
-    if before is not None and before.phase in ("Promoted", "Aborted"):
-        before = None  # that canary ended (spec.version went elsewhere and came back): a fresh one
-    return _Setting(running, steps, current, before, ready)
-
-
-def analysis_query(
-    owner: common.Owner, snap: snapshot.Snapshot, *, old: types.ModelDeploymentStatus,
-    history: list[types.HistoryEntry], decision: rollout.Decision,
-) -> snapshot.Query | None:  # fmt: skip
-    """The Prometheus checks of the running canary, when they are due this pass (else None)."""
-    s = _setting(owner, old, history, decision)
-    if not _analysis_due(s, snap.now):
-        return None
-    assert s.steps is not None and s.steps.analysis is not None and s.stable is not None
-    checks = s.steps.analysis
-    window = promql.window_seconds(owner.spec, checks)
-    queries = promql.queries(owner, checks, owner.spec.version, s.stable, window)
-    return snapshot.Query(checks.prometheus_url, queries, checks, window)
-
-
-def _analysis_due(s: _Setting, now: float) -> bool:
-    """Whether the running canary's Prometheus checks are due this pass."""
-    if not s.running or s.steps is None or s.stable is None or s.steps.analysis is None:
-        return False
-    return canary.analysis_due(s.steps, s.before, now)
-
-
-def step(
-    owner: common.Owner, snap: snapshot.Snapshot, *, old: types.ModelDeploymentStatus,
-    history: list[types.HistoryEntry], decision: rollout.Decision,
-) -> Flow | None:  # fmt: skip
-    """The pass of the canary of spec.version when one is due, or the scaling away of what is left of
-    one; None when there is nothing of a canary to do (the plain rolling path serves)."""
-    s = _setting(owner, old, history, decision)
-    if not s.running and old.canary is None:
-        return None
-    pods = snap.pods_with(common.selector(owner))
-    world = observe(owner, snap.stable_deployment, snap.canary_deployment, pods, snap.now)
-    if not s.running:
+    @classmethod
+    def left_behind(cls, ctx: passctx.Context) -> Canary | None:
+        """What is left of an earlier canary (aborted, promoted, or abandoned for a newer spec.version
+        or another strategy) while its Deployment still asks for or has pods: None when nothing is left."""
+        if ctx.old.canary is None or ctx.decision.serve is None:
+            return None
+        pods = ctx.snap.pods_with(common.selector(ctx.owner))
+        world = observe(ctx, pods)
         if world.canary.spec == 0 and world.canary.existing == 0:
             return None
-        if decision.serve is None:
+        return cls(False, None, ctx.current, None, pods, world)
+
+    def analysis_query(self, ctx: passctx.Context) -> snapshot.Query | None:
+        """The Prometheus checks of the running canary, when they are due this pass (else None)."""
+        if not self.due:
             return None
-        wanted = owner.spec.version
-        whole = types.Canary(steps=[types.CanaryStep(weight=100)])
-        left = old.canary or canary.start(whole, wanted, snap.now)
-        if left.phase not in ("Promoted", "Aborted"):
-            why = decision.reason or "spec.version or the strategy changed"
-            left = left.model_copy(update={"phase": "Aborted", "message": f"abandoned: {why}"})
-        flow = Flow(canary.settle(left, decision.serve.version, world), running=False)
-    else:
-        assert s.steps is not None and s.stable is not None
-        measured = snap.measured if _analysis_due(s, snap.now) else None
-        quality, qa_children, qa_absent, qa_metrics = _quality(owner, snap, s, pods)
+        assert self.steps is not None and self.steps.analysis is not None and self.stable is not None
+        checks = self.steps.analysis
+        window = promql.window_seconds(ctx.spec, checks)
+        queries = promql.queries(ctx.owner, checks, ctx.wanted, self.stable, window)
+        return snapshot.Query(checks.prometheus_url, queries, checks, window)
+
+    def serve(self, ctx: passctx.Context, *, new_key: str) -> passctx.Outcome:
+        """The canary's pass: its step (or the scaling away of a leftover), both Deployments, and
+        what status records (the stable stays current until the canary is promoted)."""
+        flow = self._advance(ctx) if self.runs else self._settle(ctx)
+        flow.children += _deployments(ctx, flow.plan)
+        decision = self._decision(ctx, flow)
+        return passctx.Outcome(
+            decision, flow.children, flow.absent, flow.metrics, flow.events,
+            conditions=conditions(flow, decision.current, ctx.wanted),
+            moving=flow.running and decision.current != ctx.wanted,
+            requeue=flow.plan.wait, record=flow.plan.status,
+        )  # fmt: skip
+
+    def _advance(self, ctx: passctx.Context) -> Flow:
+        assert self.steps is not None and self.stable is not None
+        measured = ctx.snap.measured if self.due else None
+        quality, qa_children, qa_absent, qa_metrics = _quality(ctx, self)
         advanced = canary.advance(
-            s.steps, s.before, version=owner.spec.version, stable=s.stable, world=world,
+            self.steps, self.before, version=ctx.wanted, stable=self.stable, world=self.world,
             measured=measured, quality=quality,
         )  # fmt: skip
         flow = Flow(advanced, running=True, children=qa_children, absent=qa_absent, metrics=qa_metrics)
         if measured is not None:
             flow.metrics.insert(0, plan.Metric("CANARY_ANALYSES", (measured.result.lower(), "metrics")))
-        flow.events = _events(s.before, advanced, measured, flow.metrics)
-    flow.children += _deployments(owner, s.ready, flow.plan, snap, world)
-    return flow
+        flow.events = _events(self.before, advanced, measured, flow.metrics)
+        return flow
 
+    def _settle(self, ctx: passctx.Context) -> Flow:
+        decision, left = ctx.decision, ctx.old.canary
+        assert decision.serve is not None and left is not None
+        if left.phase not in ("Promoted", "Aborted"):
+            why = decision.reason or "spec.version or the strategy changed"
+            left = left.model_copy(update={"phase": "Aborted", "message": f"abandoned: {why}"})
+        return Flow(canary.settle(left, decision.serve.version, self.world), running=False)
 
-def decision(
-    flow: Flow, before: rollout.Decision, history: list[types.HistoryEntry], stable: str | None
-) -> rollout.Decision:
-    """What the canary's pass means for status: the stable stays current until the canary is promoted."""
-    if not flow.running:
-        return before
-    p = flow.plan
-    current = p.status.version if p.promoted else stable
-    failed = p.status.version if p.aborted else before.failed
-    served = rollout.built(history)[p.stable_version]
-    return dataclasses.replace(before, serve=served, current=current, failed=failed)
+    def _decision(self, ctx: passctx.Context, flow: Flow) -> rollout.Decision:
+        """A running canary keeps the stable current until it is promoted."""
+        if not flow.running:
+            return ctx.decision
+        p = flow.plan
+        current = p.status.version if p.promoted else self.stable
+        failed = p.status.version if p.aborted else ctx.decision.failed
+        served = ctx.ready[p.stable_version]
+        return dataclasses.replace(ctx.decision, serve=served, current=current, failed=failed)
 
 
 def _ready(pod: Obj) -> bool:
@@ -150,15 +156,13 @@ def _pods(live: Obj | None, pods: list[Obj]) -> canary.Pods:
     return canary.Pods(spec=spec, existing=len(pods), ready=sum(_ready(p) for p in pods))
 
 
-def observe(
-    owner: common.Owner, live_stable: Obj | None, live_canary: Obj | None, pods: list[Obj], now: float
-) -> canary.World:
-    """The canary's view of the two Deployments and their pods."""
-    spec = owner.spec
+def observe(ctx: passctx.Context, pods: list[Obj]) -> canary.World:
+    """The canary's view of the two Deployments and their pods (`pods`: both tracks')."""
+    spec, live_stable, live_canary = ctx.spec, ctx.snap.stable_deployment, ctx.snap.canary_deployment
     is_canary = [p["metadata"].get("labels", {}).get(deployment.LABEL_TRACK) == "canary" for p in pods]
     canary_pods = [p for p, c in zip(pods, is_canary, strict=True) if c]
     stable_pods = [p for p, c in zip(pods, is_canary, strict=True) if not c]
-    stable_state, canary_state = rollout.observe(live_stable), rollout.observe(live_canary)
+    stable_state, canary_state = ctx.state, rollout.observe(live_canary)
     autoscaled = spec.autoscaling is not None
     total = spec.effective_replicas()
     if total is None:  # the HPA's count on the stable
@@ -169,7 +173,7 @@ def observe(
         if not failure and canary_state.deadline_exceeded and canary_state.observed:
             failure = canary_state.message or "progress deadline exceeded"
     return canary.World(
-        now=now, total=total, autoscaled=autoscaled, max_surge=spec.rollout.max_surge,
+        now=ctx.snap.now, total=total, autoscaled=autoscaled, max_surge=spec.rollout.max_surge,
         stable=_pods(live_stable, stable_pods), canary=_pods(live_canary, canary_pods),
         stable_version=stable_state.version,
         stable_rolled_out=rollout.rolled_out(stable_state, stable_state.version or ""),
@@ -178,20 +182,20 @@ def observe(
 
 
 def _quality(
-    owner: common.Owner, snap: snapshot.Snapshot, s: _Setting, pods: list[Obj]
+    ctx: passctx.Context, s: Canary
 ) -> tuple[canary.Measurement | None, list[plan.Child], list[str], list[plan.Metric]]:
     """The step's quality analysis (conch.render.analysis): start its Job, read its verdict. None while
     it runs. A Job that could not analyse pauses the step and is retired after QUALITY_RETRY_S, so the
     next pass starts it again. Returns (verdict, Job to apply, Jobs to delete, metrics)."""
     assert s.steps is not None and s.stable is not None
-    before, stable, ready = s.before, s.stable, s.ready
+    before, stable, ready, owner, snap = s.before, s.stable, ctx.ready, ctx.owner, ctx.snap
     quality = s.steps.analysis.quality if s.steps.analysis is not None else None
     if quality is None or before is None or not canary.quality_due(s.steps, before):
         return None, [], [], []
-    ips = {track: sorted(_ready_ips(pods, track)) for track in ("canary", "stable")}
+    ips = {track: sorted(_ready_ips(s.pods, track)) for track in ("canary", "stable")}
     if not ips["canary"] or not ips["stable"]:
         return None, [], [], []
-    wanted = owner.spec.version
+    wanted = ctx.wanted
     thresholds = analysis.QualityThresholds(
         quality.min_cosine, quality.min_top1_agreement, quality.max_abs_error
     )
@@ -234,21 +238,17 @@ def _ready_ips(pods: list[Obj], track: str) -> list[str]:
     return out
 
 
-def _deployments(
-    owner: common.Owner, ready: dict[str, deployment.Served], p: canary.Plan, snap: snapshot.Snapshot,
-    world: canary.World,
-) -> list[plan.Child]:  # fmt: skip
+def _deployments(ctx: passctx.Context, p: canary.Plan) -> list[plan.Child]:
     """The stable Deployment (template and count) and the canary's (scaled to zero and kept when it
     has no pods to run, as Flagger keeps its canary)."""
-    live_stable, live_canary = snap.stable_deployment, snap.canary_deployment
-    desired = deployment.render_deployment(owner, ready[p.stable_version])
-    if live_stable is not None and world.stable_version == p.stable_version != owner.spec.version:
-        desired["spec"]["template"] = live_stable["spec"]["template"]  # spec edits arrive with the version
+    owner, ready = ctx.owner, ctx.ready
+    live_stable, live_canary = ctx.snap.stable_deployment, ctx.snap.canary_deployment
+    desired = rolling.stable_deployment(ctx, ready[p.stable_version], failed=None)
     if p.stable_replicas is not None:
         desired["spec"]["replicas"] = p.stable_replicas
     out = [plan.Child(desired, live_stable)]
-    if p.canary_replicas > 0 and owner.spec.version in ready:
-        served = ready[owner.spec.version]
+    if p.canary_replicas > 0 and ctx.wanted in ready:
+        served = ready[ctx.wanted]
         want = deployment.render_canary_deployment(owner, served, p.canary_replicas)
         out.append(plan.Child(want, live_canary))
     elif live_canary is not None:

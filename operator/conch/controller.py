@@ -30,12 +30,13 @@ def reconcile(client: kube.Kube, namespace: str, name: str) -> float | None:
     snap = snapshot.observe(client, namespace, name, time.time())
     if snap is None:
         return None
-    query = decide.analysis_query(snap)
+    prepared = decide.prepare(snap)  # the pass' facts, worked out once for both calls below
+    query = decide.analysis_query(prepared)
     if query is not None:
-        snap = snapshot.with_measurement(snap, snapshot.measure(query))
+        prepared = decide.with_measurement(prepared, snapshot.measure(query))
     resync = IDLE_REQUEUE * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
     new_key = "" if secret.key_of(snap.admin_secret) else secret.new_key()
-    decided = decide.decide(snap, resync=resync, new_key=new_key)
+    decided = decide.decide(prepared, resync=resync, new_key=new_key)
     if act(client, snap.md, decided):
         return min(decided.requeue or CONFLICT_RETRY, CONFLICT_RETRY)
     return decided.requeue

@@ -9,6 +9,7 @@ spec.version starts a fresh attempt and nothing deadlocks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +135,7 @@ class Decision:
     keep_template: bool = False  # the live pods serve `serve`, an older version: leave them as they are
 
 
-def built(history: list[types.HistoryEntry]) -> dict[str, Served]:
+def built(history: Sequence[types.HistoryEntry]) -> dict[str, Served]:
     """Versions with a successful build, as what a Deployment would serve."""
     return {
         h.version: Served(h.version, h.build_key, h.model_name)
@@ -143,14 +144,37 @@ def built(history: list[types.HistoryEntry]) -> dict[str, Served]:
     }
 
 
+def serving(status: types.ModelDeploymentStatus, ready: dict[str, Served]) -> str | None:
+    """The version status says serves, while its build is still one to serve (else None)."""
+    return status.current_version if status.current_version in ready else None
+
+
+def keeps_template(served: str, live: str | None, wanted: str, failed: str | None) -> bool:
+    """The keep-the-template rule: while the wanted version is not the one served (and has not
+    failed), the version still served keeps the pod template its live pods run with (`live`: their
+    version): spec changes (GPUs, resources, image) arrive with the new version, never before it."""
+    return served != wanted and failed is None and live == served
+
+
 def decide(
     wanted: str, history: list[types.HistoryEntry], status: types.ModelDeploymentStatus,
     state: DeploymentState, auto_rollback: bool,
 ) -> Decision:  # fmt: skip
     """The next step of the rollout."""
     ready = built(history)
-    current = status.current_version if status.current_version in ready else None
-    failed = status.failed_version if status.failed_version == wanted else None  # new version: fresh try
+    current = serving(status, ready)
+    return next_step(
+        wanted, ready, current, failed_version=status.failed_version, state=state, auto_rollback=auto_rollback
+    )
+
+
+def next_step(
+    wanted: str, ready: dict[str, Served], current: str | None, *, failed_version: str | None,
+    state: DeploymentState, auto_rollback: bool,
+) -> Decision:  # fmt: skip
+    """The next step of the rollout, from facts a pass has worked out once: the versions ready to
+    serve, the one serving (`serving`) and status' failed version."""
+    failed = failed_version if failed_version == wanted else None  # new version: fresh try
     serve: Served | None = None
     rolled_back = stuck = False
     reason = ""
@@ -171,9 +195,7 @@ def decide(
         serve = ready[current]
     if serve is not None and rolled_out(state, serve.version):
         current = serve.version
-    # While the wanted version is not ready, the version still served keeps the pod template it runs
-    # with: spec changes (GPUs, resources, image) arrive with the new version, never before it.
-    keep = serve is not None and serve.version != wanted and failed is None and state.version == serve.version
+    keep = serve is not None and keeps_template(serve.version, state.version, wanted, failed)
     return Decision(
         serve=serve, current=current, failed=failed, rolled_back=rolled_back, stuck=stuck, reason=reason,
         keep_template=keep,
