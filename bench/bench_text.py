@@ -50,10 +50,13 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT.parent / "tests"))  # serving.conftest: the serving tests' run_triton
 
-from model_repo_builder import hf, optimize, pipeline, textdata  # noqa: E402
-from model_repo_builder.export import module_to_onnx, save_onnx  # noqa: E402
+from model_repo_builder import pipeline  # noqa: E402
+from model_repo_builder.data import texts as textdata  # noqa: E402
+from model_repo_builder.export import optimize  # noqa: E402
+from model_repo_builder.export.exporters import module_to_onnx, save_onnx  # noqa: E402
 from model_repo_builder.recipe import Recipe, parse_recipe_text  # noqa: E402
-from model_repo_builder.triton_python import textproc  # noqa: E402
+from model_repo_builder.sources import hf  # noqa: E402
+from model_repo_builder.triton.python_backend import textproc  # noqa: E402
 
 MODEL = "minilm"
 BATCH, SEQ = 8, 128

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import BadInput
-from .recipe import Validation
+from ..errors import BadInput
+from ..recipe import Validation
 
 DYNAMIC_DIM_SIZE = 8
 """Size used for a dynamic (-1) non-batch axis when inputs are generated."""

@@ -50,8 +50,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import BUILDER_VERSION, probes, tritonhttp, verify
-from .errors import BuilderError
+from .. import BUILDER_VERSION
+from ..errors import BuilderError
+from . import probes, tritonhttp, verify
 
 EXIT_PASSED = 0
 EXIT_QUALITY_FAILED = 4

@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn.utils import prune
 
-from .errors import BadInput
+from ..errors import BadInput
 
 _WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 

@@ -21,30 +21,38 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from . import distdata, distill, ensemble, hf, ladder, optimize, pipeline, probes, textdata, textdistill
-from .compress import quantize, rung
-from .data import Arrays, batches
-from .errors import BadInput, GateFailed
-from .export import module_to_onnx, save_onnx
-from .prune import magnitude_prune_onnx, onnx_sparsity
-from .recipe import QuantizeMode, Recipe, Text
-from .repository import publish, read_build_json, staging, write_build_json
-from .source import FetchedSource
-from .triton_python import textproc
-from .verify import compare, onnx_runner
+from ..compression import distill, ladder, textdistill
+from ..compression.prune import magnitude_prune_onnx, onnx_sparsity
+from ..compression.tensor import quantize, rung
+from ..data import distillsets as distdata
+from ..data import texts as textdata
+from ..data.arrays import Arrays, batches
+from ..errors import BadInput, GateFailed
+from ..export import optimize
+from ..export.exporters import module_to_onnx, save_onnx
+from ..gate import probes
+from ..gate.verify import compare, onnx_runner
+from ..recipe import QuantizeMode, Recipe, Text
+from ..request import BuildRequest, BuildResult, Steps
+from ..sources import hf
+from ..sources.fetch import FetchedSource
+from ..store import record as build_record
+from ..store.repository import publish, read_build_json, staging, write_build_json
+from ..triton import ensemble, layout
+from ..triton.python_backend import textproc
 
 REFERENCE_BATCH = 8
 
 
 def fresh(
-    req: pipeline.BuildRequest,
+    req: BuildRequest,
     src: FetchedSource,
     key: str,
     final: Path,
     *,
     work: Path,
-    steps: pipeline.Steps,
-) -> pipeline.BuildResult:
+    steps: Steps,
+) -> BuildResult:
     """Build and publish a text model's repository (the gate must pass first)."""
     recipe = req.recipe
     assert recipe.text is not None
@@ -91,7 +99,7 @@ def fresh(
     passes.append(_quantize_entry(recipe, published.mode, graph.fp32, artifact))
     with steps.step("publish"), staging(req.store, key) as tmp:
         warm_ids, warm_mask = served_tokenizer(validation.texts[:1])
-        pipeline.layout(
+        layout.layout(
             tmp,
             ensemble.tensor_model_name(req.model_name),
             recipe,
@@ -113,7 +121,7 @@ def fresh(
             recipe.triton.max_batch_size,
         )
         probe_record = probes.write(tmp, probe_set)
-        record = pipeline.make_record(
+        record = build_record.make_record(
             req, src, key, artifact, metrics, steps.timings, size_before=size_before
         )
         record |= _text_record(model, recipe.text, validation, calibration, passes)
@@ -123,7 +131,7 @@ def fresh(
             record["distill"] = passes[0]["report"]
         record = write_build_json(tmp, record)
         won = publish(tmp, final)
-    return pipeline.BuildResult(key, final, record if won else read_build_json(final), cached=not won)
+    return BuildResult(key, final, record if won else read_build_json(final), cached=not won)
 
 
 def _texts(
@@ -211,7 +219,7 @@ def _compress(  # noqa: PLR0917
     calib: Arrays,
     train: textdata.TextSet | None,
     work: Path,
-    steps: pipeline.Steps,
+    steps: Steps,
 ) -> _Graph:
     """Distil (if asked), export, prune, fuse when the quantized fused graph is faster."""
     example = (torch.from_numpy(calib["input_ids"][:2]), torch.from_numpy(calib["attention_mask"][:2]))
@@ -252,7 +260,7 @@ def _quantized(src: Path, recipe: Recipe, calib: Arrays) -> Path:
 
 
 def _distilled(
-    model: hf.TextModel, recipe: Recipe, train: textdata.TextSet, steps: pipeline.Steps
+    model: hf.TextModel, recipe: Recipe, train: textdata.TextSet, steps: Steps
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     with steps.step("prune"):
         module, masks, student = textdistill.student(model, recipe)

@@ -29,8 +29,8 @@ from typing import Any, Literal, TextIO
 import torch
 from torch import nn
 
-from .errors import BadInput
-from .recipe import Distill
+from ..errors import BadInput
+from ..recipe import Distill
 
 LossKind = Literal["kl", "mse", "cosine"]
 Masks = dict[nn.Parameter, torch.Tensor]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadInput
+from ..errors import BadInput
 
 CHUNK = 1 << 20
 Fetcher = Callable[[str, Path], Path]

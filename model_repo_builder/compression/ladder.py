@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, BuilderError, GateFailed
-from .recipe import Gate, QuantizeMode
-from .verify import Failure, gate_failure
+from ..errors import BadInput, BuilderError, GateFailed
+from ..gate.verify import Failure, gate_failure
+from ..recipe import Gate, QuantizeMode
 
 Make = Callable[[QuantizeMode], Path]
 """Writes the model at one precision and returns its file (raises BadInput when it cannot)."""

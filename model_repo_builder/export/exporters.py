@@ -18,8 +18,8 @@ import onnx
 import torch
 from torch import nn
 
-from .errors import BadInput
-from .formats import TensorInfo
+from ..errors import BadInput
+from ..sources.formats import TensorInfo
 
 BATCH = "batch"
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import BadInput
+from ..errors import BadInput
 
 VALIDATION_SENTENCES = (
     "The quarterly report shows revenue grew by twelve percent.",

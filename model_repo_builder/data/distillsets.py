@@ -16,10 +16,10 @@ from typing import Any
 
 from numpy.typing import NDArray
 
-from . import textdata
-from .data import Arrays, load_npz
-from .errors import BadInput
-from .recipe import Distill
+from ..errors import BadInput
+from ..recipe import Distill
+from . import texts as textdata
+from .arrays import Arrays, load_npz
 
 WHAT = "distill data (distill.dataPath)"
 ALL = 10**9

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import BadInput
+from ..recipe import Distill, Gate, Prune
 from .distill import LossKind, Masks
-from .errors import BadInput
 from .prune import channel_prune, count_parameters, magnitude_prune_tensors, onnx_to_torch
-from .recipe import Distill, Gate, Prune
 
 
 def pruned_module(base: Any, prune: Prune, example: tuple[torch.Tensor, ...]) -> tuple[nn.Module, Masks]:

@@ -19,8 +19,8 @@ import torch
 from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
-from .errors import BadInput
-from .recipe import Recipe, TensorSpec
+from ..errors import BadInput
+from ..recipe import Recipe, TensorSpec
 
 ModelKind = Literal["onnx", "torchscript", "exported"]
 Arrays = dict[str, NDArray[Any]]
@@ -151,7 +151,7 @@ def _exported_inputs(program: Any, path: Path) -> list[TensorInfo]:
 
 
 def _probe_outputs(loaded: LoadedModel, recipe: Recipe) -> list[TensorInfo]:
-    from .data import generate_inputs
+    from ..data.arrays import generate_inputs
 
     outs = torch_runner(loaded.module, loaded.inputs)(generate_inputs(loaded.inputs, 2, recipe.validation))
     names = [s.name for s in recipe.io.outputs]

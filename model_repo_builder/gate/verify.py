@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .data import Arrays, batches
-from .errors import GateFailed
-from .recipe import Gate
+from ..data.arrays import Arrays, batches
+from ..errors import GateFailed
+from ..recipe import Gate
 
 if TYPE_CHECKING:  # formats imports torch and onnx; `analyze` uses the gate's metrics without them
-    from .formats import Runner
+    from ..sources.formats import Runner
 
 
 def onnx_runner(path: Path) -> Runner:

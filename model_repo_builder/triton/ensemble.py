@@ -15,11 +15,11 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from . import triton_python
-from .formats import TensorInfo
-from .recipe import Recipe
-from .triton_config import render, triton_dtype
-from .triton_python.textproc import TokenizerSettings
+from ..recipe import Recipe
+from ..sources.formats import TensorInfo
+from . import python_backend
+from .config import render, triton_dtype
+from .python_backend.textproc import TokenizerSettings
 
 TOKENIZER_SUFFIX = "_tokenizer"
 MODEL_SUFFIX = "_model"
@@ -112,7 +112,9 @@ def write_steps(  # noqa: PLR0917
         token_specs,
         settings.parameters(),
     )
-    _write(tmp, tokenizer, {"model.py": triton_python.TOKENIZER_PY, "textproc.py": triton_python.TEXTPROC_PY})
+    _write(
+        tmp, tokenizer, {"model.py": python_backend.TOKENIZER_PY, "textproc.py": python_backend.TEXTPROC_PY}
+    )
     shutil.copyfile(tokenizer_json, tmp / tokenizer.name / "1" / "tokenizer.json")
     post_inputs = [TensorInfo(_post_input(model_output), "float32", list(model_output.shape))]
     params: dict[str, str] = {"task": text.task}
@@ -120,7 +122,7 @@ def write_steps(  # noqa: PLR0917
         post_inputs.append(token_specs[1])
         params |= {"pooling": text.effective_pooling(), "normalize": str(text.effective_normalize()).lower()}
     post = _python_step(name + POST_SUFFIX, recipe, post_inputs, outputs, params)
-    _write(tmp, post, {"model.py": triton_python.POST_PY, "textproc.py": triton_python.TEXTPROC_PY})
+    _write(tmp, post, {"model.py": python_backend.POST_PY, "textproc.py": python_backend.TEXTPROC_PY})
     if labels is not None:
         (tmp / post.name / "1" / "labels.json").write_text(json.dumps(labels) + "\n", encoding="utf-8")
     _write(tmp, ensemble_config(name, recipe, model_output, outputs), {})

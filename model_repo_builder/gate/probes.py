@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import BadInput
+from ..errors import BadInput
 
 PROBES_FILE = "probes.npz"
 MAX_PROBES = 64

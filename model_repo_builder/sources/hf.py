@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import BadInput
+from ..errors import BadInput
+from ..recipe import Text
+from ..triton.python_backend.textproc import TokenizerSettings
 from .formats import TensorInfo
-from .recipe import Text
-from .triton_python.textproc import TokenizerSettings
 
 WEIGHT_FILES = (
     "model.safetensors",

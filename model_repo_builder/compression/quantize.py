@@ -16,10 +16,10 @@ from typing import Any
 import onnx
 from numpy.typing import NDArray
 
+from ..data.arrays import Arrays, batches
+from ..errors import BadInput
+from ..recipe import Quantize
 from . import smooth
-from .data import Arrays, batches
-from .errors import BadInput
-from .recipe import Quantize
 
 UNTYPED_AS_FLOAT = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 """Fused transformer ops (Attention, SkipLayerNormalization) defeat ONNX shape inference; their

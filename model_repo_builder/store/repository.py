@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import Internal
-from .recipe import Recipe, canonical_json
-from .source import sha256_file
+from ..errors import Internal
+from ..recipe import Recipe, canonical_json
+from ..sources.fetch import sha256_file
 
 BUILD_JSON = "build.json"
 STAGING_PREFIX = ".staging-"

@@ -18,9 +18,11 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from . import distill, hf, students, textdata
-from .errors import BadInput
-from .recipe import Recipe, Text
+from ..data import texts as textdata
+from ..errors import BadInput
+from ..recipe import Recipe, Text
+from ..sources import hf
+from . import distill, students
 
 TEACHER_BATCH = 32
 

@@ -19,11 +19,10 @@ import numpy as np
 import onnx
 import torch
 
-from . import distill, students
-from .data import Arrays
-from .distdata import TensorData
-from .errors import BadInput
-from .export import (
+from ..data.arrays import Arrays
+from ..data.distillsets import TensorData
+from ..errors import BadInput
+from ..export.exporters import (
     make_batch_dynamic,
     module_to_onnx,
     program_to_onnx,
@@ -31,12 +30,13 @@ from .export import (
     to_torchscript,
     upgrade_opset,
 )
-from .formats import LoadedModel, Runner, torch_runner
+from ..gate.verify import onnx_runner, run_all
+from ..recipe import Quantize, QuantizeMode, Recipe
+from ..sources.formats import LoadedModel, Runner, torch_runner
+from . import distill, students
 from .ladder import Make
 from .prune import magnitude_prune_module, magnitude_prune_onnx, onnx_sparsity, onnx_to_torch
 from .quantize import quantize_file
-from .recipe import Quantize, QuantizeMode, Recipe
-from .verify import onnx_runner, run_all
 
 STORED_DENSE = "magnitude pruning stores zeros densely: the file does not shrink, sizes count bytes only"
 

@@ -1,0 +1,1 @@
+"""The build paths by task: how a tensor model and each text task is built."""
