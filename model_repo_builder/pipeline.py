@@ -1,7 +1,8 @@
-"""Orchestrates a build: fetch, build key, cache hit or a fresh build by the recipe's task path.
+"""Orchestrates a build: fetch, build key, then a cache hit or a fresh build by the recipe's task.
 
 Each step is timed and reported on stderr. Nothing is written to the store before the gate
-passed; the repository is staged inside the store and renamed into place atomically.
+passed; the repository is staged inside the store and renamed into place atomically. The build
+itself belongs to the recipe's task entry (`tasks.registry`): this module never names a task.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .errors import BadInput, Internal
 from .request import BuildRequest, BuildResult, Steps
 from .sources.fetch import FetchedSource, fetch
 from .store.repository import build_key, read_build_json, verify_repository
-from .tasks import tensor, text
+from .tasks import registry
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -39,7 +40,7 @@ def build(req: BuildRequest, steps: Steps | None = None) -> BuildResult:
 
 
 def _touch(final: Path) -> bool:
-    """Mark a reused repository as young for the store's garbage collector (storegc's grace period);
+    """Mark a reused repository as young for the store's garbage collector (store.gc's grace period);
     False when it vanished meanwhile (collected), so the build runs afresh."""
     try:
         os.utime(final)
@@ -60,6 +61,5 @@ def _cached(key: str, final: Path) -> BuildResult:
 def _fresh(
     req: BuildRequest, src: FetchedSource, key: str, final: Path, *, work: Path, steps: Steps
 ) -> BuildResult:
-    if req.recipe.text is not None:
-        return text.fresh(req, src, key, final, work=work, steps=steps)
-    return tensor.fresh(req, src, key, final, work=work, steps=steps)
+    task = registry.for_recipe(req.recipe)
+    return task.fresh(req, src, key, final, work=work, steps=steps)

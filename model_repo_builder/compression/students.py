@@ -80,11 +80,11 @@ def tensor_loss(spec: Distill, gate: Gate, has_labels: bool, first_output: torch
     return "kl" if logits and (has_labels or judged) else "mse"
 
 
-def text_loss(spec: Distill, task: str) -> LossKind:
-    """auto: KL on logits for classifiers, cosine on the served embedding otherwise."""
+def text_loss(spec: Distill, auto: LossKind) -> LossKind:
+    """The recipe's loss, or `auto` (the task's: KL on logits for classifiers, cosine on embeddings)."""
     if spec.loss != "auto":
         return spec.loss
-    return "kl" if task == "text-classification" else "cosine"
+    return auto
 
 
 def layer_choice(total: int, keep: int) -> list[int]:

@@ -61,7 +61,7 @@ class Context:
     train: TensorData | None  # distillation data
     calibration: Arrays | None
     work: Path
-    steps: Any  # pipeline.Steps
+    steps: Any  # request.Steps
     labelled: bool = False  # the validation data has labels: the model is a classifier
 
 

@@ -3,10 +3,11 @@ teacher's served answers (softmax logits, or pooled embeddings) on a file of pla
 
 The teacher's answers for every training text are computed once. The student's loss is taken on
 what the ensemble serves: logits (KL with temperature, plus cross-entropy when the .jsonl has
-labels) for text-classification, the pooled and normalised embedding (cosine by default) for
-feature-extraction. Texts are tokenized with the checkpoint's own tokenizer, padded per batch. The
-vocabulary embedding stays the teacher's (frozen): it is most of a small encoder's parameters, and a
-few thousand sentences would only teach it the words they happen to contain.
+labels) for classifiers, the pooled and normalised embedding (cosine by default) for embeddings;
+the task entry's `distill_target` and `distill_loss` say which. Texts are tokenized with the
+checkpoint's own tokenizer, padded per batch. The vocabulary embedding stays the teacher's (frozen):
+it is most of a small encoder's parameters, and a few thousand sentences would only teach it the
+words they happen to contain.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..data import texts as textdata
 from ..errors import BadInput
 from ..recipe import Recipe, Text
 from ..sources import hf
+from ..tasks import textkind
 from . import distill, students
 
 TEACHER_BATCH = 32
@@ -59,12 +61,13 @@ def _word_embeddings(module: nn.Module) -> list[nn.Embedding]:
     return [t for t in tables if t.num_embeddings == largest]
 
 
-def train(
+def train(  # noqa: PLR0917
     model: hf.TextModel,
     module: nn.Module,
     masks: distill.Masks,
     recipe: Recipe,
     data: textdata.TextSet,
+    task: textkind.TextTask,
     *,
     clock: distill.Clock,
     log: TextIO,
@@ -74,7 +77,7 @@ def train(
     assert spec is not None and text is not None
     ids = model.tokenizer(data.texts, truncation=True, max_length=text.max_length)["input_ids"]
     collate = _collate(ids, int(model.tokenizer.pad_token_id))
-    finish = _finisher(text)
+    finish = _finisher(task, text)
     with distill.threads(distill.cpu_threads()[0]):
         targets = _teacher(model.module, collate, [len(i) for i in ids], finish)
     labels = torch.from_numpy(data.labels) if data.labels is not None else None
@@ -83,9 +86,9 @@ def train(
         input_ids, mask = collate(idx)
         return [finish(module(input_ids, mask), mask)], [targets[idx]]
 
-    kind = students.text_loss(spec, text.task)
-    task = distill.Task(len(ids), forward, [targets], labels, kind, spec.rate(True))
-    report = distill.train(module, task, spec, masks=masks, clock=clock, log=log)
+    kind = students.text_loss(spec, task.distill_loss)
+    training = distill.Task(len(ids), forward, [targets], labels, kind, spec.rate(True))
+    report = distill.train(module, training, spec, masks=masks, clock=clock, log=log)
     report["data"] = {"origin": data.origin, "samples": len(ids), "labels": labels is not None}
     if masks:
         report["sparsity"] = students.sparsity(masks)
@@ -111,13 +114,11 @@ def _collate(ids: list[list[int]], pad: int) -> Collate:
     return collate
 
 
-def _finisher(text: Text) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _finisher(task: textkind.TextTask, text: Text) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Tensor model output -> what the loss compares: logits, or the served (pooled) embedding."""
 
     def finish(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if text.task == "text-classification":
-            return out
-        return students.pool(out, mask, text.effective_pooling(), text.effective_normalize())
+        return task.distill_target(out, mask, text)
 
     return finish
 

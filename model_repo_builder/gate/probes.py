@@ -40,11 +40,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import BadInput
+from ..tasks import names
 
 PROBES_FILE = "probes.npz"
 MAX_PROBES = 64
 MAX_BYTES = 4 * 2**20
 FORMAT = 1
+TEXT_KIND = "text"  # meta kind of a text model's probes (a tensor model's: names.TENSOR)
 TEXT_INPUT = "text"  # the text ensemble's input (ensemble.TEXT_INPUT; not imported: that pulls tritonclient)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -100,32 +102,14 @@ def tensor_probes(
     model: str, inputs: Arrays, reference: Arrays, origin: str, max_batch_size: int
 ) -> ProbeSet:
     """The probe set of a tensor model: served input name -> inputs, served output name -> answers."""
-    return _bounded(ProbeSet(model, "tensor", dict(inputs), dict(reference), origin, max_batch_size))
+    return _bounded(ProbeSet(model, names.TENSOR, dict(inputs), dict(reference), origin, max_batch_size))
 
 
-def text_probes(  # noqa: PLR0917
-    model: str,
-    texts: list[str],
-    reference: NDArray[Any],
-    task: str,
-    labels: list[str] | None,
-    origin: str,
-    max_batch_size: int,
-) -> ProbeSet:
-    """The probe set of a text model; `reference` is the original model's pooled embeddings [N, D]
-    or class probabilities [N, C], turned into what the ensemble answers."""
+def text_probes(model: str, texts: list[str], answers: Arrays, origin: str, max_batch_size: int) -> ProbeSet:
+    """The probe set of a text model; `answers` are the original model's, in the form the ensemble
+    answers them (the task entry's `probe_answers`)."""
     inputs = {TEXT_INPUT: np.array(texts, dtype=np.str_).reshape(-1, 1)}
-    answers: Arrays
-    if task == "text-classification":
-        top = reference.argmax(axis=-1)
-        names = [(labels or [])[i] if labels and i < len(labels) else str(i) for i in top]
-        answers = {
-            "label": np.array(names, dtype=np.str_).reshape(-1, 1),
-            "score": reference[np.arange(len(top)), top].reshape(-1, 1).astype(np.float32),
-        }
-    else:
-        answers = {"embedding": reference.astype(np.float32)}
-    return _bounded(ProbeSet(model, "text", inputs, answers, origin, max_batch_size))
+    return _bounded(ProbeSet(model, TEXT_KIND, inputs, dict(answers), origin, max_batch_size))
 
 
 def write(folder: Path, probes: ProbeSet) -> dict[str, Any]:
@@ -173,7 +157,7 @@ def _from_arrays(file: Path, arrays: Arrays) -> ProbeSet:
         inputs = {k: v for k, v in arrays.items() if k != "labels"}
         if not inputs or any(v.ndim == 0 for v in inputs.values()):
             raise BadInput(f"probe file {file}: expected arrays named after the model's inputs, batch first")
-        return ProbeSet("", "tensor", inputs, origin=file.name)
+        return ProbeSet("", names.TENSOR, inputs, origin=file.name)
     try:
         meta = json.loads(str(arrays["meta"]))
         inputs = {name: arrays[f"input:{name}"] for name in meta["inputs"]}
@@ -212,4 +196,4 @@ def _text_file(file: Path) -> ProbeSet:
     if not texts:
         raise BadInput(f"probe file {file} holds no text")
     inputs = {TEXT_INPUT: np.array(texts[:MAX_PROBES], dtype=np.str_).reshape(-1, 1)}
-    return ProbeSet("", "text", inputs, origin=file.name)
+    return ProbeSet("", TEXT_KIND, inputs, origin=file.name)

@@ -3,8 +3,8 @@
 A text model's source is a directory holding config.json, weights (model.safetensors or
 pytorch_model.bin, possibly sharded) and tokenizer files. Each missing piece is refused with one line
 naming the file. Loading goes through `transformers` with the hub switched off (never a download):
-AutoModel for feature-extraction (the tensor model returns the token states; pooling is a serving
-step), AutoModelForSequenceClassification for text-classification (it returns logits). The
+the task entry (`tasks.textkind`) names the auto class and whether the tensor model returns token states
+(pooled in serving) or logits, and reads the class names from the config. The
 tokenizer is saved as the single tokenizer.json that the serving ensemble loads with `tokenizers`.
 """
 
@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import BadInput
 from ..recipe import Text
+from ..tasks import textkind
 from ..triton.python_backend.textproc import TokenizerSettings
 from .formats import TensorInfo
 
@@ -50,7 +51,7 @@ class TextModel:
     model_type: str
     hidden_size: int
     num_heads: int
-    labels: list[str] | None  # text-classification: names by class index
+    labels: list[str] | None  # class names by index, for tasks that have classes
 
     @property
     def output(self) -> TensorInfo:
@@ -74,8 +75,8 @@ def check_directory(directory: Path) -> None:
         raise BadInput(f"{directory}: no tokenizer (expected tokenizer.json or vocab.txt / vocab.json)")
 
 
-def load(directory: Path, text: Text) -> TextModel:
-    """Load a checkpoint directory for `text.task`, offline; raises BadInput naming the file."""
+def load(directory: Path, text: Text, task: textkind.TextTask) -> TextModel:
+    """Load a checkpoint directory for `task`, offline; raises BadInput naming the file."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     check_directory(directory)
@@ -86,11 +87,8 @@ def load(directory: Path, text: Text) -> TextModel:
             f"{directory}/config.json: text.maxLength {text.max_length} is over the model's "
             f"max_position_embeddings {config.max_position_embeddings}"
         )
-    module = _module(directory, text)
-    labels = None
-    if text.task == "text-classification":
-        id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
-        labels = [id2label.get(i, f"LABEL_{i}") for i in range(int(config.num_labels))]
+    module = _module(directory, task)
+    labels = task.labels(config)
     return TextModel(
         directory=directory,
         module=module,
@@ -139,10 +137,10 @@ def _tokenizer(directory: Path, config: Any) -> Any:
     return tokenizer
 
 
-def _module(directory: Path, text: Text) -> nn.Module:
-    from transformers import AutoModel, AutoModelForSequenceClassification
+def _module(directory: Path, task: textkind.TextTask) -> nn.Module:
+    import transformers
 
-    cls = AutoModel if text.task == "feature-extraction" else AutoModelForSequenceClassification
+    cls = getattr(transformers, task.auto_model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -151,7 +149,7 @@ def _module(directory: Path, text: Text) -> nn.Module:
             )
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise BadInput(f"{directory}: cannot load the weights: {_first_line(exc)}") from exc
-    return _Encoder(model.eval(), text.task == "feature-extraction").eval()
+    return _Encoder(model.eval(), task.token_states).eval()
 
 
 def save_tokenizer(model: TextModel, dest: Path) -> None:
@@ -160,7 +158,7 @@ def save_tokenizer(model: TextModel, dest: Path) -> None:
 
 
 class _Encoder(nn.Module):
-    """input_ids, attention_mask -> token states (feature-extraction) or logits (classification)."""
+    """input_ids, attention_mask -> token states (`token_states`, pooled in serving) or logits."""
 
     def __init__(self, model: nn.Module, token_states: bool) -> None:
         super().__init__()

@@ -30,6 +30,7 @@ from ..sources.formats import LoadedModel, Runner, load_model, torch_runner
 from ..store import record as build_record
 from ..store import repository
 from ..triton import layout
+from . import names
 
 
 def fresh(
@@ -73,6 +74,22 @@ def fresh(
         record = repository.write_build_json(tmp, record)
         won = repository.publish(tmp, final)
     return BuildResult(key, final, record if won else repository.read_build_json(final), cached=not won)
+
+
+class TensorTask:
+    """Registry entry of `names.TENSOR`: loads with `sources.formats`, exports, prunes and distils with
+    `compression.tensor`, gates with `gate.verify` and keeps the served tensors as probes."""
+
+    name = names.TENSOR
+
+    def fresh(
+        self, req: BuildRequest, src: FetchedSource, key: str, final: Path, *, work: Path, steps: Steps
+    ) -> BuildResult:
+        """The tensor build (`fresh`)."""
+        return fresh(req, src, key, final, work=work, steps=steps)
+
+
+TASK = TensorTask()
 
 
 def _probes(  # noqa: PLR0917

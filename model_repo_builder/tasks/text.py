@@ -13,6 +13,7 @@ published. Which passes ran and what each changed goes into build.json under ``p
 from __future__ import annotations
 
 import shutil
+from abc import ABC
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,13 @@ from ..store import record as build_record
 from ..store.repository import publish, read_build_json, staging, write_build_json
 from ..triton import ensemble, layout
 from ..triton.python_backend import textproc
+from . import textkind
 
 REFERENCE_BATCH = 8
 
 
 def fresh(
+    task: textkind.TextTask,
     req: BuildRequest,
     src: FetchedSource,
     key: str,
@@ -53,23 +56,23 @@ def fresh(
     work: Path,
     steps: Steps,
 ) -> BuildResult:
-    """Build and publish a text model's repository (the gate must pass first)."""
+    """Build and publish a text model's repository for `task` (the gate must pass first)."""
     recipe = req.recipe
     assert recipe.text is not None
     if not src.path.is_dir():
         raise BadInput(f"{src.uri}: a text model's source is a model directory or a .tar.gz of one")
     with steps.step("load"):
-        model = hf.load(src.path, recipe.text)
+        model = hf.load(src.path, recipe.text, task)
         tokenizer_json = work / "tokenizer.json"
         hf.save_tokenizer(model, tokenizer_json)
         served_tokenizer = textproc.TextTokenizer(str(tokenizer_json), model.settings)
     with steps.step("data"):
         validation, calibration, train = _texts(recipe, model)
     with steps.step("reference"):
-        reference = _reference(model, recipe.text, validation.texts)
+        reference = _reference(model, recipe.text, validation.texts, task)
     ids, mask = served_tokenizer(calibration.texts)
     calib: Arrays = {"input_ids": ids, "attention_mask": mask}
-    graph = _compress(model, recipe, served_tokenizer, calib, train, work, steps)
+    graph = _compress(model, recipe, task, served_tokenizer, calib, train, work, steps)
 
     def make(mode: QuantizeMode) -> Path:
         if mode == recipe.quantize.mode and graph.first is not None:
@@ -83,11 +86,10 @@ def fresh(
 
     def judge(path: Path) -> dict[str, float]:
         assert recipe.text is not None
-        served = _served(path, served_tokenizer, recipe.text, validation.texts, recipe.validation.batch_size)
-        metrics = compare([reference], [served], validation.labels)
-        if recipe.text.task == "feature-extraction":
-            metrics.pop("top1Agreement", None)
-        return metrics
+        served = _served(
+            path, served_tokenizer, recipe.text, validation.texts, recipe.validation.batch_size, task
+        )
+        return task.gate_metrics(compare([reference], [served], validation.labels))
 
     published = ladder.climb(recipe.ladder(), make, judge, recipe.gate, steps)
     artifact, metrics, passes, size_before = (
@@ -109,14 +111,12 @@ def fresh(
             feed={"input_ids": warm_ids, "attention_mask": warm_mask},
         )
         ensemble.write_steps(
-            tmp, req.model_name, recipe, tokenizer_json, model.settings, model.output, model.labels
+            tmp, req.model_name, recipe, tokenizer_json, model.settings, model.output, model.labels, task
         )
         probe_set = probes.text_probes(
             req.model_name,
             validation.texts,
-            reference,
-            recipe.text.task,
-            model.labels,
+            task.probe_answers(reference, model.labels),
             validation.origin,
             recipe.triton.max_batch_size,
         )
@@ -124,7 +124,7 @@ def fresh(
         record = build_record.make_record(
             req, src, key, artifact, metrics, steps.timings, size_before=size_before
         )
-        record |= _text_record(model, recipe.text, validation, calibration, passes)
+        record |= _text_record(model, recipe.text, validation, calibration, passes, task)
         record["quantize"] = published.record(recipe.ladder())
         record["probes"] = probe_record
         if train is not None:
@@ -158,7 +158,7 @@ def _texts(
     return validation, calibration, (train.train if train is not None else None)
 
 
-def _reference(model: hf.TextModel, text: Text, texts: list[str]) -> NDArray[Any]:
+def _reference(model: hf.TextModel, text: Text, texts: list[str], task: textkind.TextTask) -> NDArray[Any]:
     """The original model's answers: HF tokenizer + torch, pooled/softmaxed in torch."""
     parts = []
     for start in range(0, len(texts), REFERENCE_BATCH):
@@ -168,26 +168,20 @@ def _reference(model: hf.TextModel, text: Text, texts: list[str]) -> NDArray[Any
         )
         with torch.no_grad():
             out = model.module(enc["input_ids"], enc["attention_mask"])
-            parts.append(_finish_torch(out, enc["attention_mask"], text).numpy())
+            parts.append(task.reference_answers(out, enc["attention_mask"], text).numpy())
     result: NDArray[Any] = np.concatenate(parts)
     if not np.isfinite(result).all():
         raise GateFailed("the original model produced non-finite (NaN/Inf) values")
     return result
 
 
-def _finish_torch(out: torch.Tensor, mask: torch.Tensor, text: Text) -> torch.Tensor:
-    if text.task == "text-classification":
-        return torch.softmax(out.double(), dim=-1).float()
-    if text.effective_pooling() == "cls":
-        vectors = out[:, 0]
-    else:
-        weights = mask.unsqueeze(-1).float()
-        vectors = (out * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(vectors, dim=-1) if text.effective_normalize() else vectors
-
-
-def _served(
-    artifact: Path, tokenizer: textproc.TextTokenizer, text: Text, texts: list[str], batch_size: int
+def _served(  # noqa: PLR0917
+    artifact: Path,
+    tokenizer: textproc.TextTokenizer,
+    text: Text,
+    texts: list[str],
+    batch_size: int,
+    task: textkind.TextTask,
 ) -> NDArray[Any]:
     """What the ensemble answers: the serving tokenizer -> compressed model -> post-processing."""
     run = onnx_runner(artifact)
@@ -195,10 +189,7 @@ def _served(
     for start in range(0, len(texts), batch_size):
         ids, mask = tokenizer(texts[start : start + batch_size])
         (out,) = run({"input_ids": ids, "attention_mask": mask})
-        if text.task == "text-classification":
-            parts.append(textproc.softmax(out))
-        else:
-            parts.append(textproc.pool(out, mask, text.effective_pooling(), text.effective_normalize()))
+        parts.append(task.served_answers(out, mask, text))
     return np.concatenate(parts)
 
 
@@ -215,6 +206,7 @@ class _Graph:
 def _compress(  # noqa: PLR0917
     model: hf.TextModel,
     recipe: Recipe,
+    task: textkind.TextTask,
     tokenizer: textproc.TextTokenizer,
     calib: Arrays,
     train: textdata.TextSet | None,
@@ -226,7 +218,7 @@ def _compress(  # noqa: PLR0917
     passes: list[dict[str, Any]] = []
     module = model.module
     if train is not None:
-        module, entry = _distilled(model, recipe, train, steps)
+        module, entry = _distilled(model, recipe, task, train, steps)
         passes.append(entry)
     with steps.step("export"):
         plain = work / "model.fp32.onnx"
@@ -260,13 +252,13 @@ def _quantized(src: Path, recipe: Recipe, calib: Arrays) -> Path:
 
 
 def _distilled(
-    model: hf.TextModel, recipe: Recipe, train: textdata.TextSet, steps: Steps
+    model: hf.TextModel, recipe: Recipe, task: textkind.TextTask, train: textdata.TextSet, steps: Steps
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     with steps.step("prune"):
         module, masks, student = textdistill.student(model, recipe)
     with steps.step("distill"):
         clock = distill.Clock(steps.started, steps.deadline)
-        report = textdistill.train(model, module, masks, recipe, train, clock=clock, log=steps.stream)
+        report = textdistill.train(model, module, masks, recipe, train, task, clock=clock, log=steps.stream)
     report["student"] = student
     return module, {"name": "distill", "student": student["kind"], "report": report}
 
@@ -308,12 +300,13 @@ def _quantize_entry(recipe: Recipe, mode: QuantizeMode, before: Path, after: Pat
     return entry
 
 
-def _text_record(
+def _text_record(  # noqa: PLR0917
     model: hf.TextModel,
     text: Text,
     validation: textdata.TextSet,
     calibration: textdata.TextSet,
     passes: list[dict[str, Any]],
+    task: textkind.TextTask,
 ) -> dict[str, Any]:
     info: dict[str, Any] = {
         "task": text.task,
@@ -323,12 +316,15 @@ def _text_record(
         "validationData": f"{validation.origin} ({len(validation.texts)} texts)",
         "calibrationData": f"{calibration.origin} ({len(calibration.texts)} texts)",
     }
-    if text.task == "feature-extraction":
-        info |= {
-            "pooling": text.effective_pooling(),
-            "normalize": text.effective_normalize(),
-            "dimension": model.hidden_size,
-        }
-    else:
-        info["labels"] = model.labels
+    info |= task.record(text, model.hidden_size, model.labels)
     return {"text": info, "passes": passes}
+
+
+class TextEntry(textkind.TextTask, ABC):
+    """A text task's registry entry: its hooks (`textkind.TextTask`) and this path as its build."""
+
+    def fresh(
+        self, req: BuildRequest, src: FetchedSource, key: str, final: Path, *, work: Path, steps: Steps
+    ) -> BuildResult:
+        """The text build (`fresh`) with this entry's hooks."""
+        return fresh(self, req, src, key, final, work=work, steps=steps)

@@ -17,6 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..recipe import Recipe
 from ..sources.formats import TensorInfo
+from ..tasks import textkind
 from . import python_backend
 from .config import render, triton_dtype
 from .python_backend.textproc import TokenizerSettings
@@ -30,14 +31,6 @@ TEXT_INPUT = "text"
 def tensor_model_name(name: str) -> str:
     """Name of the compressed tensor model inside a text repository."""
     return name + MODEL_SUFFIX
-
-
-def output_specs(task: str, model_output: TensorInfo, labels: list[str] | None) -> list[TensorInfo]:
-    """What the ensemble returns per text: embedding [D], or label [1] + score [1]."""
-    if task == "feature-extraction":
-        return [TensorInfo("embedding", "float32", [model_output.shape[-1]])]
-    del labels
-    return [TensorInfo("label", "object", [1]), TensorInfo("score", "float32", [1])]
 
 
 def _dtype(spec: TensorInfo) -> int:
@@ -99,11 +92,12 @@ def write_steps(  # noqa: PLR0917
     settings: TokenizerSettings,
     model_output: TensorInfo,
     labels: list[str] | None,
+    task: textkind.TextTask,
 ) -> list[TensorInfo]:
     """Write the ensemble, tokenizer and post-processing models; returns the ensemble's outputs."""
     assert recipe.text is not None
     text = recipe.text
-    outputs = output_specs(text.task, model_output, labels)
+    outputs = task.outputs(model_output)
     token_specs = [TensorInfo("input_ids", "int64", [-1]), TensorInfo("attention_mask", "int64", [-1])]
     tokenizer = _python_step(
         name + TOKENIZER_SUFFIX,
@@ -117,10 +111,9 @@ def write_steps(  # noqa: PLR0917
     )
     shutil.copyfile(tokenizer_json, tmp / tokenizer.name / "1" / "tokenizer.json")
     post_inputs = [TensorInfo(_post_input(model_output), "float32", list(model_output.shape))]
-    params: dict[str, str] = {"task": text.task}
-    if text.task == "feature-extraction":
-        post_inputs.append(token_specs[1])
-        params |= {"pooling": text.effective_pooling(), "normalize": str(text.effective_normalize()).lower()}
+    extra_inputs, extra_params = task.post_step(text, token_specs[1])
+    post_inputs += extra_inputs
+    params: dict[str, str] = {"task": task.name} | extra_params
     post = _python_step(name + POST_SUFFIX, recipe, post_inputs, outputs, params)
     _write(tmp, post, {"model.py": python_backend.POST_PY, "textproc.py": python_backend.TEXTPROC_PY})
     if labels is not None:
