@@ -9,14 +9,13 @@ models, a description on every field and a default wherever a field is not requi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from model_repo_builder import recipe_rules
+from model_repo_builder import canonical, recipe_rules
 from model_repo_builder.tasks import names as tasknames
 
 SUMMARY_MAX_BYTES = 4096
@@ -337,9 +336,7 @@ class Recipe(_Spec):
     def _transformer_default(self) -> Recipe:
         """Text models quantize to per-channel int8 with SmoothQuant unless the recipe says otherwise."""
         if self.text is not None and "quantize" not in self.model_fields_set:
-            self.quantize = Quantize(
-                mode="int8-dynamic", per_channel=True, smooth_alpha=TRANSFORMER_SMOOTH_ALPHA
-            )
+            self.quantize = text_quantize_default()
         return self
 
     @model_validator(mode="after")
@@ -426,6 +423,12 @@ ADDED_OPTIONAL: tuple[tuple[str, str], ...] = (
 )
 
 
+def text_quantize_default() -> Quantize:
+    """The quantize settings of a text model whose recipe has no quantize section: per-channel int8
+    with SmoothQuant (the one home of this default; the operator's spec merge uses it too)."""
+    return Quantize(mode="int8-dynamic", per_channel=True, smooth_alpha=TRANSFORMER_SMOOTH_ALPHA)
+
+
 def canonical_json(recipe: Recipe) -> str:
     """Stable JSON of a recipe (sorted keys, camelCase, no spaces); hashed into the build key."""
     data = recipe.model_dump(mode="json", by_alias=True)
@@ -433,7 +436,7 @@ def canonical_json(recipe: Recipe) -> str:
         holder = data[section] if section else data
         if holder.get(field) is None:
             holder.pop(field, None)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return canonical.dumps(data)
 
 
 def recipe_data(text: str) -> dict[str, Any]:

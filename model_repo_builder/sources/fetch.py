@@ -49,6 +49,7 @@ def sha256_file(path: Path) -> str:
 def sha256_directory(root: Path) -> str:
     """Hex sha256 over every file's relative POSIX path and sha256, in sorted order."""
     listing = {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    # json's default separators, not `canonical`'s: this form is fixed by every digest already recorded
     return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
 
 

@@ -9,7 +9,6 @@ leaves a half repository under a build key.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import canonical
 from ..errors import Internal
 from ..recipe import Recipe, canonical_json
 from ..sources.fetch import sha256_file
@@ -28,17 +28,14 @@ STAGING_PREFIX = ".staging-"
 
 def build_key(source_digest: str, recipe: Recipe, builder_version: str, model_name: str) -> str:
     """sha256 over the source digest, canonical recipe, builder version and model name."""
-    material = json.dumps(
+    return canonical.sha256(
         {
             "source": source_digest,
             "recipe": canonical_json(recipe),
             "builder": builder_version,
             "model": model_name,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
+        }
     )
-    return hashlib.sha256(material.encode()).hexdigest()
 
 
 def hash_tree(root: Path) -> dict[str, str]:
