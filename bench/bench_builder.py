@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT.parent / "tests"))
 
-from model_repo_builder.quantize import quantize_file  # noqa: E402
+from model_repo_builder.compression.quantize import quantize_file  # noqa: E402
 from model_repo_builder.recipe import Quantize  # noqa: E402
 
 SENTENCES = [

@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT.parent / "tests"))
 
 from model_repo_builder import recipe as recipe_mod  # noqa: E402
-from model_repo_builder.compress import quantize  # noqa: E402
-from model_repo_builder.optimize import time_models  # noqa: E402
+from model_repo_builder.compression.tensor import quantize  # noqa: E402
+from model_repo_builder.export.optimize import time_models  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4)
 # 3000 steps on mixtures of digit pairs the teacher answers (mixup): without mixup, 1000 steps meet
@@ -182,8 +182,8 @@ def _sentences(doc: str) -> list[str]:
 
 def _embed(repo: Path, model: Path, texts: list[str]) -> np.ndarray:
     """Embeddings as the ensemble serves them: its tokenizer step, `model`, mean pooling + L2 norm."""
-    from model_repo_builder.triton_python import textproc
-    from model_repo_builder.verify import onnx_runner
+    from model_repo_builder.gate.verify import onnx_runner
+    from model_repo_builder.triton.python_backend import textproc
 
     settings = textproc.TokenizerSettings(128, True, 0, "[PAD]")  # MiniLM: [PAD] is id 0
     tokenizer = textproc.TextTokenizer(str(next(repo.rglob("tokenizer.json"))), settings)
@@ -266,7 +266,7 @@ def minilm(work: Path, distill: dict[str, Any], train_count: int) -> dict[str, A
 
 
 def _calibration(repo: Path, texts: list[str]) -> dict[str, np.ndarray]:
-    from model_repo_builder.triton_python import textproc
+    from model_repo_builder.triton.python_backend import textproc
 
     settings = textproc.TokenizerSettings(128, True, 0, "[PAD]")
     ids, mask = textproc.TextTokenizer(str(next(repo.rglob("tokenizer.json"))), settings)(texts)

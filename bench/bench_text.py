@@ -50,10 +50,14 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT.parent / "tests"))  # serving.conftest: the serving tests' run_triton
 
-from model_repo_builder import hf, optimize, pipeline, textdata  # noqa: E402
-from model_repo_builder.export import module_to_onnx, save_onnx  # noqa: E402
+from model_repo_builder.compression import tensor as compress  # noqa: E402
+from model_repo_builder.data import texts as textdata  # noqa: E402
+from model_repo_builder.export import optimize  # noqa: E402
+from model_repo_builder.export.exporters import module_to_onnx, save_onnx  # noqa: E402
 from model_repo_builder.recipe import Recipe, parse_recipe_text  # noqa: E402
-from model_repo_builder.triton_python import textproc  # noqa: E402
+from model_repo_builder.sources import hf  # noqa: E402
+from model_repo_builder.tasks import embedding  # noqa: E402
+from model_repo_builder.triton.python_backend import textproc  # noqa: E402
 
 MODEL = "minilm"
 BATCH, SEQ = 8, 128
@@ -190,7 +194,7 @@ def make_variants(work: Path) -> Variants:
     """The four variants with the builder's functions and its default text recipe (as textbuild does)."""
     recipe: Recipe = parse_recipe_text(json.dumps(RECIPES["int8"]))
     assert recipe.text is not None
-    model = hf.load(model_dir(), recipe.text)
+    model = hf.load(model_dir(), recipe.text, embedding.TASK)
     hf.save_tokenizer(model, work / "tokenizer.json")
     tokenizer = textproc.TextTokenizer(str(work / "tokenizer.json"), model.settings)
     ids, mask = tokenizer(textdata.builtin("calibration", recipe.quantize.calibration_samples).texts)
@@ -200,8 +204,8 @@ def make_variants(work: Path) -> Variants:
     save_onnx(onnx_model, paths["fp32-plain"])
     optimize.fuse(paths["fp32-plain"], paths["fp32-fused"], model.num_heads, model.hidden_size)
     calib = {"input_ids": ids, "attention_mask": mask}
-    pipeline.quantize(paths["fp32-plain"], paths["int8-plain-smooth"], recipe, calib)
-    pipeline.quantize(paths["fp32-fused"], paths["int8-fused-smooth"], recipe, calib)
+    compress.quantize(paths["fp32-plain"], paths["int8-plain-smooth"], recipe.quantize, calib)
+    compress.quantize(paths["fp32-fused"], paths["int8-fused-smooth"], recipe.quantize, calib)
     return Variants(paths, tokenizer)
 
 

@@ -1,5 +1,5 @@
 # Triton for Conch: NVIDIA's tritonserver plus what the python steps of Conch's repositories import
-# (model_repo_builder/triton_python/): numpy (every step), tokenizers (the tokenizer step of a text
+# (model_repo_builder/triton/python_backend/): numpy (every step), tokenizers (the tokenizer step of a text
 # ensemble) and onnxruntime (export.backend "python", the CPU path). The operator's default serving
 # image (spec.serving.image; conch.api.types.DEFAULT_TRITON_IMAGE). Build from the repository root:
 #   docker build -f images/triton.Dockerfile -t ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0 .
@@ -19,7 +19,7 @@ RUN --mount=type=bind,source=images/wheels,target=/wheels \
       "tokenizers==0.23.3" \
       "onnxruntime==1.23.2"
 # Smoke check: the python steps' shared module and every third-party module they import load here.
-RUN --mount=type=bind,source=model_repo_builder/triton_python,target=/tmp/conch-steps \
+RUN --mount=type=bind,source=model_repo_builder/triton/python_backend,target=/tmp/conch-steps \
     cd /tmp/conch-steps \
  && python3 -c "import textproc, numpy, tokenizers, onnxruntime; assert numpy.__version__.startswith('1.')"
 # Triton's image user (uid/gid 1000), the uid the operator's serving pods run as.

@@ -18,9 +18,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import analyze, storegc
+from . import request
 from .errors import BadInput, BuilderError
+from .gate import analyze
 from .recipe import Recipe, recipe_data
+from .store import gc as storegc
 from .summary import emit, make_summary, table
 
 DEADLINE_ENV = "CONCH_BUILD_DEADLINE_SECONDS"
@@ -150,10 +152,11 @@ def _build(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {"modelName": args.model_name}
     try:
         recipe = recipe_from_args(args)
-        from .pipeline import BuildRequest, Steps, build
+        from . import pipeline  # torch and onnxruntime: loaded once a build starts
 
-        steps = Steps(info=info, deadline=args.deadline_seconds)
-        result = build(BuildRequest(args.source, args.out, recipe, args.model_name, args.sha256), steps)
+        steps = request.Steps(info=info, deadline=args.deadline_seconds)
+        req = request.BuildRequest(args.source, args.out, recipe, args.model_name, args.sha256)
+        result = pipeline.build(req, steps)
     except BuilderError as exc:
         return _fail(info, exc.kind, _short(exc), exc.exit_code, args.summary_file)
     except Exception as exc:  # anything else is a builder bug: report it as internal
@@ -175,7 +178,7 @@ def _fail(info: dict[str, Any], kind: str, message: str, code: int, summary_file
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .repository import verify_repository
+    from .store.repository import verify_repository
 
     problems = verify_repository(args.repository)
     for problem in problems:

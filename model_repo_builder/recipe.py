@@ -9,14 +9,14 @@ models, a description on every field and a default wherever a field is not requi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from model_repo_builder import recipe_rules
+from model_repo_builder import canonical, recipe_rules
+from model_repo_builder.tasks import names as tasknames
 
 SUMMARY_MAX_BYTES = 4096
 """Kubernetes caps a termination message at 4 KiB; the one-line summary must fit in it."""
@@ -27,7 +27,8 @@ ExportFormat = Literal["onnx", "torchscript"]
 Backend = Literal["onnxruntime", "tensorrt", "pytorch", "python"]
 InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
 TensorDtype = Literal["float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool"]
-TextTask = Literal["feature-extraction", "text-classification"]
+TextTask = tasknames.TextTaskName
+_EMBED, _CLASSIFY = tasknames.FEATURE_EXTRACTION, tasknames.TEXT_CLASSIFICATION
 Pooling = Literal["mean", "cls"]
 DistillLoss = Literal["auto", "kl", "mse", "cosine"]
 TENSOR_LEARNING_RATE = 3e-3
@@ -199,14 +200,14 @@ class Text(_Spec):
 
     task: TextTask = Field(
         ...,
-        description="feature-extraction: sentence embeddings (pooled, optionally L2-normalised); "
-        "text-classification: softmax scores and label names from the checkpoint's id2label.",
+        description=f"{_EMBED}: sentence embeddings (pooled, optionally L2-normalised); "
+        f"{_CLASSIFY}: softmax scores and label names from the checkpoint's id2label.",
     )
     pooling: Pooling | None = Field(
-        None, description="feature-extraction only: mean over tokens (default) or the [CLS] token."
+        None, description=f"{_EMBED} only: mean over tokens (default) or the [CLS] token."
     )
     normalize: bool | None = Field(
-        None, description="feature-extraction only: L2-normalise embeddings (default true)."
+        None, description=f"{_EMBED} only: L2-normalise embeddings (default true)."
     )
     max_length: int = Field(128, ge=8, le=8192, description="Longest token sequence the model sees.")
     truncation: bool = Field(
@@ -216,10 +217,10 @@ class Text(_Spec):
 
     @model_validator(mode="after")
     def _task_settings(self) -> Text:
-        if self.task != "feature-extraction":
+        if self.task != tasknames.FEATURE_EXTRACTION:
             for name, value in (("pooling", self.pooling), ("normalize", self.normalize)):
                 if value is not None:
-                    raise ValueError(f"text.{name} applies to task 'feature-extraction' only")
+                    raise ValueError(f"text.{name} applies to task '{tasknames.FEATURE_EXTRACTION}' only")
         return self
 
     def effective_pooling(self) -> Pooling:
@@ -260,7 +261,7 @@ class Distill(_Spec):
     loss: DistillLoss = Field(
         "auto",
         description="kl: KL divergence on temperature-softened logits; mse or cosine: on outputs/embeddings; "
-        "auto: kl for classifiers (text-classification; tensor models with [N, C] outputs and labels in the "
+        f"auto: kl for classifiers ({_CLASSIFY}; tensor models with [N, C] outputs and labels in the "
         "data or a top-1/accuracy gate), cosine for text embeddings, mse otherwise.",
     )
     hard_label_weight: float = Field(
@@ -335,9 +336,7 @@ class Recipe(_Spec):
     def _transformer_default(self) -> Recipe:
         """Text models quantize to per-channel int8 with SmoothQuant unless the recipe says otherwise."""
         if self.text is not None and "quantize" not in self.model_fields_set:
-            self.quantize = Quantize(
-                mode="int8-dynamic", per_channel=True, smooth_alpha=TRANSFORMER_SMOOTH_ALPHA
-            )
+            self.quantize = text_quantize_default()
         return self
 
     @model_validator(mode="after")
@@ -424,6 +423,12 @@ ADDED_OPTIONAL: tuple[tuple[str, str], ...] = (
 )
 
 
+def text_quantize_default() -> Quantize:
+    """The quantize settings of a text model whose recipe has no quantize section: per-channel int8
+    with SmoothQuant (the one home of this default; the operator's spec merge uses it too)."""
+    return Quantize(mode="int8-dynamic", per_channel=True, smooth_alpha=TRANSFORMER_SMOOTH_ALPHA)
+
+
 def canonical_json(recipe: Recipe) -> str:
     """Stable JSON of a recipe (sorted keys, camelCase, no spaces); hashed into the build key."""
     data = recipe.model_dump(mode="json", by_alias=True)
@@ -431,7 +436,7 @@ def canonical_json(recipe: Recipe) -> str:
         holder = data[section] if section else data
         if holder.get(field) is None:
             holder.pop(field, None)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return canonical.dumps(data)
 
 
 def recipe_data(text: str) -> dict[str, Any]:

@@ -5,12 +5,14 @@ recipe as spec.compression, so each validator has a rule here that the apiserver
 a spec the operator would park as InvalidSpec is rejected with its field path instead. Fields have no
 defaults in the CRD, so rules spell the recipe's defaults out (`has(...) ? ... : default`).
 tests/operator/specgen.py walks every validator message against these rules on a real apiserver.
-Imports only pydantic (for the JSON type): recipe.py, light by design, imports this module.
+Imports only pydantic (for the JSON type) and the task names: recipe.py, light by design, imports this module.
 """
 
 from __future__ import annotations
 
 from pydantic import JsonValue
+
+from model_repo_builder.tasks import names
 
 Rules = list[JsonValue]
 
@@ -52,8 +54,8 @@ TRITON: Rules = [
 
 TEXT: Rules = [
     {
-        "rule": "self.task == 'feature-extraction' || (!has(self.pooling) && !has(self.normalize))",
-        "message": "text.pooling and text.normalize apply to task 'feature-extraction' only",
+        "rule": f"self.task == '{names.FEATURE_EXTRACTION}' || (!has(self.pooling) && !has(self.normalize))",
+        "message": f"text.pooling and text.normalize apply to task '{names.FEATURE_EXTRACTION}' only",
     }
 ]
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from model_repo_builder import analyze, tritonhttp
+from model_repo_builder.gate import analyze, tritonhttp
 
 pytestmark = pytest.mark.unit
 

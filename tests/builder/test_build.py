@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from model_repo_builder import repository
 from model_repo_builder.errors import Internal
-from model_repo_builder.triton_config import parse
+from model_repo_builder.store import repository
+from model_repo_builder.triton.config import parse
 
 from .conftest import Run, listing
 
@@ -190,7 +190,7 @@ def test_crash_during_publish_leaves_nothing(
         assert any(tmp.rglob("model.onnx"))  # the repository was half staged
         raise Internal("simulated crash while writing build.json")
 
-    monkeypatch.setattr("model_repo_builder.pipeline.write_build_json", crash)
+    monkeypatch.setattr("model_repo_builder.store.repository.write_build_json", crash)
     r = run_cli("build", mlp_pt, "--out", store, "--input", "x:float32:16")
     assert r.code == 1 and r.summary["ok"] is False
     assert listing(store) == []

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from model_repo_builder import probes
+from model_repo_builder.data.texts import VALIDATION_SENTENCES
 from model_repo_builder.errors import BadInput
-from model_repo_builder.repository import verify_repository
-from model_repo_builder.textdata import VALIDATION_SENTENCES
+from model_repo_builder.gate import probes
+from model_repo_builder.store.repository import verify_repository
 
 from .conftest import Run
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from model_repo_builder import quantize, recipe, smooth
+from model_repo_builder import recipe
+from model_repo_builder.compression import quantize, smooth
 
 from . import models
 

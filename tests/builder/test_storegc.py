@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from model_repo_builder import cli, storegc
+from model_repo_builder import cli
+from model_repo_builder.store import gc as storegc
 
 pytestmark = pytest.mark.unit
 DAY = 86400.0

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from model_repo_builder import recipe as recipe_mod
-from model_repo_builder.triton_config import parse
-from model_repo_builder.triton_python import textproc
+from model_repo_builder.triton.config import parse
+from model_repo_builder.triton.python_backend import textproc
 
 from . import textmodels
 from .conftest import Run, listing

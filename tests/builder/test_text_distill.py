@@ -94,7 +94,7 @@ def test_four_layers_distilled_into_two(
 def test_text_distillation_refuses_overlap_and_a_student_as_deep_as_the_teacher(
     run_cli: Run, encoder4: Path, tmp_path: Path
 ) -> None:
-    from model_repo_builder.textdata import VALIDATION_SENTENCES
+    from model_repo_builder.data.texts import VALIDATION_SENTENCES
 
     leaky = tmp_path / "leaky.txt"
     leaky.write_text("some words of our own\n" + VALIDATION_SENTENCES[3] + "\n")

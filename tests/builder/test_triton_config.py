@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from model_repo_builder.formats import TensorInfo
 from model_repo_builder.recipe import Recipe
-from model_repo_builder.triton_config import Warmup, build_config, parse, render
+from model_repo_builder.sources.formats import TensorInfo
+from model_repo_builder.triton.config import Warmup, build_config, parse, render
 
 pytestmark = pytest.mark.unit
 GOLDEN = Path(__file__).with_name("golden") / "config_onnxruntime_gpu.pbtxt"

@@ -58,14 +58,14 @@ def test_kind_config_has_a_gpu_worker() -> None:
 # Modules a python step may import without installing them: the backend's own, and the steps' siblings.
 PROVIDED = {
     "triton_python_backend_utils",
-    *(p.stem for p in (ROOT / "model_repo_builder/triton_python").glob("*.py")),
+    *(p.stem for p in (ROOT / "model_repo_builder/triton/python_backend").glob("*.py")),
 }
 
 
 def _step_imports() -> set[str]:
     """Top-level third-party modules imported anywhere (lazily too) by the python steps."""
     found: set[str] = set()
-    for path in (ROOT / "model_repo_builder" / "triton_python").glob("*.py"):
+    for path in (ROOT / "model_repo_builder" / "triton" / "python_backend").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found.update(alias.name.split(".")[0] for alias in node.names)

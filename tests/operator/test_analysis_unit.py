@@ -17,7 +17,8 @@ import yaml
 
 from conch.api import types
 from conch.render import analysis, common
-from model_repo_builder import analyze, cli
+from model_repo_builder import cli
+from model_repo_builder.gate import analyze
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

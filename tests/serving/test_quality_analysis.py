@@ -27,8 +27,8 @@ from builder import textmodels
 from conftest import free_port
 
 from conch.render import secret
-from model_repo_builder import analyze
 from model_repo_builder.cli import main
+from model_repo_builder.gate import analyze
 
 from .conftest import Triton, run_triton
 

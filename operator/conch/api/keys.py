@@ -56,7 +56,8 @@ def _merge_text(spec: types.ModelDeploymentSpec, data: dict[str, Any]) -> None:
     """spec.model.task/text over compression.text; an unset compression.quantize takes the text default.
 
     The recipe quantizes text models to int8 with SmoothQuant unless `quantize` was given, so the
-    quantize section that compression filled in with its own defaults is dropped before validating.
+    quantize section that compression filled in with its own defaults is replaced by that default
+    (`recipe.text_quantize_default`, the builder's one home of it).
     """
     model = spec.model
     if model.task is None and model.text is None:
@@ -68,7 +69,7 @@ def _merge_text(spec: types.ModelDeploymentSpec, data: dict[str, Any]) -> None:
         text["task"] = model.task
     data["text"] = text
     if "quantize" not in spec.compression.model_fields_set:
-        data.pop("quantize", None)
+        data["quantize"] = recipe.text_quantize_default().model_dump(mode="json", by_alias=True)
 
 
 def recipe_json(spec: types.ModelDeploymentSpec) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import JsonValue
 
 from model_repo_builder import recipe
+from model_repo_builder.tasks import names as tasknames
 
 Rules = list[JsonValue]
 
@@ -188,9 +189,10 @@ MODEL: Rules = [
         "fieldPath": ".text",
     },
     {
-        "rule": "!has(self.text) || !has(self.task) || self.task == 'feature-extraction' || "
+        "rule": f"!has(self.text) || !has(self.task) || self.task == '{tasknames.FEATURE_EXTRACTION}' || "
         "(!has(self.text.pooling) && !has(self.text.normalize))",
-        "message": "model.text.pooling and model.text.normalize apply to task 'feature-extraction' only",
+        "message": "model.text.pooling and model.text.normalize apply to task "
+        f"'{tasknames.FEATURE_EXTRACTION}' only",
         "fieldPath": ".text",
     },
 ]
@@ -272,10 +274,11 @@ TEXT: Rules = [
         "fieldPath": ".compression.triton.maxBatchSize",
     },
     {
-        "rule": f"!has(self.model.task) || self.model.task == 'feature-extraction' || "
+        "rule": f"!has(self.model.task) || self.model.task == '{tasknames.FEATURE_EXTRACTION}' || "
         f"!({_RECIPE_TEXT}) || "
         "(!has(self.compression.text.pooling) && !has(self.compression.text.normalize))",
-        "message": "compression.text.pooling and normalize apply to task 'feature-extraction' only, "
+        "message": "compression.text.pooling and normalize apply to task "
+        f"'{tasknames.FEATURE_EXTRACTION}' only, "
         "and model.task replaces compression.text.task",
         "fieldPath": ".compression.text",
     },

@@ -1,0 +1,1 @@
+"""The model store: build keys, build.json records, atomic publish, verify and garbage collection."""

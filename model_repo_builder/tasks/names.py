@@ -1,0 +1,23 @@
+"""The task names: the one place where each task's string is spelled.
+
+A recipe without a ``text`` section builds a tensor model; ``text.task`` names a text task. The
+operator's API (no torch in its image) and `recipe` import this module, so it imports nothing but
+typing. The python-backend steps copied into repositories cannot import it: the text ensemble's post
+step reads its task from the ``task`` parameter of its config.pbtxt (`triton.ensemble`).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+TENSOR: Final = "tensor"
+"""A PyTorch or ONNX model file served as tensors in, tensors out."""
+FEATURE_EXTRACTION: Final = "feature-extraction"
+"""A Hugging Face encoder served as text in, sentence embedding out."""
+TEXT_CLASSIFICATION: Final = "text-classification"
+"""A Hugging Face sequence classifier served as text in, label and score out."""
+
+TextTaskName = Literal["feature-extraction", "text-classification"]
+"""The values of a recipe's text.task (the two text task names above)."""
+TEXT_TASKS: Final = (FEATURE_EXTRACTION, TEXT_CLASSIFICATION)
+ALL: Final = (TENSOR, *TEXT_TASKS)
