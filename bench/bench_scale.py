@@ -466,7 +466,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     k = client()
-    if subprocess.run(["bash", str(ROOT / "hack/cluster.sh"), "status"], check=False).returncode:
+    if subprocess.run(["bash", str(ROOT / "testenv/cluster.sh"), "status"], check=False).returncode:
         raise SystemExit("no local cluster: run `make cluster-up` first")
     kubectl = [str(Path.home() / ".cache/conch/bin/kubectl"), "--kubeconfig", str(STATE / "kubeconfig")]
     subprocess.run(

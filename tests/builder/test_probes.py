@@ -8,7 +8,6 @@ import json
 import re
 from pathlib import Path
 
-import digits_model  # hack/ is on sys.path (tests/conftest.py)
 import numpy as np
 import pytest
 import torch
@@ -17,6 +16,7 @@ from model_repo_builder import probes
 from model_repo_builder.errors import BadInput
 from model_repo_builder.repository import verify_repository
 from model_repo_builder.textdata import VALIDATION_SENTENCES
+from tests.support import digits_model
 
 from .conftest import Run
 

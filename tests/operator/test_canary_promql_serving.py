@@ -1,7 +1,7 @@
 """The canary analysis' PromQL against a real Prometheus scraping real tritonservers.
 
 Two tritonservers (the bundled 2.51, python backend) serve a model `m` as a stable (v1) and a canary
-(v2) would; Prometheus (3.5, the one hack/monitoring.sh runs) scrapes both every second,
+(v2) would; Prometheus (3.5, the one testenv/monitoring.sh runs) scrapes both every second,
 each target labelled as Conch's ServiceMonitor labels a pod (namespace, service,
 serving_conch_dev_version). The canary's model raises on negative inputs (Triton counts them in
 nv_inference_request_failure{reason="BACKEND"}; an error *response* from the python backend counts as

@@ -1,5 +1,5 @@
 """Run the real tritonserver bundled in nvidia-pytriton (python backend only) on 127.0.0.1, set up
-by the same code as the node agent uses (hack/nodeagent/bundle.py)."""
+by the same code as the node agent uses (testenv/nodeagent/bundle.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, stop_process
-from nodeagent import bundle
+
+from testenv.nodeagent import bundle
 
 READY_TIMEOUT_S = 120.0
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import digits_model  # hack/ is on sys.path (tests/conftest.py)
 import numpy as np
 import pytest
 from builder import textmodels
@@ -29,6 +28,7 @@ from conftest import free_port
 from conch.render import secret
 from model_repo_builder import analyze
 from model_repo_builder.cli import main
+from tests.support import digits_model
 
 from .conftest import Triton, run_triton
 

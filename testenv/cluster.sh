@@ -5,13 +5,14 @@
 # hack/build-tools.sh. Every process is tracked by PID in the state dir so `down` stops exactly
 # what `up` started.
 #
-#   hack/cluster.sh up       start (or find running) and print `export KUBECONFIG=...` last
-#   hack/cluster.sh down     stop everything it started and remove its state
-#   hack/cluster.sh status   exit 0 when the apiserver answers /readyz
+#   testenv/cluster.sh up       start (or find running) and print `export KUBECONFIG=...` last
+#   testenv/cluster.sh down     stop everything it started and remove its state
+#   testenv/cluster.sh status   exit 0 when the apiserver answers /readyz
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=versions.env
-source "$here/versions.env"
+root=$(cd "$here/.." && pwd)
+# shellcheck source=../hack/versions.env
+source "$root/hack/versions.env"
 CACHE=${CONCH_CACHE:-$HOME/.cache/conch}
 BIN=$CACHE/bin
 STATE=${CONCH_CLUSTER_DIR:-$HOME/.local/state/conch/cluster}
@@ -81,7 +82,7 @@ make_pki() {
   cert admin "/O=system:masters/CN=conch-admin"
   cert controller-manager "/CN=system:kube-controller-manager"
   cert scheduler "/CN=system:kube-scheduler"
-  # The aggregation layer (custom.metrics.k8s.io from prometheus-adapter, hack/monitoring.sh): the apiserver
+  # The aggregation layer (custom.metrics.k8s.io from prometheus-adapter, testenv/monitoring.sh): the apiserver
   # proxies to an extension apiserver with this client cert, which trusts the headers it sets via this CA.
   if [ ! -f "$PKI/front-proxy-ca.crt" ]; then
     openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-ca.key" -out "$PKI/front-proxy-ca.crt" \
@@ -202,7 +203,7 @@ up() {
 
 down() {
   local name pid
-  # a monitoring stack started against this cluster (hack/monitoring.sh) goes first
+  # a monitoring stack started against this cluster (testenv/monitoring.sh) goes first
   [ -d "${CONCH_MONITORING_DIR:-$STATE-monitoring}" ] && CONCH_CLUSTER_DIR=$STATE bash "$here/monitoring.sh" down || true
   for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [ -f "$STATE/pids/$name" ] || continue

@@ -9,19 +9,19 @@
 # interfaces are `lo` and the bridge `cni0` (pods hang off it by veth pairs that never leave the
 # namespace). It has no interface to the host's network and no route out. Its processes are
 # started with `nsenter --net=...`; anything that talks to the apiserver or a pod (kubectl, helm,
-# the tests) runs inside it too: `hack/realnode.sh exec CMD...`. The kubernetes Service's ClusterIP
+# the tests) runs inside it too: `testenv/realnode.sh exec CMD...`. The kubernetes Service's ClusterIP
 # is an address of the namespace's loopback where the apiserver listens on 443, so pods reach the
 # apiserver with their in-cluster config and no kube-proxy.
 #
-#   hack/realnode.sh up [--no-images]   start (or find running); loads the images unless told not to
-#   hack/realnode.sh down               stop what `up` started, restore the sysctls, remove the state
-#   hack/realnode.sh exec CMD...        run CMD inside the namespace (KUBECONFIG set)
-#   hack/realnode.sh status             exit 0 when the node is Ready
+#   testenv/realnode.sh up [--no-images]   start (or find running); loads the images unless told not to
+#   testenv/realnode.sh down               stop what `up` started, restore the sysctls, remove the state
+#   testenv/realnode.sh exec CMD...        run CMD inside the namespace (KUBECONFIG set)
+#   testenv/realnode.sh status             exit 0 when the node is Ready
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-# shellcheck source=versions.env
-source "$here/versions.env"
+# shellcheck source=../hack/versions.env
+source "$root/hack/versions.env"
 CACHE=${CONCH_CACHE:-$HOME/.cache/conch}
 BIN=$CACHE/bin
 STATE=${CONCH_REALNODE_DIR:-$HOME/.local/state/conch/realnode}
@@ -250,13 +250,13 @@ build_pause() {
   local src; src=$(cd "$CACHE/src/k8s-$K8S_VERSION" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
   local dir; dir=$(mktemp -d)
   gcc -Os -Wall -Werror -static -DVERSION=v3.10.2-conch -o "$dir/pause" "$src"
-  "$here/images.sh" docker build -q --network=none -t "$PAUSE_IMAGE" -f - "$dir" >/dev/null <<'EOF'
+  "$root/hack/images.sh" docker build -q --network=none -t "$PAUSE_IMAGE" -f - "$dir" >/dev/null <<'EOF'
 FROM scratch
 COPY pause /pause
 USER 65535:65535
 ENTRYPOINT ["/pause"]
 EOF
-  "$here/images.sh" docker save -o "$dir/pause.tar" "$PAUSE_IMAGE"
+  "$root/hack/images.sh" docker save -o "$dir/pause.tar" "$PAUSE_IMAGE"
   ctr_ image import "$dir/pause.tar" >/dev/null
   rm -rf "$dir"
 }
@@ -265,15 +265,15 @@ load_images() {  # the three Conch images, from hack/images.sh's daemon
   local dir=$STATE/image-ids image name
   mkdir -p "$dir"
   set -o pipefail
-  for image in $("$here/images.sh" names); do
-    local want; want=$("$here/images.sh" docker image inspect -f '{{.Id}}' "$image") \
+  for image in $("$root/hack/images.sh" names); do
+    local want; want=$("$root/hack/images.sh" docker image inspect -f '{{.Id}}' "$image") \
       || die "$image is not built: run make images (hack/images.sh build) first"
     [ "$(ctr_ image ls -q "name==$image" 2>/dev/null | head -1)" = "$image" ] \
       && [ -f "$dir/$(basename "${image%%:*}").id" ] && [ "$(cat "$dir/$(basename "${image%%:*}").id")" = "$want" ] \
       && continue
     name=$(basename "${image%%:*}")
     log "ctr image import $image (docker save streamed into containerd; layers it has are skipped)"
-    "$here/images.sh" docker save "$image" | ctr_ image import - >/dev/null
+    "$root/hack/images.sh" docker save "$image" | ctr_ image import - >/dev/null
     echo "$want" >"$dir/$name.id"
   done
 }
@@ -303,10 +303,10 @@ up() {
   start containerd containerd --config "$STATE/containerd/config.toml"
   wait_for containerd 30 ctr_ version
   local dockerd=0  # pause and Conch's images come out of hack/images.sh's daemon
-  if ! "$here/images.sh" docker version >/dev/null 2>&1; then "$here/images.sh" up >/dev/null; dockerd=1; fi
+  if ! "$root/hack/images.sh" docker version >/dev/null 2>&1; then "$root/hack/images.sh" up >/dev/null; dockerd=1; fi
   build_pause
   [ $images = 0 ] || load_images
-  [ $dockerd = 0 ] || "$here/images.sh" down
+  [ $dockerd = 0 ] || "$root/hack/images.sh" down
   write_kubelet_config
   save_sysctls
   start kubelet "$BIN/kubelet" --config "$STATE/kubelet/config.yaml" \
@@ -315,7 +315,7 @@ up() {
     --node-labels node.conch.dev/real=true --v 1
   wait_for "node $NODE Ready" 120 node_ready
   wait_for "default ServiceAccount" 60 kubectl_ -n default get serviceaccount default
-  log "real node ready in $((SECONDS - t0))s; run things with: hack/realnode.sh exec CMD"
+  log "real node ready in $((SECONDS - t0))s; run things with: testenv/realnode.sh exec CMD"
   kubectl_ get nodes -o wide >&2
 }
 
