@@ -27,11 +27,9 @@
 # CONCH_PYTHON (a python with PyYAML and the kubernetes client; default: the repo's .venv).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-# shellcheck source=../hack/versions.env
-source "$root/hack/versions.env"
-CACHE=${CONCH_CACHE:-$HOME/.cache/conch}
-BIN=$CACHE/bin
+# shellcheck source=lib.sh
+source "$here/lib.sh"  # root, the pinned versions, CACHE, BIN; log, waits, processes by PID, PKI
+COMPONENT=monitoring
 CLUSTER=${CONCH_CLUSTER_DIR:-$HOME/.local/state/conch/cluster}
 STATE=${CONCH_MONITORING_DIR:-$CLUSTER-monitoring}
 KUBECONFIG_PATH=$CLUSTER/kubeconfig
@@ -47,40 +45,7 @@ PYTHON=${CONCH_PYTHON:-$root/.venv/bin/python}
 APISERVICE=v1beta1.custom.metrics.k8s.io
 ADAPTER_SVC=prometheus-adapter-$NAME
 
-log() { printf '[monitoring %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 kubectl_() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
-
-wait_for() {  # what timeout command...
-  local what=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what (logs: $STATE/logs)"
-    sleep 0.3
-  done
-}
-
-alive() { [ -f "$STATE/pids/$1" ] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
-
-start() {  # name command...
-  local name=$1; shift
-  alive "$name" && return
-  mkdir -p "$STATE/pids" "$STATE/logs"
-  setsid "$@" >>"$STATE/logs/$name.log" 2>&1 < /dev/null &
-  echo $! > "$STATE/pids/$name"
-}
-
-stop() {  # name: SIGTERM, then SIGKILL after 10 s
-  local name=$1 pid
-  [ -f "$STATE/pids/$name" ] || return 0
-  pid=$(cat "$STATE/pids/$name")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$STATE/pids/$name"
-}
 
 prom_ready() { curl -fsS --max-time 2 "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null; }
 
