@@ -76,23 +76,23 @@ demo: venv cluster-up
 	$(VPY) -m hack.demo
 
 bench: venv
-	$(VPY) bench/bench_builder.py
-	$(VPY) bench/bench_text.py
-	$(VPY) bench/bench_distill.py
-	$(VPY) bench/bench_batching.py
+	$(VPY) -m bench.bench_builder
+	$(VPY) -m bench.bench_text
+	$(VPY) -m bench.bench_distill
+	$(VPY) -m bench.bench_batching
 
 bench-text: venv
-	$(VPY) bench/bench_text.py
+	$(VPY) -m bench.bench_text
 
 bench-distill: venv
-	$(VPY) bench/bench_distill.py
+	$(VPY) -m bench.bench_distill
 
 BENCH_SCALE_N ?= 1000
 bench-scale: venv cluster-up  ## not in `make bench`: minutes of load on the shared control plane
-	$(VPY) bench/bench_scale.py $(foreach n,$(BENCH_SCALE_N),--n $(n))
+	$(VPY) -m bench.bench_scale $(foreach n,$(BENCH_SCALE_N),--n $(n))
 
 bench-batching: venv tools  ## Triton dynamic batching vs none at concurrency 16; time to the HPA's scale-up
-	$(VPY) bench/bench_batching.py
+	$(VPY) -m bench.bench_batching
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

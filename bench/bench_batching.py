@@ -29,11 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT.parent / "tests"))  # serving.conftest: the serving tests' run_triton
+from tests.support import digits_model, loadgen
 
-from tests.support import digits_model, loadgen  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 MODEL = "digits"
 KEYS = ("throughput_rps", "p50_ms", "p99_ms")
@@ -62,7 +60,7 @@ def build(variant: str, source: Path, store: Path) -> Path:
 
 
 def batching(work: Path) -> dict[str, Any]:
-    from serving.conftest import run_triton
+    from tests.support.triton import run_triton
 
     model, _ = digits_model.train()
     source = digits_model.save(model, work / "models" / "digits.pt2")

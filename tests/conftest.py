@@ -17,8 +17,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SH = ROOT / "testenv" / "cluster.sh"
@@ -50,26 +50,6 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60, every: 
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ class Monitoring:
 
 
 def free_port() -> int:
-    from conftest import free_port as port
+    from tests.support.processes import free_port as port
 
     return port()
 

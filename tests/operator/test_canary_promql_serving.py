@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-from conftest import CACHE, free_port, stop_process, wait_for
-from serving.conftest import Triton, run_triton
+from conftest import CACHE, wait_for
 
 from conch import prometheus, promql
 from conch.api import types
 from conch.render import common
+from tests.support.processes import free_port, stop_process
+from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
 CONFIG = """name: "m"

@@ -23,14 +23,13 @@ from typing import Any
 import numpy as np
 import pytest
 from builder import textmodels
-from conftest import free_port
 
 from conch.render import secret
 from model_repo_builder import analyze
 from model_repo_builder.cli import main
 from tests.support import digits_model
-
-from .conftest import Triton, run_triton
+from tests.support.processes import free_port
+from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
 DIGITS = {
