@@ -99,9 +99,8 @@ clean:
 
 # ---- operator (owned by the operator engineer; appended block) ---------------------------------
 .PHONY: crds install run
-crds: venv  ## regenerate crds/ from the typed API (operator/conch/api)
+crds: venv  ## regenerate crds/ from the typed API (operator/conch/api); the chart reads them through its files/crds link
 	$(VPY) -m conch.api.crdgen crds
-	cp crds/*.yaml charts/conch/files/crds/
 
 install: venv  ## apply crds/ to the cluster in $KUBECONFIG
 	$(CACHE)/bin/kubectl apply --server-side --force-conflicts -f crds/
