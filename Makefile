@@ -38,16 +38,16 @@ tools:
 	hack/build-tools.sh
 
 cluster-up: tools
-	@hack/cluster.sh up
+	@testenv/cluster.sh up
 
 cluster-down:
-	@hack/cluster.sh down
+	@testenv/cluster.sh down
 
 monitoring-up: venv cluster-up
-	@hack/monitoring.sh up
+	@testenv/monitoring.sh up
 
 monitoring-down:
-	@hack/monitoring.sh down
+	@testenv/monitoring.sh down
 
 lint: venv tools
 	$(VENV)/bin/ruff check .
@@ -73,35 +73,34 @@ test-e2e: venv tools
 	$(VPY) -m pytest -m e2e
 
 demo: venv cluster-up
-	$(VPY) hack/demo.py
+	$(VPY) -m hack.demo
 
 bench: venv
-	$(VPY) bench/bench_builder.py
-	$(VPY) bench/bench_text.py
-	$(VPY) bench/bench_distill.py
-	$(VPY) bench/bench_batching.py
+	$(VPY) -m bench.bench_builder
+	$(VPY) -m bench.bench_text
+	$(VPY) -m bench.bench_distill
+	$(VPY) -m bench.bench_batching
 
 bench-text: venv
-	$(VPY) bench/bench_text.py
+	$(VPY) -m bench.bench_text
 
 bench-distill: venv
-	$(VPY) bench/bench_distill.py
+	$(VPY) -m bench.bench_distill
 
 BENCH_SCALE_N ?= 1000
 bench-scale: venv cluster-up  ## not in `make bench`: minutes of load on the shared control plane
-	$(VPY) bench/bench_scale.py $(foreach n,$(BENCH_SCALE_N),--n $(n))
+	$(VPY) -m bench.bench_scale $(foreach n,$(BENCH_SCALE_N),--n $(n))
 
 bench-batching: venv tools  ## Triton dynamic batching vs none at concurrency 16; time to the HPA's scale-up
-	$(VPY) bench/bench_batching.py
+	$(VPY) -m bench.bench_batching
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache
 
 # ---- operator (owned by the operator engineer; appended block) ---------------------------------
 .PHONY: crds install run
-crds: venv  ## regenerate crds/ from the typed API (operator/conch/api)
+crds: venv  ## regenerate crds/ from the typed API (operator/conch/api); the chart reads them through its files/crds link
 	$(VPY) -m conch.api.crdgen crds
-	cp crds/*.yaml charts/conch/files/crds/
 
 install: venv  ## apply crds/ to the cluster in $KUBECONFIG
 	$(CACHE)/bin/kubectl apply --server-side --force-conflicts -f crds/
@@ -110,18 +109,18 @@ run: venv install  ## run the operator locally against $KUBECONFIG (all namespac
 	$(VPY) -m conch --all-namespaces --metrics-port 8080 --liveness http://127.0.0.1:8081/healthz
 # ---- end operator block -------------------------------------------------------------------------
 
-# ---- images and the real node (issue #13; hack/images.sh, hack/realnode.sh) ------------------------
+# ---- images and the real node (issue #13; hack/images.sh, testenv/realnode.sh) ------------------------
 .PHONY: images realnode-up realnode-down test-realnode
 images: venv  ## build the operator, builder and Triton images offline (see images/README.md)
 	hack/images.sh build
 
 realnode-up: tools images  ## one real node (kubelet + containerd + runc) in its own network namespace
 	hack/build-tools.sh kubelet
-	hack/realnode.sh up
+	testenv/realnode.sh up
 
 realnode-down:
-	hack/realnode.sh down
+	testenv/realnode.sh down
 
 test-realnode: realnode-up  ## the real-node e2e, run inside the node's network namespace
-	hack/realnode.sh exec $(VPY) -m pytest tests/realnode
+	testenv/realnode.sh exec $(VPY) -m pytest tests/realnode
 # ---- end images block ------------------------------------------------------------------------------

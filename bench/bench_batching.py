@@ -3,13 +3,13 @@
 A. Triton dynamic batching vs none on the digits model at concurrency 16. Two repositories built by
    the real builder CLI from the same model (onnx through the python backend, CPU, maxBatchSize 64),
    one with dynamic_batching (max queue delay 500 us), one without; each served by the real
-   tritonserver on 127.0.0.1; hack/loadgen.py sends single-sample requests from 16 closed-loop
+   tritonserver on 127.0.0.1; tests/support/loadgen.py sends single-sample requests from 16 closed-loop
    clients (bounded by time). Rounds alternate between the two servers so that the machine's other
    load hits both alike; the JSON keeps every round and the median of the rounds.
 B. Time from load start to the HPA's scale-up decision: the e2e test
    tests/monitoring/test_metrics_e2e.py::test_hpa_scales_on_triton_queue_time_and_back run as it is
    (real Prometheus, prometheus-adapter, HPA, node agent), with CONCH_HPA_TIMINGS pointing at a file
-   where it writes what it measured. It needs a cluster whose apiserver has hack/cluster.sh's
+   where it writes what it measured. It needs a cluster whose apiserver has testenv/cluster.sh's
    front-proxy flags (CONCH_CLUSTER_DIR and the port variables select one, as for the tests).
 """
 
@@ -29,13 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT.parent / "hack"))  # loadgen, digits_model, nodeagent
-sys.path.insert(0, str(ROOT.parent / "tests"))  # serving.conftest: the serving tests' run_triton
+from tests.support import digits_model, loadgen
 
-import digits_model  # noqa: E402
-import loadgen  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 MODEL = "digits"
 KEYS = ("throughput_rps", "p50_ms", "p99_ms")
@@ -64,7 +60,7 @@ def build(variant: str, source: Path, store: Path) -> Path:
 
 
 def batching(work: Path) -> dict[str, Any]:
-    from serving.conftest import run_triton
+    from tests.support.triton import run_triton
 
     model, _ = digits_model.train()
     source = digits_model.save(model, work / "models" / "digits.pt2")

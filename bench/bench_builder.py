@@ -13,7 +13,6 @@ import io
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +22,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT.parent / "tests"))
 
 from model_repo_builder.compression.quantize import quantize_file  # noqa: E402
 from model_repo_builder.recipe import Quantize  # noqa: E402
@@ -240,7 +237,7 @@ DIGITS_VARIANTS = {
 
 def digits_seed(work: Path, seed: int) -> dict[str, Any]:
     """Every variant on the CNN trained with `seed` (no fine-tuning after pruning)."""
-    from builder import models
+    from tests.builder import models
 
     model, x_train, _, x_test, y_test = models.train_digits_cnn(seed=seed)
     src = models.save_onnx(model, torch.from_numpy(x_test[:2]), work / f"digits-{seed}.onnx")

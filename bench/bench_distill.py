@@ -38,8 +38,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT.parent / "tests"))
 
 from model_repo_builder import recipe as recipe_mod  # noqa: E402
 from model_repo_builder.compression.tensor import quantize  # noqa: E402
@@ -76,7 +74,7 @@ def build(args: list[str]) -> dict[str, Any]:
 
 
 def digits_seed(work: Path, seed: int, distill: dict[str, Any]) -> dict[str, Any]:
-    from builder import models
+    from tests.builder import models
 
     start = time.perf_counter()
     model, x_train, _, x_test, y_test = models.train_digits_cnn(seed=seed)
@@ -201,7 +199,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def minilm(work: Path, distill: dict[str, Any], train_count: int) -> dict[str, Any]:
-    from builder.textmodels import minilm_dir
+    from tests.builder.textmodels import minilm_dir
 
     work.mkdir(parents=True, exist_ok=True)
     train, held = stdlib_sentences()

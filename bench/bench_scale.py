@@ -18,7 +18,7 @@ B. Conch: the operator (a subprocess, watching one namespace) and N ModelDeploym
    and writes per the apiserver's audit log (user agent conch-operator; watches excluded).
 
 Writes bench/results/scale.json. Not a test: it reports what it gets, met or not.
-Usage: python bench/bench_scale.py [--n 1000] [--n 5000] [--idle-seconds 60]
+Usage: python -m bench.bench_scale [--n 1000] [--n 5000] [--idle-seconds 60]
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
 
 from conch import kube  # noqa: E402
 from conch.api import types  # noqa: E402
@@ -466,7 +465,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     k = client()
-    if subprocess.run(["bash", str(ROOT / "hack/cluster.sh"), "status"], check=False).returncode:
+    if subprocess.run(["bash", str(ROOT / "testenv/cluster.sh"), "status"], check=False).returncode:
         raise SystemExit("no local cluster: run `make cluster-up` first")
     kubectl = [str(Path.home() / ".cache/conch/bin/kubectl"), "--kubeconfig", str(STATE / "kubeconfig")]
     subprocess.run(

@@ -47,8 +47,6 @@ import torch
 from numpy.typing import NDArray
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT.parent / "tests"))  # serving.conftest: the serving tests' run_triton
 
 from model_repo_builder.compression import tensor as compress  # noqa: E402
 from model_repo_builder.data import texts as textdata  # noqa: E402
@@ -405,7 +403,7 @@ def summarise(phases: list[Phase]) -> dict[str, Any]:
 @contextlib.contextmanager
 def servers(repos: dict[str, Path], work: Path) -> Iterator[dict[str, str]]:
     """Each repository in its own tritonserver on loopback (the serving tests' run_triton)."""
-    from serving.conftest import run_triton
+    from tests.support.triton import run_triton
 
     with contextlib.ExitStack() as stack:
         urls = {}

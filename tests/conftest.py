@@ -1,11 +1,11 @@
 """Shared pytest fixtures: one real local control plane per test session, a namespace per test.
 
-The cluster is the one `hack/cluster.sh` runs (etcd, kube-apiserver, kube-controller-manager,
+The cluster is the one `testenv/cluster.sh` runs (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, kwok). The `cluster` fixture starts it when it is not already answering, and stops it
 at the end of the session only if it started it (set CONCH_KEEP_CLUSTER=1 to keep it running).
 kwok never runs a pod: Job pods stay Running until a test plays the workload's part with
 `cluster.complete_pod(ns, pod, exit_code, message)`, which annotates the pod so that kwok (stage
-hack/cluster/kwok-pod-complete.yaml) terminates it like a kubelet would, with that exit code and
+testenv/cluster/kwok-pod-complete.yaml) terminates it like a kubelet would, with that exit code and
 termination message. Every test must carry exactly one of the markers unit / cluster / serving / e2e, so that
 `pytest -m unit` really selects the pure tests.
 """
@@ -17,8 +17,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,9 +27,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.support.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "hack"))  # the node agent and the demo's model (hack/nodeagent, digits_model)
-CLUSTER_SH = ROOT / "hack" / "cluster.sh"
+CLUSTER_SH = ROOT / "testenv" / "cluster.sh"
 CACHE = Path(os.environ.get("CONCH_CACHE", Path.home() / ".cache" / "conch"))
 STATE = Path(os.environ.get("CONCH_CLUSTER_DIR", Path.home() / ".local" / "state" / "conch" / "cluster"))
 KINDS = ("unit", "cluster", "serving", "e2e")
@@ -51,26 +50,6 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60, every: 
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 @dataclass(frozen=True)
@@ -140,7 +119,7 @@ def cluster() -> Iterator[Cluster]:
             ["bash", str(CLUSTER_SH), "up"], capture_output=True, text=True, timeout=300, check=False
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"hack/cluster.sh up failed:\n{proc.stderr[-4000:]}")
+            raise RuntimeError(f"testenv/cluster.sh up failed:\n{proc.stderr[-4000:]}")
         started = True
     handle = Cluster(kubeconfig=STATE / "kubeconfig", audit_log=STATE / "audit.log", bin_dir=CACHE / "bin")
     os.environ["KUBECONFIG"] = str(handle.kubeconfig)
@@ -165,7 +144,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-# ---- the node agent (hack/nodeagent): one extra node whose pods run as local processes ----------------
+# ---- the node agent (testenv/nodeagent): one extra node whose pods run as local processes -------------
 
 AGENT_LABEL = "node.conch.dev/agent"
 
@@ -195,7 +174,7 @@ def node_ready(cluster: Cluster, name: str) -> bool:
 
 @pytest.fixture
 def node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
-    """Start `python -m nodeagent` on a fresh node; stop it (it removes its node) afterwards."""
+    """Start `python -m testenv.nodeagent` on a fresh node; stop it (it removes its node) afterwards."""
     with running_node_agent(cluster, tmp_path) as agent:
         yield agent
 
@@ -204,12 +183,12 @@ def node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
 def running_node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
     """The node agent of the `node_agent` fixture, for fixtures of a wider scope."""
     agent = NodeAgent(name=f"agent-{os.getpid()}", state=tmp_path / "agent", log=tmp_path / "agent.log")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "hack"), "KUBECONFIG": str(cluster.kubeconfig)}
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}  # cwd=ROOT puts testenv on its path
     # One advertised GPU (tests see Triton fail on it: there is no real one) besides the CPU pods.
     cmd = [
         sys.executable,
         "-m",
-        "nodeagent",
+        "testenv.nodeagent",
         "--node-name",
         agent.name,
         "--state-dir",
@@ -241,7 +220,7 @@ def sentiment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return textmodels.tiny_classifier(tmp_path_factory.mktemp("sentiment") / "checkpoint")
 
 
-# ---- the monitoring stack (hack/monitoring.sh): Prometheus Operator, Prometheus, prometheus-adapter ------
+# ---- the monitoring stack (testenv/monitoring.sh): Prometheus Operator, Prometheus, prometheus-adapter ---
 
 
 @pytest.fixture(scope="session")

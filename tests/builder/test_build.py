@@ -45,7 +45,7 @@ def test_torchscript_mlp_to_python_backend(run_cli: Run, mlp_pt: Path, tmp_path:
         "model/1/model.onnx",
         "model/1/model.py",
         "model/warmup/x.bin",
-        "probes.npz",  # the canary analysis's probe set, outside the model folder (model_repo_builder.probes)
+        "probes.npz",  # the canary analysis's probe set, outside the model folder (gate.probes)
     }
     assert {"fetch", "load", "export", "quantize", "gate"} <= set(build["timings"])
     assert build["gate"]["cosine"] > 0.9999

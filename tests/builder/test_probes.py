@@ -8,7 +8,6 @@ import json
 import re
 from pathlib import Path
 
-import digits_model  # hack/ is on sys.path (tests/conftest.py)
 import numpy as np
 import pytest
 import torch
@@ -17,6 +16,7 @@ from model_repo_builder.data.texts import VALIDATION_SENTENCES
 from model_repo_builder.errors import BadInput
 from model_repo_builder.gate import probes
 from model_repo_builder.store.repository import verify_repository
+from tests.support import digits_model
 
 from .conftest import Run
 

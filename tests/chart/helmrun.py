@@ -114,7 +114,9 @@ def operator_as_release(
     namespaced: the release watches only `namespace` (a Role there, no cluster-wide grants but CRD
     discovery) and elects a leader on a Lease in it, as an HA install does.
     """
-    from conftest import free_port, stop_process, wait_for
+    from conftest import wait_for
+
+    from tests.support.processes import free_port, stop_process
 
     if not chart_crds:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))

@@ -3,7 +3,7 @@ builder builds and gates a real model -> a real tritonserver loads it -> Ready -
 like the original model -> version edit rolls out -> edit back rolls back without a rebuild ->
 delete removes everything.
 
-Pods run on the node agent's node (hack/nodeagent) as local processes; the operator runs locally
+Pods run on the node agent's node (testenv/nodeagent) as local processes; the operator runs locally
 with the release's ServiceAccount token. Traffic goes only to the pods' 127.65.x.y addresses.
 """
 
@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import digits_model
 import numpy as np
 import pytest
 import torch
 import tritonclient.http as triton_http
 from chart import helmrun
 from conftest import Cluster, NodeAgent, wait_for
+
+from tests.support import digits_model
 
 pytestmark = pytest.mark.e2e
 

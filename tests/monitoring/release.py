@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from chart import helmrun
-from conftest import free_port, stop_process, wait_for
+from conftest import wait_for
+
+from tests.support.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 

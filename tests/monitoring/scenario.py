@@ -15,14 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import digits_model
-import loadgen
 import numpy as np
 import pytest
 from chart import helmrun
 from conftest import Cluster, NodeAgent, running_node_agent, wait_for
 
 from monitoring import release
+from tests.support import digits_model, loadgen
 
 MD = "digits"
 LABEL = f"serving.conch.dev/modeldeployment={MD}"

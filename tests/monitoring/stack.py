@@ -1,4 +1,4 @@
-"""The monitoring stack of hack/monitoring.sh as a test handle: one per test session, on free ports.
+"""The monitoring stack of testenv/monitoring.sh as a test handle: one per test session, on free ports.
 
 `Monitoring` is what the session fixture `monitoring` (tests/conftest.py) yields:
 
@@ -9,7 +9,7 @@
   "Prometheus down mid-canary"; the operator, the config bridge and the adapter keep running.
 - `alerts()`, `rule_groups()`, `targets()`: /api/v1/alerts, /api/v1/rules and /api/v1/targets.
 - `custom_metrics`: whether prometheus-adapter is registered as custom.metrics.k8s.io (needs a cluster
-  started with the front-proxy flags of hack/cluster.sh).
+  started with the front-proxy flags of testenv/cluster.sh).
 - `scrape_interval`: the global one; a ServiceMonitor's own interval wins (Conch's: spec.monitoring).
 
 The stack is real: the Prometheus Operator (controller-id = this session's name) turns every
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-MONITORING_SH = ROOT / "hack" / "monitoring.sh"
+MONITORING_SH = ROOT / "testenv" / "monitoring.sh"
 Series = dict[str, Any]
 
 
@@ -100,7 +100,7 @@ class Monitoring:
             check=False,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"hack/monitoring.sh {command} failed:\n{proc.stderr[-4000:]}{self.logs()}")
+            raise RuntimeError(f"testenv/monitoring.sh {command} failed:\n{proc.stderr[-4000:]}{self.logs()}")
         return proc.stdout
 
     def logs(self) -> str:
@@ -119,7 +119,7 @@ class Monitoring:
 
 
 def free_port() -> int:
-    from conftest import free_port as port
+    from tests.support.processes import free_port as port
 
     return port()
 

@@ -1,4 +1,5 @@
-"""The config bridge (hack/monitoring_bridge.py) changes only what a prometheus outside the cluster needs."""
+"""The config bridge (testenv/monitoring_bridge.py) changes only what a prometheus outside the cluster
+needs."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import monitoring_bridge
 import pytest
+
+from testenv import monitoring_bridge
 
 pytestmark = pytest.mark.unit
 

@@ -56,7 +56,7 @@ def test_hpa_scales_on_triton_queue_time_and_back(scenario: Scenario, monitoring
     sc = scenario
     assert monitoring.custom_metrics, (
         "custom.metrics.k8s.io is not served: the cluster's apiserver runs without the front-proxy flags "
-        "of hack/cluster.sh (restart it: hack/cluster.sh down && up)"
+        "of testenv/cluster.sh (restart it: testenv/cluster.sh down && up)"
     )
     ip = wait_for("a Ready v1 pod", sc.ready_ips, 60)[0]
     version = {"serving_conch_dev_version": "v1", "namespace": sc.ns}

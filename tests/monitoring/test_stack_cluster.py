@@ -1,4 +1,4 @@
-"""The monitoring stack itself (hack/monitoring.sh through the `monitoring` fixture) on the real control
+"""The monitoring stack itself (testenv/monitoring.sh through the `monitoring` fixture) on the real control
 plane: the Prometheus Operator's configuration reaches the prometheus process, a ServiceMonitor becomes
 a scrape target with the labels Conch relies on, and prometheus stops and starts on its own.
 """

@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import digits_model
 import pytest
 from conftest import Cluster, NodeAgent, wait_for
-from nodeagent import pod as agent_pod
+
+from testenv.nodeagent import pod as agent_pod
+from tests.support import digits_model
 
 pytestmark = pytest.mark.cluster
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from nodeagent import node, probes, runtime, status
+
+from testenv.nodeagent import node, probes, runtime, status
 
 pytestmark = pytest.mark.unit
 

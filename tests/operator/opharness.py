@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLUSTER_SH, SESSION, STATE, free_port, stop_process, wait_for
+from conftest import CLUSTER_SH, SESSION, STATE, wait_for
+
+from tests.support.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEL_VERSION = "serving.conch.dev/version"

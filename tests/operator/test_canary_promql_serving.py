@@ -1,7 +1,7 @@
 """The canary analysis' PromQL against a real Prometheus scraping real tritonservers.
 
 Two tritonservers (the bundled 2.51, python backend) serve a model `m` as a stable (v1) and a canary
-(v2) would; Prometheus (3.5, the one hack/monitoring.sh runs) scrapes both every second,
+(v2) would; Prometheus (3.5, the one testenv/monitoring.sh runs) scrapes both every second,
 each target labelled as Conch's ServiceMonitor labels a pod (namespace, service,
 serving_conch_dev_version). The canary's model raises on negative inputs (Triton counts them in
 nv_inference_request_failure{reason="BACKEND"}; an error *response* from the python backend counts as
@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-from conftest import CACHE, free_port, stop_process, wait_for
-from serving.conftest import Triton, run_triton
+from conftest import CACHE, wait_for
 
 from conch import prometheus, promql
 from conch.api import types
 from conch.render import common
+from tests.support.processes import free_port, stop_process
+from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
 CONFIG = """name: "m"

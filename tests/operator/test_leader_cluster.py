@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SESSION, free_port, stop_process, wait_for
+from conftest import SESSION, wait_for
 from opharness import ROOT, Kube, md_object, serving
 
 from conch import kube, leader
+from tests.support.processes import free_port, stop_process
 
 pytestmark = pytest.mark.cluster
 FAST = leader.Timing(lease_duration=4, renew_deadline=3, retry_period=1)

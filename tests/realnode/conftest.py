@@ -1,7 +1,7 @@
-"""Fixtures of the real-node tests (hack/realnode.sh): a cluster whose one node runs pods in containers.
+"""Fixtures of the real-node tests (testenv/realnode.sh): a cluster whose one node runs pods in containers.
 
 These tests talk to the apiserver and to pod addresses that exist only inside the real node's network
-namespace, so they run only inside it: `make test-realnode` (= `hack/realnode.sh exec python -m pytest
+namespace, so they run only inside it: `make test-realnode` (= `testenv/realnode.sh exec python -m pytest
 tests/realnode`). Anywhere else they are deselected, never run against the host's network.
 """
 
@@ -18,7 +18,9 @@ KUBECONFIG = os.environ.get("CONCH_REALNODE_KUBECONFIG")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "realnode: needs hack/realnode.sh's node (run inside its namespace)")
+    config.addinivalue_line(
+        "markers", "realnode: needs testenv/realnode.sh's node (run inside its namespace)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,7 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def realnode() -> Cluster:
     """The real node's cluster, as the `Cluster` handle the other tests use."""
-    assert KUBECONFIG, "run inside the real node's namespace: hack/realnode.sh exec ..."
+    assert KUBECONFIG, "run inside the real node's namespace: testenv/realnode.sh exec ..."
     kubeconfig = Path(KUBECONFIG)
     os.environ["KUBECONFIG"] = str(kubeconfig)
     return Cluster(kubeconfig=kubeconfig, audit_log=kubeconfig.parent / "audit.log", bin_dir=CACHE / "bin")

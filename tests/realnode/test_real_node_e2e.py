@@ -3,7 +3,7 @@ builder Job runs in the builder image and Triton in the serving image, under the
 Standard, with cgroup-enforced limits, the kubelet's probes and `kubectl logs`. A builder whose image
 is missing, and one over its memory limit, show why in the ModelDeployment's Built condition.
 
-Runs inside hack/realnode.sh's network namespace (make test-realnode); pod addresses exist only there.
+Runs inside testenv/realnode.sh's network namespace (make test-realnode); pod addresses exist only there.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import digits_model
 import pytest
 import torch
 from chart import helmrun
 from conftest import Cluster, wait_for
 from e2e import test_end_to_end as e2e
+
+from tests.support import digits_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 

@@ -20,17 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import digits_model  # hack/ is on sys.path (tests/conftest.py)
 import numpy as np
 import pytest
 from builder import textmodels
-from conftest import free_port
 
 from conch.render import secret
 from model_repo_builder.cli import main
 from model_repo_builder.gate import analyze
-
-from .conftest import Triton, run_triton
+from tests.support import digits_model
+from tests.support.processes import free_port
+from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
 DIGITS = {

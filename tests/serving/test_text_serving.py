@@ -23,8 +23,7 @@ from builder import textmodels
 from tritonclient.utils import InferenceServerException
 
 from model_repo_builder.cli import main
-
-from .conftest import Triton, run_triton
+from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
 SENTENCES = [

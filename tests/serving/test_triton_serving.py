@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from builder import models  # tests/ is on sys.path (pytest rootdir insertion)
+from builder import models  # tests/ is on the path (pyproject: pytest pythonpath)
 
 from conch.render import secret
 from model_repo_builder.cli import main
-
-from .conftest import Triton, run_triton
+from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
 MODEL = "cnn"

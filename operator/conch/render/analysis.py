@@ -23,7 +23,7 @@ Job's template cannot change. ``Error`` means nothing is known about the canary'
 unreachable, the stable erring, no probe set, the Job's deadline): pause, do not promote.
 
 The contract with the builder is JSON only (this module imports no builder code;
-model_repo_builder/analyze.py documents the same): exit 0 passed, 4 quality failed, 5 could not
+model_repo_builder/gate/analyze.py documents the same): exit 0 passed, 4 quality failed, 5 could not
 analyse, 1 internal; the termination message is one JSON line with ``result`` ("passed" | "failed" |
 "error"), ``passed``, ``metrics`` (cosine, top1Agreement, maxAbsError, meanAbsError: canary vs
 stable, worst over canary pods), ``bounds`` (minCosine, minTop1Agreement, maxAbsError; null = not

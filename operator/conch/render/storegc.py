@@ -2,7 +2,7 @@
 
 One store is one (namespace, claim, repository folder): every ModelDeployment naming that claim and
 folder shares it, so what is referenced is the union over all of them (conch.storegc computes it).
-The Job runs `model-repo-builder gc` (model_repo_builder/storegc.py) in the builder image with the
+The Job runs `model-repo-builder gc` (model_repo_builder/store/gc.py) in the builder image with the
 claim mounted read-write; its termination message is one JSON line:
 {"ok", "store", "removed": [key...], "removedCount", "freedBytes", "kept", "young": [key...],
 "staging": [dir...], "error"} (`removed`/`young` cut to the first 40 keys).

@@ -11,7 +11,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from nodeagent import runtime
+from testenv.nodeagent import runtime
 
 
 def toolchain(state: Path) -> runtime.Toolchain:

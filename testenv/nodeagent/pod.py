@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from nodeagent import probes, runtime, status
+from testenv.nodeagent import probes, runtime, status
 
 Obj = dict[str, Any]
 TICK = 0.5

@@ -1,4 +1,4 @@
-"""`python -m nodeagent` (with hack/ on PYTHONPATH): run the node agent until SIGTERM/SIGINT."""
+"""`python -m testenv.nodeagent` (from the repository root): run the node agent until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from nodeagent import agent, bundle
+from testenv.nodeagent import agent, bundle
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="nodeagent", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m testenv.nodeagent", description=__doc__)
     p.add_argument("--kubeconfig", default=None)
     p.add_argument("--node-name", default="conch-agent-1")
     p.add_argument("--pod-cidr", default="127.65.0.0/16", help="inside 127.0.0.0/8; one IP per pod")

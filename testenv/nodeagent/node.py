@@ -12,7 +12,7 @@ import socket
 import threading
 from typing import Any
 
-from nodeagent import status
+from testenv.nodeagent import status
 
 Obj = dict[str, Any]
 LABEL = "node.conch.dev/agent"

@@ -5,15 +5,14 @@
 # hack/build-tools.sh. Every process is tracked by PID in the state dir so `down` stops exactly
 # what `up` started.
 #
-#   hack/cluster.sh up       start (or find running) and print `export KUBECONFIG=...` last
-#   hack/cluster.sh down     stop everything it started and remove its state
-#   hack/cluster.sh status   exit 0 when the apiserver answers /readyz
+#   testenv/cluster.sh up       start (or find running) and print `export KUBECONFIG=...` last
+#   testenv/cluster.sh down     stop everything it started and remove its state
+#   testenv/cluster.sh status   exit 0 when the apiserver answers /readyz
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=versions.env
-source "$here/versions.env"
-CACHE=${CONCH_CACHE:-$HOME/.cache/conch}
-BIN=$CACHE/bin
+# shellcheck source=lib.sh
+source "$here/lib.sh"  # root, the pinned versions, CACHE, BIN; log, waits, processes by PID, PKI
+COMPONENT=cluster
 STATE=${CONCH_CLUSTER_DIR:-$HOME/.local/state/conch/cluster}
 ETCD_PORT=${CONCH_ETCD_PORT:-22379}
 API_PORT=${CONCH_API_PORT:-26443}
@@ -26,85 +25,23 @@ SERVICE_CIDR=${CONCH_SERVICE_CIDR:-10.96.0.0/16}
 KUBECONFIG_PATH=$STATE/kubeconfig
 PKI=$STATE/pki
 
-log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 kubectl_() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
-
-# poll CMD... until it succeeds or TIMEOUT seconds pass
-wait_for() {
-  local what=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what (logs: $STATE/logs)"
-    sleep 0.3
-  done
-}
-
-alive() { [ -f "$STATE/pids/$1" ] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
-
-start() {  # name command...
-  local name=$1; shift
-  alive "$name" && return
-  mkdir -p "$STATE/pids" "$STATE/logs"
-  setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
-  echo $! > "$STATE/pids/$name"
-}
 
 ready() { curl -fsS --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
             "https://127.0.0.1:$API_PORT/readyz" >/dev/null; }
 
-cert() {  # name subject [san]
-  local name=$1 subj=$2 san=${3:-}
-  [ -f "$PKI/$name.crt" ] && return
-  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
-  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
-  local ext; ext=$(mktemp)
-  if [ -n "$san" ]; then
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" > "$ext"
-  else
-    printf 'extendedKeyUsage=clientAuth\n' > "$ext"
-  fi
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
-    -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
-  rm -f "$ext" "$PKI/$name.csr"
-}
-
 make_pki() {
-  mkdir -p "$PKI"
-  if [ ! -f "$PKI/ca.crt" ]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
-      -days 3650 -subj "/CN=conch-local-ca" 2>/dev/null
-  fi
+  make_ca ca conch-local-ca
   cert apiserver "/CN=kube-apiserver" \
     "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert admin "/O=system:masters/CN=conch-admin"
   cert controller-manager "/CN=system:kube-controller-manager"
   cert scheduler "/CN=system:kube-scheduler"
-  # The aggregation layer (custom.metrics.k8s.io from prometheus-adapter, hack/monitoring.sh): the apiserver
+  # The aggregation layer (custom.metrics.k8s.io from prometheus-adapter, testenv/monitoring.sh): the apiserver
   # proxies to an extension apiserver with this client cert, which trusts the headers it sets via this CA.
-  if [ ! -f "$PKI/front-proxy-ca.crt" ]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-ca.key" -out "$PKI/front-proxy-ca.crt" \
-      -days 3650 -subj "/CN=conch-front-proxy-ca" 2>/dev/null
-  fi
-  if [ ! -f "$PKI/front-proxy-client.crt" ]; then
-    openssl genrsa -out "$PKI/front-proxy-client.key" 2048 2>/dev/null
-    openssl req -new -key "$PKI/front-proxy-client.key" -subj "/CN=front-proxy-client" 2>/dev/null \
-      | openssl x509 -req -CA "$PKI/front-proxy-ca.crt" -CAkey "$PKI/front-proxy-ca.key" -CAcreateserial -days 3650 \
-          -sha256 -extfile <(printf 'extendedKeyUsage=clientAuth\n') -out "$PKI/front-proxy-client.crt" 2>/dev/null
-  fi
-  [ -f "$PKI/sa.key" ] || { openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null; openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null; }
-}
-
-kubeconfig() {  # name file
-  local name=$1 file=$2
-  [ -f "$file" ] && return
-  "$BIN/kubectl" config set-cluster local --server="https://127.0.0.1:$API_PORT" \
-    --certificate-authority="$PKI/ca.crt" --embed-certs --kubeconfig="$file" >/dev/null
-  "$BIN/kubectl" config set-credentials "$name" --client-certificate="$PKI/$name.crt" \
-    --client-key="$PKI/$name.key" --embed-certs --kubeconfig="$file" >/dev/null
-  "$BIN/kubectl" config set-context local --cluster=local --user="$name" --kubeconfig="$file" >/dev/null
-  "$BIN/kubectl" config use-context local --kubeconfig="$file" >/dev/null
+  make_ca front-proxy-ca conch-front-proxy-ca
+  cert front-proxy-client "/CN=front-proxy-client" "" front-proxy-ca
+  service_account_keys
 }
 
 start_etcd() {
@@ -188,9 +125,10 @@ up() {
   local t0=$SECONDS
   mkdir -p "$STATE"
   make_pki
-  kubeconfig admin "$KUBECONFIG_PATH"
-  kubeconfig controller-manager "$STATE/controller-manager.kubeconfig"
-  kubeconfig scheduler "$STATE/scheduler.kubeconfig"
+  local server="https://127.0.0.1:$API_PORT"
+  kubeconfig admin "$KUBECONFIG_PATH" "$server"
+  kubeconfig controller-manager "$STATE/controller-manager.kubeconfig" "$server"
+  kubeconfig scheduler "$STATE/scheduler.kubeconfig" "$server"
   log "starting etcd"; start_etcd
   log "starting kube-apiserver on https://127.0.0.1:$API_PORT"; start_apiserver
   log "starting controller-manager, scheduler, kwok"; start_controllers
@@ -201,19 +139,10 @@ up() {
 }
 
 down() {
-  local name pid
-  # a monitoring stack started against this cluster (hack/monitoring.sh) goes first
+  local name
+  # a monitoring stack started against this cluster (testenv/monitoring.sh) goes first
   [ -d "${CONCH_MONITORING_DIR:-$STATE-monitoring}" ] && CONCH_CLUSTER_DIR=$STATE bash "$here/monitoring.sh" down || true
-  for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    [ -f "$STATE/pids/$name" ] || continue
-    pid=$(cat "$STATE/pids/$name")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid"
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$STATE/pids/$name"
-  done
+  for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name" 50; done
   rm -rf "$STATE"
   log "cluster stopped and state removed"
 }

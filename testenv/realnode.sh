@@ -9,21 +9,20 @@
 # interfaces are `lo` and the bridge `cni0` (pods hang off it by veth pairs that never leave the
 # namespace). It has no interface to the host's network and no route out. Its processes are
 # started with `nsenter --net=...`; anything that talks to the apiserver or a pod (kubectl, helm,
-# the tests) runs inside it too: `hack/realnode.sh exec CMD...`. The kubernetes Service's ClusterIP
+# the tests) runs inside it too: `testenv/realnode.sh exec CMD...`. The kubernetes Service's ClusterIP
 # is an address of the namespace's loopback where the apiserver listens on 443, so pods reach the
 # apiserver with their in-cluster config and no kube-proxy.
 #
-#   hack/realnode.sh up [--no-images]   start (or find running); loads the images unless told not to
-#   hack/realnode.sh down               stop what `up` started, restore the sysctls, remove the state
-#   hack/realnode.sh exec CMD...        run CMD inside the namespace (KUBECONFIG set)
-#   hack/realnode.sh status             exit 0 when the node is Ready
+#   testenv/realnode.sh up [--no-images]   start (or find running); loads the images unless told not to
+#   testenv/realnode.sh down               stop what `up` started, restore the sysctls, remove the state
+#   testenv/realnode.sh exec CMD...        run CMD inside the namespace (KUBECONFIG set)
+#   testenv/realnode.sh status             exit 0 when the node is Ready
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-# shellcheck source=versions.env
-source "$here/versions.env"
-CACHE=${CONCH_CACHE:-$HOME/.cache/conch}
-BIN=$CACHE/bin
+# shellcheck source=lib.sh
+source "$here/lib.sh"  # root, the pinned versions, CACHE, BIN; log, waits, processes by PID, PKI
+COMPONENT=realnode
+WAIT_EVERY=0.5
 STATE=${CONCH_REALNODE_DIR:-$HOME/.local/state/conch/realnode}
 NETNS=${CONCH_REALNODE_NETNS:-conch-realnode}
 NS_PATH=/run/netns/$NETNS
@@ -37,29 +36,13 @@ KUBECONFIG_PATH=$STATE/kubeconfig
 PAUSE_IMAGE=conch.local/pause:3.10.2
 SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops"
 
-log() { printf '[realnode %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 in_ns() { nsenter --net="$NS_PATH" -- "$@"; }
 kubectl_() { in_ns "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 ctr_() { in_ns ctr --address "$STATE/containerd.sock" -n k8s.io "$@"; }
 
-wait_for() {  # what timeout cmd...
-  local what=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what (logs: $STATE/logs)"
-    sleep 0.5
-  done
-}
-
-alive() { [ -f "$STATE/pids/$1" ] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
-
-start() {  # name command...   (inside the namespace, in a session of its own)
+start_in_ns() {  # name command...   (inside the namespace, in a session of its own)
   local name=$1; shift
-  alive "$name" && return
-  mkdir -p "$STATE/pids" "$STATE/logs"
-  setsid nsenter --net="$NS_PATH" -- "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$STATE/pids/$name"
+  start "$name" nsenter --net="$NS_PATH" -- "$@"
 }
 
 need_packages() {
@@ -88,55 +71,26 @@ make_netns() {
   [ -z "$ifs" ] || die "namespace $NETNS has unexpected interfaces: $ifs"
 }
 
-cert() {  # name subject [san]
-  local name=$1 subj=$2 san=${3:-}
-  [ -f "$PKI/$name.crt" ] && return
-  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
-  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
-  local ext; ext=$(mktemp)
-  if [ -n "$san" ]; then
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$ext"
-  else
-    printf 'extendedKeyUsage=clientAuth\n' >"$ext"
-  fi
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
-    -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
-  rm -f "$ext" "$PKI/$name.csr"
-}
-
 make_pki() {
-  mkdir -p "$PKI"
-  [ -f "$PKI/ca.crt" ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" \
-    -out "$PKI/ca.crt" -days 3650 -subj "/CN=conch-realnode-ca" 2>/dev/null
+  make_ca ca conch-realnode-ca
   cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,IP:$NODE_IP,IP:$API_VIP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert admin "/O=system:masters/CN=conch-admin"
   cert apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client"
   cert controller-manager "/CN=system:kube-controller-manager"
   cert scheduler "/CN=system:kube-scheduler"
   cert kubelet "/O=system:nodes/CN=system:node:$NODE"
-  [ -f "$PKI/sa.key" ] || { openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null; openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null; }
-}
-
-kubeconfig() {  # user file
-  local name=$1 file=$2
-  [ -f "$file" ] && return
-  "$BIN/kubectl" config set-cluster local --server="https://127.0.0.1:443" \
-    --certificate-authority="$PKI/ca.crt" --embed-certs --kubeconfig="$file" >/dev/null
-  "$BIN/kubectl" config set-credentials "$name" --client-certificate="$PKI/$name.crt" \
-    --client-key="$PKI/$name.key" --embed-certs --kubeconfig="$file" >/dev/null
-  "$BIN/kubectl" config set-context local --cluster=local --user="$name" --kubeconfig="$file" >/dev/null
-  "$BIN/kubectl" config use-context local --kubeconfig="$file" >/dev/null
+  service_account_keys
 }
 
 ready() { kubectl_ get --raw /readyz; }
 
 start_control_plane() {
-  start etcd "$BIN/etcd" --name conch --data-dir "$STATE/etcd" --unsafe-no-fsync \
+  start_in_ns etcd "$BIN/etcd" --name conch --data-dir "$STATE/etcd" --unsafe-no-fsync \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster conch=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 --log-level warn
   wait_for etcd 30 in_ns curl -fsS --max-time 2 http://127.0.0.1:2379/health
-  start kube-apiserver "$BIN/kube-apiserver" \
+  start_in_ns kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers http://127.0.0.1:2379 \
     --bind-address 0.0.0.0 --advertise-address "$NODE_IP" --secure-port 443 \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
@@ -150,7 +104,7 @@ start_control_plane() {
     --enable-admission-plugins NodeRestriction \
     --profiling=false
   wait_for kube-apiserver 90 ready
-  start kube-controller-manager "$BIN/kube-controller-manager" \
+  start_in_ns kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$STATE/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
     --authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
@@ -158,7 +112,7 @@ start_control_plane() {
     --use-service-account-credentials=true --controllers '*' --leader-elect=false \
     --bind-address 127.0.0.1 \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key"
-  start kube-scheduler "$BIN/kube-scheduler" \
+  start_in_ns kube-scheduler "$BIN/kube-scheduler" \
     --kubeconfig "$STATE/scheduler.kubeconfig" \
     --authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
     --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
@@ -250,13 +204,13 @@ build_pause() {
   local src; src=$(cd "$CACHE/src/k8s-$K8S_VERSION" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
   local dir; dir=$(mktemp -d)
   gcc -Os -Wall -Werror -static -DVERSION=v3.10.2-conch -o "$dir/pause" "$src"
-  "$here/images.sh" docker build -q --network=none -t "$PAUSE_IMAGE" -f - "$dir" >/dev/null <<'EOF'
+  "$root/hack/images.sh" docker build -q --network=none -t "$PAUSE_IMAGE" -f - "$dir" >/dev/null <<'EOF'
 FROM scratch
 COPY pause /pause
 USER 65535:65535
 ENTRYPOINT ["/pause"]
 EOF
-  "$here/images.sh" docker save -o "$dir/pause.tar" "$PAUSE_IMAGE"
+  "$root/hack/images.sh" docker save -o "$dir/pause.tar" "$PAUSE_IMAGE"
   ctr_ image import "$dir/pause.tar" >/dev/null
   rm -rf "$dir"
 }
@@ -265,15 +219,15 @@ load_images() {  # the three Conch images, from hack/images.sh's daemon
   local dir=$STATE/image-ids image name
   mkdir -p "$dir"
   set -o pipefail
-  for image in $("$here/images.sh" names); do
-    local want; want=$("$here/images.sh" docker image inspect -f '{{.Id}}' "$image") \
+  for image in $("$root/hack/images.sh" names); do
+    local want; want=$("$root/hack/images.sh" docker image inspect -f '{{.Id}}' "$image") \
       || die "$image is not built: run make images (hack/images.sh build) first"
     [ "$(ctr_ image ls -q "name==$image" 2>/dev/null | head -1)" = "$image" ] \
       && [ -f "$dir/$(basename "${image%%:*}").id" ] && [ "$(cat "$dir/$(basename "${image%%:*}").id")" = "$want" ] \
       && continue
     name=$(basename "${image%%:*}")
     log "ctr image import $image (docker save streamed into containerd; layers it has are skipped)"
-    "$here/images.sh" docker save "$image" | ctr_ image import - >/dev/null
+    "$root/hack/images.sh" docker save "$image" | ctr_ image import - >/dev/null
     echo "$want" >"$dir/$name.id"
   done
 }
@@ -293,40 +247,31 @@ up() {
   mkdir -p "$STATE"
   make_netns
   make_pki
-  kubeconfig admin "$KUBECONFIG_PATH"
-  kubeconfig controller-manager "$STATE/controller-manager.kubeconfig"
-  kubeconfig scheduler "$STATE/scheduler.kubeconfig"
-  kubeconfig kubelet "$STATE/kubelet.kubeconfig"
+  local server=https://127.0.0.1:443
+  kubeconfig admin "$KUBECONFIG_PATH" "$server"
+  kubeconfig controller-manager "$STATE/controller-manager.kubeconfig" "$server"
+  kubeconfig scheduler "$STATE/scheduler.kubeconfig" "$server"
+  kubeconfig kubelet "$STATE/kubelet.kubeconfig" "$server"
   log "control plane in netns $NETNS (apiserver https://$API_VIP:443 for pods)"
   start_control_plane
   write_containerd_config
-  start containerd containerd --config "$STATE/containerd/config.toml"
+  start_in_ns containerd containerd --config "$STATE/containerd/config.toml"
   wait_for containerd 30 ctr_ version
   local dockerd=0  # pause and Conch's images come out of hack/images.sh's daemon
-  if ! "$here/images.sh" docker version >/dev/null 2>&1; then "$here/images.sh" up >/dev/null; dockerd=1; fi
+  if ! "$root/hack/images.sh" docker version >/dev/null 2>&1; then "$root/hack/images.sh" up >/dev/null; dockerd=1; fi
   build_pause
   [ $images = 0 ] || load_images
-  [ $dockerd = 0 ] || "$here/images.sh" down
+  [ $dockerd = 0 ] || "$root/hack/images.sh" down
   write_kubelet_config
   save_sysctls
-  start kubelet "$BIN/kubelet" --config "$STATE/kubelet/config.yaml" \
+  start_in_ns kubelet "$BIN/kubelet" --config "$STATE/kubelet/config.yaml" \
     --kubeconfig "$STATE/kubelet.kubeconfig" --hostname-override "$NODE" --node-ip "$NODE_IP" \
     --root-dir "$STATE/kubelet/root" --cert-dir "$STATE/kubelet/pki" \
     --node-labels node.conch.dev/real=true --v 1
   wait_for "node $NODE Ready" 120 node_ready
   wait_for "default ServiceAccount" 60 kubectl_ -n default get serviceaccount default
-  log "real node ready in $((SECONDS - t0))s; run things with: hack/realnode.sh exec CMD"
+  log "real node ready in $((SECONDS - t0))s; run things with: testenv/realnode.sh exec CMD"
   kubectl_ get nodes -o wide >&2
-}
-
-stop_pid() {  # name
-  local pid; pid=$(cat "$STATE/pids/$1")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$STATE/pids/$1"
 }
 
 down() {
@@ -336,13 +281,11 @@ down() {
     kubectl_ delete pods --all -A --grace-period=5 --wait=true --timeout=60s >/dev/null 2>&1 || true
   fi
   local name
-  [ -f "$STATE/pids/kubelet" ] && stop_pid kubelet
+  stop kubelet
   if alive containerd; then  # any sandbox left: stop and remove it through CRI
     local t; for t in $(ctr_ task ls -q 2>/dev/null); do ctr_ task kill -s KILL "$t" >/dev/null 2>&1 || true; done
   fi
-  for name in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    [ -f "$STATE/pids/$name" ] && stop_pid "$name"
-  done
+  for name in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
   restore_sysctls
   # kubelet's and the shims' mounts under the state dir
   grep -o " $STATE[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done

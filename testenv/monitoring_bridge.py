@@ -3,7 +3,7 @@
 The operator turns a `Prometheus` object, the ServiceMonitors and the PrometheusRules it selects into
 a gzipped config Secret (`prometheus-<name>`, key prometheus.yaml.gz) and rule ConfigMaps
 (`prometheus-<name>-rulefiles-<n>`) that its StatefulSet's pod would mount. No such pod runs here
-(hack/monitoring.sh keeps the StatefulSet at 0 replicas): this loop plays the config-reloader's part for
+(testenv/monitoring.sh keeps the StatefulSet at 0 replicas): this loop plays the config-reloader's part for
 a prometheus process on the host. It adapts only what a process outside the cluster needs:
 
 - every kubernetes_sd_configs entry gets `kubeconfig_file` (in a pod it would use the in-cluster

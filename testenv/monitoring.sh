@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The local monitoring stack on loopback, against the cluster of hack/cluster.sh: the Prometheus Operator
+# The local monitoring stack on loopback, against the cluster of testenv/cluster.sh: the Prometheus Operator
 # (run on the host with the cluster's kubeconfig), a real Prometheus that consumes the configuration the
 # operator generates from ServiceMonitors and PrometheusRules, and prometheus-adapter serving
 # custom.metrics.k8s.io with the chart's rule (so an HPA can scale on Triton's queue time).
 #
 # The operator reconciles the `Prometheus` object below into a config Secret, rule ConfigMaps and a
-# StatefulSet of 0 replicas (no pod ever runs). hack/monitoring_bridge.py reads the Secret and the
+# StatefulSet of 0 replicas (no pod ever runs). testenv/monitoring_bridge.py reads the Secret and the
 # ConfigMaps, adapts only what a process outside the cluster needs (kubeconfig_file for service
 # discovery, rule file paths) and reloads the real prometheus binary (3.5, Go proxy, see versions.env).
 # prometheus-adapter is registered as APIService v1beta1.custom.metrics.k8s.io through a selector-less
@@ -14,11 +14,11 @@
 # bridge also mirrors the loopback IPs of the pods behind each Service into FQDN EndpointSlices: that is
 # what a ServiceMonitor's endpointslice discovery reads. Every process is tracked by PID in the state dir.
 #
-#   hack/monitoring.sh up                start (or find running); prints `export PROMETHEUS_URL=...` last
-#   hack/monitoring.sh down              stop everything it started, unregister the APIService, remove state
-#   hack/monitoring.sh prometheus-stop   stop only the prometheus process (tests: "Prometheus down")
-#   hack/monitoring.sh prometheus-start  start it again on the same port and data
-#   hack/monitoring.sh status            exit 0 when Prometheus answers /-/ready
+#   testenv/monitoring.sh up                start (or find running); prints `export PROMETHEUS_URL=...` last
+#   testenv/monitoring.sh down              stop everything it started, unregister the APIService, remove state
+#   testenv/monitoring.sh prometheus-stop   stop only the prometheus process (tests: "Prometheus down")
+#   testenv/monitoring.sh prometheus-start  start it again on the same port and data
+#   testenv/monitoring.sh status            exit 0 when Prometheus answers /-/ready
 #
 # Environment: CONCH_CLUSTER_DIR (the cluster's state, as for cluster.sh), CONCH_MONITORING_DIR,
 # CONCH_PROM_PORT, CONCH_PROM_OPERATOR_PORT, CONCH_ADAPTER_PORT, CONCH_MONITORING_NAME (the Prometheus
@@ -27,11 +27,9 @@
 # CONCH_PYTHON (a python with PyYAML and the kubernetes client; default: the repo's .venv).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-# shellcheck source=versions.env
-source "$here/versions.env"
-CACHE=${CONCH_CACHE:-$HOME/.cache/conch}
-BIN=$CACHE/bin
+# shellcheck source=lib.sh
+source "$here/lib.sh"  # root, the pinned versions, CACHE, BIN; log, waits, processes by PID, PKI
+COMPONENT=monitoring
 CLUSTER=${CONCH_CLUSTER_DIR:-$HOME/.local/state/conch/cluster}
 STATE=${CONCH_MONITORING_DIR:-$CLUSTER-monitoring}
 KUBECONFIG_PATH=$CLUSTER/kubeconfig
@@ -47,40 +45,7 @@ PYTHON=${CONCH_PYTHON:-$root/.venv/bin/python}
 APISERVICE=v1beta1.custom.metrics.k8s.io
 ADAPTER_SVC=prometheus-adapter-$NAME
 
-log() { printf '[monitoring %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 kubectl_() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
-
-wait_for() {  # what timeout command...
-  local what=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what (logs: $STATE/logs)"
-    sleep 0.3
-  done
-}
-
-alive() { [ -f "$STATE/pids/$1" ] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
-
-start() {  # name command...
-  local name=$1; shift
-  alive "$name" && return
-  mkdir -p "$STATE/pids" "$STATE/logs"
-  setsid "$@" >>"$STATE/logs/$name.log" 2>&1 < /dev/null &
-  echo $! > "$STATE/pids/$name"
-}
-
-stop() {  # name: SIGTERM, then SIGKILL after 10 s
-  local name=$1 pid
-  [ -f "$STATE/pids/$name" ] || return 0
-  pid=$(cat "$STATE/pids/$name")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$STATE/pids/$name"
-}
 
 prom_ready() { curl -fsS --max-time 2 "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null; }
 
@@ -215,7 +180,7 @@ up() {
   for b in prometheus prometheus-operator prometheus-adapter kubectl helm; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing: run hack/build-tools.sh monitoring (make tools) first"
   done
-  [ -s "$KUBECONFIG_PATH" ] || die "no cluster at $CLUSTER: run hack/cluster.sh up first"
+  [ -s "$KUBECONFIG_PATH" ] || die "no cluster at $CLUSTER: run testenv/cluster.sh up first"
   local t0=$SECONDS
   mkdir -p "$STATE"
   log "installing the Prometheus Operator CRDs and Prometheus $NS/$NAME"; install_objects

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from nodeagent import node, pod, runtime
+from testenv.nodeagent import node, pod, runtime
 
 Obj = dict[str, Any]
 MERGE = "application/merge-patch+json"
