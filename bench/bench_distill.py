@@ -180,7 +180,7 @@ def _sentences(doc: str) -> list[str]:
 
 def _embed(repo: Path, model: Path, texts: list[str]) -> np.ndarray:
     """Embeddings as the ensemble serves them: its tokenizer step, `model`, mean pooling + L2 norm."""
-    from model_repo_builder.gate.verify import onnx_runner
+    from model_repo_builder.sources.formats import onnx_runner
     from model_repo_builder.triton.python_backend import textproc
 
     settings = textproc.TokenizerSettings(128, True, 0, "[PAD]")  # MiniLM: [PAD] is id 0

@@ -15,8 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from model_repo_builder import canonical, recipe_rules
-from model_repo_builder.tasks import names as tasknames
+from model_repo_builder import canonical, recipe_rules, tasknames
 
 SUMMARY_MAX_BYTES = 4096
 """Kubernetes caps a termination message at 4 KiB; the one-line summary must fit in it."""
@@ -31,6 +30,8 @@ TextTask = tasknames.TextTaskName
 _EMBED, _CLASSIFY = tasknames.FEATURE_EXTRACTION, tasknames.TEXT_CLASSIFICATION
 Pooling = Literal["mean", "cls"]
 DistillLoss = Literal["auto", "kl", "mse", "cosine"]
+LossKind = Literal["kl", "mse", "cosine"]
+"""The loss a distillation trains with once `auto` is resolved (by the task, or the tensor outputs)."""
 TENSOR_LEARNING_RATE = 3e-3
 TEXT_LEARNING_RATE = 5e-4
 """Distillation learning rates used unless distill.learningRate is set (they work for the examples:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
-from model_repo_builder.tasks import names
+from model_repo_builder import tasknames
 
 Rules = list[JsonValue]
 
@@ -52,10 +52,11 @@ TRITON: Rules = [
     }
 ]
 
+_EMBED = tasknames.FEATURE_EXTRACTION
 TEXT: Rules = [
     {
-        "rule": f"self.task == '{names.FEATURE_EXTRACTION}' || (!has(self.pooling) && !has(self.normalize))",
-        "message": f"text.pooling and text.normalize apply to task '{names.FEATURE_EXTRACTION}' only",
+        "rule": f"self.task == '{_EMBED}' || (!has(self.pooling) && !has(self.normalize))",
+        "message": f"text.pooling and text.normalize apply to task '{_EMBED}' only",
     }
 ]
 

@@ -24,15 +24,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 import torch
 from torch import nn
 
 from ..errors import BadInput
-from ..recipe import Distill
+from ..recipe import Distill, LossKind
 
-LossKind = Literal["kl", "mse", "cosine"]
 Masks = dict[nn.Parameter, torch.Tensor]
 THREADS_ENV = "CONCH_BUILD_THREADS"
 RESERVE = 0.2

@@ -16,8 +16,9 @@ from typing import Any
 import onnx
 from numpy.typing import NDArray
 
-from ..data.arrays import Arrays, batches
+from ..data.arrays import batches
 from ..errors import BadInput
+from ..model import Arrays
 from ..recipe import Quantize
 from . import smooth
 

@@ -20,7 +20,8 @@ import onnx
 from numpy.typing import NDArray
 from onnx import helper, numpy_helper
 
-from ..data.arrays import Arrays, batches
+from ..data.arrays import batches
+from ..model import Arrays
 
 SCALE_MIN, SCALE_MAX = 1e-3, 1e3
 FLOOR_QUANTILE = 0.5

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
-from ..recipe import Distill, Gate, Prune
-from .distill import LossKind, Masks
+from ..recipe import Distill, Gate, LossKind, Prune
+from .distill import Masks
 from .prune import channel_prune, count_parameters, magnitude_prune_tensors, onnx_to_torch
 
 

@@ -19,7 +19,6 @@ import numpy as np
 import onnx
 import torch
 
-from ..data.arrays import Arrays
 from ..data.distillsets import TensorData
 from ..errors import BadInput
 from ..export.exporters import (
@@ -30,9 +29,9 @@ from ..export.exporters import (
     to_torchscript,
     upgrade_opset,
 )
-from ..gate.verify import onnx_runner, run_all
+from ..model import Arrays, LoadedModel, Runner
 from ..recipe import Quantize, QuantizeMode, Recipe
-from ..sources.formats import LoadedModel, Runner, torch_runner
+from ..sources.formats import onnx_runner, run_all, torch_runner
 from . import distill, students
 from .ladder import Make
 from .prune import magnitude_prune_module, magnitude_prune_onnx, onnx_sparsity, onnx_to_torch

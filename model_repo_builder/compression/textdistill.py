@@ -19,11 +19,11 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
+from .. import textkind
 from ..data import texts as textdata
 from ..errors import BadInput
 from ..recipe import Recipe, Text
 from ..sources import hf
-from ..tasks import textkind
 from . import distill, students
 
 TEACHER_BATCH = 32

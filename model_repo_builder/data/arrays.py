@@ -9,12 +9,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import BadInput
+from ..model import Arrays
 from ..recipe import Validation
 
 DYNAMIC_DIM_SIZE = 8
 """Size used for a dynamic (-1) non-batch axis when inputs are generated."""
-
-Arrays = dict[str, NDArray[Any]]
 
 
 def generate_inputs(inputs: list[Any], count: int, validation: Validation) -> Arrays:

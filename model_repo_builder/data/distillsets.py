@@ -17,9 +17,10 @@ from typing import Any
 from numpy.typing import NDArray
 
 from ..errors import BadInput
+from ..model import Arrays
 from ..recipe import Distill
 from . import texts as textdata
-from .arrays import Arrays, load_npz
+from .arrays import load_npz
 
 WHAT = "distill data (distill.dataPath)"
 ALL = 10**9

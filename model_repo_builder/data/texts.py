@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .. import tasknames
 from ..errors import BadInput
-from ..tasks import names
 
 VALIDATION_SENTENCES = (
     "The quarterly report shows revenue grew by twelve percent.",
@@ -137,7 +137,7 @@ def _jsonl(
 
 def _label_index(name: str, number: int, label: Any, label2id: dict[str, int] | None) -> int:
     if label2id is None:
-        raise BadInput(f"{name} line {number}: labels are for {names.TEXT_CLASSIFICATION} models only")
+        raise BadInput(f"{name} line {number}: labels are for {tasknames.TEXT_CLASSIFICATION} models only")
     if isinstance(label, bool) or not isinstance(label, (int, str)):
         raise BadInput(f"{name} line {number}: label must be a label name or an index")
     if isinstance(label, int):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
-from ..sources.formats import TensorInfo
+from ..model import TensorInfo
 
 BATCH = "batch"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.arrays import Arrays
+from ..model import Arrays
 
 MIN_GAIN = 1.05
 RUNS = 5

@@ -39,14 +39,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .. import tasknames
 from ..errors import BadInput
-from ..tasks import names
 
 PROBES_FILE = "probes.npz"
 MAX_PROBES = 64
 MAX_BYTES = 4 * 2**20
 FORMAT = 1
-TEXT_KIND = "text"  # meta kind of a text model's probes (a tensor model's: names.TENSOR)
+TEXT_KIND = "text"  # meta kind of a text model's probes (a tensor model's: tasknames.TENSOR)
 TEXT_INPUT = "text"  # the text ensemble's input (ensemble.TEXT_INPUT; not imported: that pulls tritonclient)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -102,7 +102,7 @@ def tensor_probes(
     model: str, inputs: Arrays, reference: Arrays, origin: str, max_batch_size: int
 ) -> ProbeSet:
     """The probe set of a tensor model: served input name -> inputs, served output name -> answers."""
-    return _bounded(ProbeSet(model, names.TENSOR, dict(inputs), dict(reference), origin, max_batch_size))
+    return _bounded(ProbeSet(model, tasknames.TENSOR, dict(inputs), dict(reference), origin, max_batch_size))
 
 
 def text_probes(model: str, texts: list[str], answers: Arrays, origin: str, max_batch_size: int) -> ProbeSet:
@@ -157,7 +157,7 @@ def _from_arrays(file: Path, arrays: Arrays) -> ProbeSet:
         inputs = {k: v for k, v in arrays.items() if k != "labels"}
         if not inputs or any(v.ndim == 0 for v in inputs.values()):
             raise BadInput(f"probe file {file}: expected arrays named after the model's inputs, batch first")
-        return ProbeSet("", names.TENSOR, inputs, origin=file.name)
+        return ProbeSet("", tasknames.TENSOR, inputs, origin=file.name)
     try:
         meta = json.loads(str(arrays["meta"]))
         inputs = {name: arrays[f"input:{name}"] for name in meta["inputs"]}

@@ -8,38 +8,13 @@ and the drop. Non-finite outputs fail the gate outright. Thresholds come from th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..data.arrays import Arrays, batches
 from ..errors import GateFailed
 from ..recipe import Gate
-
-if TYPE_CHECKING:  # formats imports torch and onnx; `analyze` uses the gate's metrics without them
-    from ..sources.formats import Runner
-
-
-def onnx_runner(path: Path) -> Runner:
-    """Runner over an ONNX file on the CPU execution provider."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(feed: Arrays) -> list[NDArray[Any]]:
-        return [np.asarray(o) for o in session.run(None, feed)]
-
-    return run
-
-
-def run_all(runner: Runner, feed: Arrays, batch_size: int) -> list[NDArray[Any]]:
-    """Run in batches and concatenate each output along the batch axis."""
-    parts = [runner(b) for b in batches(feed, batch_size)]
-    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
 def _cosine(a: NDArray[Any], b: NDArray[Any]) -> float:

@@ -8,10 +8,8 @@ that produces the original model's outputs for the accuracy gate.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
@@ -19,35 +17,12 @@ import torch
 from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
+from ..data.arrays import batches
 from ..errors import BadInput
+from ..model import Arrays, LoadedModel, ModelKind, Runner, TensorInfo
 from ..recipe import Recipe, TensorSpec
 
-ModelKind = Literal["onnx", "torchscript", "exported"]
-Arrays = dict[str, NDArray[Any]]
-Runner = Callable[[Arrays], list[NDArray[Any]]]
 _SUFFIXES: dict[str, ModelKind] = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "exported"}
-
-
-@dataclass
-class TensorInfo:
-    """Name, numpy dtype and per-sample shape (batch dimension excluded, -1 = dynamic)."""
-
-    name: str
-    dtype: str
-    shape: list[int]
-
-
-@dataclass
-class LoadedModel:
-    """A source model ready for compression."""
-
-    kind: ModelKind
-    path: Path
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo] = field(default_factory=list)
-    onnx_model: onnx.ModelProto | None = None
-    module: Any = None  # torch.jit.ScriptModule or the torch.export GraphModule
-    program: Any = None  # torch.export.ExportedProgram for .pt2
 
 
 def load_model(path: Path, suffix: str, recipe: Recipe) -> LoadedModel:
@@ -175,3 +150,23 @@ def torch_runner(module: Any, inputs: list[TensorInfo]) -> Runner:
         return [t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy() for t in flat]
 
     return run
+
+
+def onnx_runner(path: Path) -> Runner:
+    """Runner over an ONNX file on the CPU execution provider."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(feed: Arrays) -> list[NDArray[Any]]:
+        return [np.asarray(o) for o in session.run(None, feed)]
+
+    return run
+
+
+def run_all(runner: Runner, feed: Arrays, batch_size: int) -> list[NDArray[Any]]:
+    """Run in batches and concatenate each output along the batch axis."""
+    parts = [runner(b) for b in batches(feed, batch_size)]
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]

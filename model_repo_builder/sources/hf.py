@@ -3,7 +3,7 @@
 A text model's source is a directory holding config.json, weights (model.safetensors or
 pytorch_model.bin, possibly sharded) and tokenizer files. Each missing piece is refused with one line
 naming the file. Loading goes through `transformers` with the hub switched off (never a download):
-the task entry (`tasks.textkind`) names the auto class and whether the tensor model returns token states
+the task entry (`textkind`) names the auto class and whether the tensor model returns token states
 (pooled in serving) or logits, and reads the class names from the config. The
 tokenizer is saved as the single tokenizer.json that the serving ensemble loads with `tokenizers`.
 """
@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import textkind
 from ..errors import BadInput
+from ..model import TensorInfo
 from ..recipe import Text
-from ..tasks import textkind
 from ..triton.python_backend.textproc import TokenizerSettings
-from .formats import TensorInfo
 
 WEIGHT_FILES = (
     "model.safetensors",

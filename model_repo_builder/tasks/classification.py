@@ -13,18 +13,17 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from ..compression.distill import LossKind
-from ..recipe import Text
-from ..sources.formats import TensorInfo
+from .. import tasknames
+from ..model import Arrays, TensorInfo
+from ..recipe import LossKind, Text
 from ..triton.python_backend import textproc
-from . import names, textkind
 from .text import TextEntry
 
 
 class TextClassification(TextEntry):
-    """Registry entry of `names.TEXT_CLASSIFICATION`."""
+    """Registry entry of `tasknames.TEXT_CLASSIFICATION`."""
 
-    name = names.TEXT_CLASSIFICATION
+    name = tasknames.TEXT_CLASSIFICATION
     auto_model = "AutoModelForSequenceClassification"
     token_states = False
     distill_loss: LossKind = "kl"
@@ -48,7 +47,7 @@ class TextClassification(TextEntry):
     def post_step(self, text: Text, attention_mask: TensorInfo) -> tuple[list[TensorInfo], dict[str, str]]:
         return [], {}
 
-    def probe_answers(self, reference: NDArray[Any], labels: list[str] | None) -> textkind.Arrays:
+    def probe_answers(self, reference: NDArray[Any], labels: list[str] | None) -> Arrays:
         top = reference.argmax(axis=-1)
         names_ = [(labels or [])[i] if labels and i < len(labels) else str(i) for i in top]
         return {

@@ -14,19 +14,18 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from .. import tasknames
 from ..compression import students
-from ..compression.distill import LossKind
-from ..recipe import Text
-from ..sources.formats import TensorInfo
+from ..model import Arrays, TensorInfo
+from ..recipe import LossKind, Text
 from ..triton.python_backend import textproc
-from . import names, textkind
 from .text import TextEntry
 
 
 class FeatureExtraction(TextEntry):
-    """Registry entry of `names.FEATURE_EXTRACTION`."""
+    """Registry entry of `tasknames.FEATURE_EXTRACTION`."""
 
-    name = names.FEATURE_EXTRACTION
+    name = tasknames.FEATURE_EXTRACTION
     auto_model = "AutoModel"
     token_states = True
     distill_loss: LossKind = "cosine"
@@ -56,7 +55,7 @@ class FeatureExtraction(TextEntry):
         params = {"pooling": text.effective_pooling(), "normalize": str(text.effective_normalize()).lower()}
         return [attention_mask], params
 
-    def probe_answers(self, reference: NDArray[Any], labels: list[str] | None) -> textkind.Arrays:
+    def probe_answers(self, reference: NDArray[Any], labels: list[str] | None) -> Arrays:
         return {"embedding": reference.astype(np.float32)}
 
     def distill_target(self, out: torch.Tensor, mask: torch.Tensor, text: Text) -> torch.Tensor:

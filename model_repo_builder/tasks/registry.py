@@ -6,7 +6,7 @@ Each entry says how its models are built, from load to publish (`Task.fresh`): t
 gate metrics, ensemble outputs and post step, probes, distillation target, record).
 
 A new task is one new entry plus its own modules: a module here defining an object with ``name``
-(a new constant in `names`) and ``fresh``, listed in ENTRIES below. A text task subclasses
+(a new constant in `tasknames`) and ``fresh``, listed in ENTRIES below. A text task subclasses
 `text.TextEntry` and implements its hooks; a new family (e.g. generative models) brings its own path
 module, like `tensor` and `text`, and its loaders under `sources`.
 """
@@ -16,10 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from .. import tasknames
 from ..recipe import Recipe
 from ..request import BuildRequest, BuildResult, Steps
 from ..sources.fetch import FetchedSource
-from . import classification, embedding, names, tensor
+from . import classification, embedding, tensor
 
 
 class Task(Protocol):
@@ -27,7 +28,7 @@ class Task(Protocol):
 
     @property
     def name(self) -> str:
-        """The task's name (`names`)."""
+        """The task's name (`tasknames`)."""
 
     def fresh(
         self, req: BuildRequest, src: FetchedSource, key: str, final: Path, *, work: Path, steps: Steps
@@ -40,7 +41,7 @@ ENTRIES: dict[str, Task] = {t.name: t for t in (tensor.TASK, embedding.TASK, cla
 
 def task_name(recipe: Recipe) -> str:
     """The recipe's task: text.task, or the tensor task when the recipe has no text section."""
-    return recipe.text.task if recipe.text is not None else names.TENSOR
+    return recipe.text.task if recipe.text is not None else tasknames.TENSOR
 
 
 def for_recipe(recipe: Recipe) -> Task:

@@ -16,21 +16,22 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from .. import tasknames
 from ..compression import ladder
 from ..compression import tensor as compress
 from ..data import distillsets as distdata
-from ..data.arrays import Arrays, generate_inputs, load_npz
+from ..data.arrays import generate_inputs, load_npz
 from ..errors import BadInput, GateFailed
 from ..gate import probes
-from ..gate.verify import compare, onnx_runner, run_all
+from ..gate.verify import compare
+from ..model import Arrays, LoadedModel, Runner
 from ..recipe import Recipe
 from ..request import BuildRequest, BuildResult, Steps
 from ..sources.fetch import FetchedSource
-from ..sources.formats import LoadedModel, Runner, load_model, torch_runner
+from ..sources.formats import load_model, onnx_runner, run_all, torch_runner
 from ..store import record as build_record
 from ..store import repository
 from ..triton import layout
-from . import names
 
 
 def fresh(
@@ -77,10 +78,10 @@ def fresh(
 
 
 class TensorTask:
-    """Registry entry of `names.TENSOR`: loads with `sources.formats`, exports, prunes and distils with
+    """Registry entry of `tasknames.TENSOR`: loads with `sources.formats`, exports, prunes and distils with
     `compression.tensor`, gates with `gate.verify` and keeps the served tensors as probes."""
 
-    name = names.TENSOR
+    name = tasknames.TENSOR
 
     def fresh(
         self, req: BuildRequest, src: FetchedSource, key: str, final: Path, *, work: Path, steps: Steps

@@ -22,26 +22,28 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from .. import textkind
 from ..compression import distill, ladder, textdistill
 from ..compression.prune import magnitude_prune_onnx, onnx_sparsity
 from ..compression.tensor import quantize, rung
 from ..data import distillsets as distdata
 from ..data import texts as textdata
-from ..data.arrays import Arrays, batches
+from ..data.arrays import batches
 from ..errors import BadInput, GateFailed
 from ..export import optimize
 from ..export.exporters import module_to_onnx, save_onnx
 from ..gate import probes
-from ..gate.verify import compare, onnx_runner
+from ..gate.verify import compare
+from ..model import Arrays
 from ..recipe import QuantizeMode, Recipe, Text
 from ..request import BuildRequest, BuildResult, Steps
 from ..sources import hf
 from ..sources.fetch import FetchedSource
+from ..sources.formats import onnx_runner
 from ..store import record as build_record
 from ..store.repository import publish, read_build_json, staging, write_build_json
 from ..triton import ensemble, layout
 from ..triton.python_backend import textproc
-from . import textkind
 
 REFERENCE_BATCH = 8
 

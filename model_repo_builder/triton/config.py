@@ -12,8 +12,8 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ..model import TensorInfo
 from ..recipe import Recipe
-from ..sources.formats import TensorInfo
 
 MODEL_FILES = {
     "onnxruntime": "model.onnx",

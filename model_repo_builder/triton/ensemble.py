@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from .. import textkind
+from ..model import TensorInfo
 from ..recipe import Recipe
-from ..sources.formats import TensorInfo
-from ..tasks import textkind
 from . import python_backend
 from .config import render, triton_dtype
 from .python_backend.textproc import TokenizerSettings

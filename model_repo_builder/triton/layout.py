@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.arrays import Arrays
+from ..model import Arrays, TensorInfo
 from ..recipe import Recipe
-from ..sources.formats import TensorInfo
 from .config import MODEL_FILES, Warmup, build_config, render
 from .python_backend import MODEL_PY
 

@@ -1,4 +1,6 @@
-"""The builder's shape: the task registry, light task names, and no import circle in the package."""
+"""The builder's shape: the task registry, light task names, and no import circle in the package, neither
+between its modules nor between its step groups (sources, data, compression, export, gate, triton, store,
+tasks and the shared modules at the top)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from model_repo_builder import recipe
-from model_repo_builder.tasks import names, registry, textkind
+from model_repo_builder import recipe, tasknames, textkind
+from model_repo_builder.tasks import registry
 
 pytestmark = pytest.mark.unit
 
@@ -19,16 +21,16 @@ PACKAGE = Path(recipe.__file__).resolve().parent
 
 def test_the_registry_holds_exactly_the_three_tasks() -> None:
     assert set(registry.ENTRIES) == {"tensor", "feature-extraction", "text-classification"}
-    assert tuple(registry.ENTRIES) == names.ALL
+    assert tuple(registry.ENTRIES) == tasknames.ALL
     assert all(entry.name == name for name, entry in registry.ENTRIES.items())
     assert [n for n, e in registry.ENTRIES.items() if isinstance(e, textkind.TextTask)] == list(
-        names.TEXT_TASKS
+        tasknames.TEXT_TASKS
     )
 
 
 def test_the_recipe_chooses_the_entry() -> None:
-    assert registry.for_recipe(recipe.Recipe()).name == names.TENSOR
-    for task in names.TEXT_TASKS:
+    assert registry.for_recipe(recipe.Recipe()).name == tasknames.TENSOR
+    for task in tasknames.TEXT_TASKS:
         text = recipe.Recipe.model_validate({"text": {"task": task}})
         assert registry.for_recipe(text) is registry.ENTRIES[task]
 
@@ -36,21 +38,21 @@ def test_the_recipe_chooses_the_entry() -> None:
 def test_task_names_and_recipe_import_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None;"
-        "import model_repo_builder.tasks.names, model_repo_builder.recipe"
+        "import model_repo_builder.tasknames, model_repo_builder.recipe"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
 
-def test_task_strings_are_spelled_in_the_names_module_only() -> None:
-    """String constants equal to a task name appear in tasks/names.py only (the python-backend steps
+def test_task_strings_are_spelled_in_the_tasknames_module_only() -> None:
+    """String constants equal to a task name appear in tasknames.py only (the python-backend steps
     run inside Triton without this package, so they keep their own)."""
     found = []
     for path in PACKAGE.rglob("*.py"):
-        if path.name == "names.py" or "python_backend" in path.parts:
+        if path.name == "tasknames.py" or "python_backend" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and node.value in names.ALL:
+            if isinstance(node, ast.Constant) and node.value in tasknames.ALL:
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert found == []
 
@@ -99,15 +101,17 @@ def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom) -
     return subs | ({source} if len(subs) < len(node.names) else set())
 
 
-def test_the_package_has_no_import_circle() -> None:
+def _import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         name = _module_name(path)
         tree = ast.parse(path.read_text())
         is_package = path.name == "__init__.py"
         graph[name] = {t for n in _runtime_imports(tree) for t in _targets(name, is_package, n)} - {name}
-    assert {"model_repo_builder.pipeline", "model_repo_builder.tasks.text"} <= set(graph)
-    assert "model_repo_builder.request" in graph["model_repo_builder.tasks.text"]
+    return graph
+
+
+def _assert_acyclic(graph: dict[str, set[str]]) -> None:
     done: set[str] = set()
 
     def walk(node: str, path: list[str]) -> None:
@@ -121,3 +125,28 @@ def test_the_package_has_no_import_circle() -> None:
 
     for module in sorted(graph):
         walk(module, [])
+
+
+def _group(module: str) -> str:
+    """A module's step group: its subpackage (`sources`, `gate`, ...) or, at the top, the module."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_the_package_has_no_import_circle() -> None:
+    graph = _import_graph()
+    assert {"model_repo_builder.pipeline", "model_repo_builder.tasks.text"} <= set(graph)
+    assert "model_repo_builder.request" in graph["model_repo_builder.tasks.text"]
+    _assert_acyclic(graph)
+
+
+def test_the_step_groups_import_in_one_direction() -> None:
+    """Groups are layers: the shared types (`model`, `recipe`, `tasknames`, `textkind`) under the steps,
+    the steps under `tasks`, which alone sees them all; no group reaches back into one that uses it."""
+    groups: dict[str, set[str]] = {}
+    for module, targets in _import_graph().items():
+        groups.setdefault(_group(module), set()).update(_group(t) for t in targets)
+    groups = {g: {t for t in targets if t != g} for g, targets in groups.items()}
+    assert {"sources", "compression", "gate", "tasks", "model"} <= set(groups)
+    assert "compression" in groups["tasks"] and "tasks" not in groups["compression"]
+    _assert_acyclic(groups)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from model_repo_builder.model import TensorInfo
 from model_repo_builder.recipe import Recipe
-from model_repo_builder.sources.formats import TensorInfo
 from model_repo_builder.triton.config import Warmup, build_config, parse, render
 
 pytestmark = pytest.mark.unit

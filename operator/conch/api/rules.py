@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
-from model_repo_builder import recipe
-from model_repo_builder.tasks import names as tasknames
+from model_repo_builder import recipe, tasknames
 
 Rules = list[JsonValue]
 

@@ -17,11 +17,8 @@ from typing import Any
 import torch
 from numpy.typing import NDArray
 
-from ..compression.distill import LossKind
-from ..recipe import Text
-from ..sources.formats import TensorInfo
-
-Arrays = dict[str, NDArray[Any]]
+from .model import Arrays, TensorInfo
+from .recipe import LossKind, Text
 
 
 class TextTask(ABC):
