@@ -32,7 +32,15 @@ DEADLINE_ENV = "CONCH_BUILD_DEADLINE_SECONDS"
 _FLAGS: list[tuple[str, str, type, str]] = [
     ("--prune-method", "prune.method", str, "none | magnitude | channel"),
     ("--prune-amount", "prune.amount", float, "fraction 0..0.95"),
-    ("--quantize", "quantize.mode", str, "none | fp16 | int8-dynamic | int8-static"),
+    ("--task", "text.task", str, "feature-extraction | text-classification | text-generation"),
+    ("--context-length", "text.contextLength", int, "text-generation: prompt + completion tokens served"),
+    (
+        "--quantize",
+        "quantize.mode",
+        str,
+        "none | fp16 | int8-dynamic | int8-static | int4-weight | int8-weight",
+    ),
+    ("--block-size", "quantize.blockSize", int, "int4-weight/int8-weight: weights per block"),
     ("--calibration-samples", "quantize.calibrationSamples", int, "int8-static calibration samples"),
     ("--calibration-data", "quantize.calibrationDataPath", str, ".npz of calibration inputs"),
     ("--export-format", "export.format", str, "onnx | torchscript"),
@@ -50,6 +58,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--min-cosine", "gate.minCosine", float, "gate: mean cosine"),
     ("--min-top1-agreement", "gate.minTop1Agreement", float, "gate: top-1 agreement"),
     ("--max-accuracy-drop", "gate.maxAccuracyDrop", float, "gate: accuracy drop (needs labels)"),
+    ("--max-perplexity-ratio", "gate.maxPerplexityRatio", float, "gate, text-generation: perplexity ratio"),
+    ("--min-greedy-agreement", "gate.minGreedyAgreement", float, "gate, text-generation: greedy agreement"),
     ("--distill-data", "distill.dataPath", str, "distill on this .npz / .txt / .jsonl (no labels needed)"),
     ("--distill-steps", "distill.steps", int, "distillation optimizer steps"),
     ("--keep-layers", "distill.keepLayers", int, "text models: the student keeps this many layers"),
@@ -65,7 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-repo-builder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="compress a model into a verified Triton repository")
-    b.add_argument("source", help="model path or http(s) URL (.pt TorchScript, .pt2 torch.export, .onnx)")
+    b.add_argument(
+        "source",
+        help="model path or http(s) URL (.pt TorchScript, .pt2 torch.export, .onnx; a Hugging Face directory "
+        "or .tar.gz with --task; a .gguf file with --task text-generation)",
+    )
     b.add_argument("--out", required=True, type=Path, help="store; the repository goes to STORE/<build key>")
     group = b.add_mutually_exclusive_group()
     group.add_argument("--recipe", type=Path, help="recipe file (YAML or JSON)")

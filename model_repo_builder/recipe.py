@@ -21,13 +21,17 @@ SUMMARY_MAX_BYTES = 4096
 """Kubernetes caps a termination message at 4 KiB; the one-line summary must fit in it."""
 
 PruneMethod = Literal["none", "magnitude", "channel"]
-QuantizeMode = Literal["none", "fp16", "int8-dynamic", "int8-static"]
+QuantizeMode = Literal["none", "fp16", "int8-dynamic", "int8-static", "int4-weight", "int8-weight"]
+WEIGHT_ONLY_MODES: tuple[QuantizeMode, ...] = ("int4-weight", "int8-weight")
+"""Block-wise weight-only quantization (MatMulNBits) of a generative model's MatMuls."""
 ExportFormat = Literal["onnx", "torchscript"]
 Backend = Literal["onnxruntime", "tensorrt", "pytorch", "python"]
 InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
 TensorDtype = Literal["float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool"]
 TextTask = tasknames.TextTaskName
+RecipeTextTask = tasknames.RecipeTextTaskName
 _EMBED, _CLASSIFY = tasknames.FEATURE_EXTRACTION, tasknames.TEXT_CLASSIFICATION
+_GENERATE = tasknames.TEXT_GENERATION
 Pooling = Literal["mean", "cls"]
 DistillLoss = Literal["auto", "kl", "mse", "cosine"]
 LossKind = Literal["kl", "mse", "cosine"]
@@ -69,7 +73,8 @@ class Quantize(_Spec):
     mode: QuantizeMode = Field(
         "none",
         description="none; fp16 (float16 weights, float32 inputs/outputs kept); int8-dynamic "
-        "(onnxruntime dynamic quantization of weights); int8-static (QDQ with calibration samples).",
+        "(onnxruntime dynamic quantization of weights); int8-static (QDQ with calibration samples); "
+        f"int4-weight, int8-weight ({_GENERATE} only: block-wise weight-only MatMulNBits).",
     )
     calibration_samples: int = Field(
         64, ge=1, le=100_000, description="Number of samples used to calibrate int8-static."
@@ -86,6 +91,13 @@ class Quantize(_Spec):
         le=1.0,
         description="int8-dynamic only: SmoothQuant strength (0.7 suits transformers); moves activation "
         "outlier channels into the MatMul weights, calibrated on the calibration samples.",
+    )
+    block_size: int | None = Field(
+        None,
+        ge=16,
+        le=256,
+        description="int4-weight and int8-weight: weights per quantization block (16, 32, 64, 128 or "
+        "256; default 32).",
     )
 
 
@@ -189,6 +201,19 @@ class Gate(_Spec):
         le=1.0,
         description="Largest allowed top-1 accuracy drop (fraction) when labels are given.",
     )
+    max_perplexity_ratio: float | None = Field(
+        None,
+        ge=1.0,
+        description=f"{_GENERATE}: largest allowed perplexity of the built model over the original's on "
+        "held-out text (default 1.10).",
+    )
+    min_greedy_agreement: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description=f"{_GENERATE}: smallest allowed share of the first greedy tokens equal to the "
+        "original's over the prompt set (default 0.80).",
+    )
 
 
 class Text(_Spec):
@@ -199,10 +224,12 @@ class Text(_Spec):
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": recipe_rules.TEXT})
 
-    task: TextTask = Field(
+    task: RecipeTextTask = Field(
         ...,
         description=f"{_EMBED}: sentence embeddings (pooled, optionally L2-normalised); "
-        f"{_CLASSIFY}: softmax scores and label names from the checkpoint's id2label.",
+        f"{_CLASSIFY}: softmax scores and label names from the checkpoint's id2label; "
+        f"{_GENERATE}: a causal language model (a directory or a .gguf file), prompt or chat in, "
+        "tokens streamed out.",
     )
     pooling: Pooling | None = Field(
         None, description=f"{_EMBED} only: mean over tokens (default) or the [CLS] token."
@@ -210,7 +237,16 @@ class Text(_Spec):
     normalize: bool | None = Field(
         None, description=f"{_EMBED} only: L2-normalise embeddings (default true)."
     )
-    max_length: int = Field(128, ge=8, le=8192, description="Longest token sequence the model sees.")
+    max_length: int = Field(
+        128, ge=8, le=8192, description=f"Longest token sequence an encoder sees (not {_GENERATE}'s)."
+    )
+    context_length: int | None = Field(
+        None,
+        ge=16,
+        le=1_048_576,
+        description=f"{_GENERATE} only: the longest prompt plus completion served, in tokens (unset: the "
+        "model's own context length; longer is refused).",
+    )
     truncation: bool = Field(
         True,
         description="Cut texts longer than maxLength tokens (true) or reject them per request (false).",
@@ -218,6 +254,8 @@ class Text(_Spec):
 
     @model_validator(mode="after")
     def _task_settings(self) -> Text:
+        if self.task != _GENERATE and self.context_length is not None:
+            raise ValueError(f"text.contextLength applies to task '{_GENERATE}' only")
         if self.task != tasknames.FEATURE_EXTRACTION:
             for name, value in (("pooling", self.pooling), ("normalize", self.normalize)):
                 if value is not None:
@@ -337,7 +375,7 @@ class Recipe(_Spec):
     def _transformer_default(self) -> Recipe:
         """Text models quantize to per-channel int8 with SmoothQuant unless the recipe says otherwise."""
         if self.text is not None and "quantize" not in self.model_fields_set:
-            self.quantize = text_quantize_default()
+            self.quantize = text_quantize_default(self.text.task)
         return self
 
     @model_validator(mode="after")
@@ -350,6 +388,15 @@ class Recipe(_Spec):
             raise ValueError("text models take text: io.inputs/io.outputs come from the checkpoint")
         if self.triton.max_batch_size < 1:
             raise ValueError("text models are served batched: triton.maxBatchSize must be >= 1")
+        return self
+
+    @model_validator(mode="after")
+    def _weight_only_consistent(self) -> Recipe:
+        generative = self.text is not None and self.text.task == _GENERATE
+        if not generative and any(m in WEIGHT_ONLY_MODES for m in self.ladder()):
+            raise ValueError(
+                f"quantize modes int4-weight and int8-weight apply to text.task '{_GENERATE}' only"
+            )
         return self
 
     @model_validator(mode="after")
@@ -421,12 +468,19 @@ ADDED_OPTIONAL: tuple[tuple[str, str], ...] = (
     ("", "text"),
     ("", "distill"),
     ("", "fallback"),
+    ("quantize", "blockSize"),
+    ("text", "contextLength"),
+    ("gate", "maxPerplexityRatio"),
+    ("gate", "minGreedyAgreement"),
 )
 
 
-def text_quantize_default() -> Quantize:
+def text_quantize_default(task: str = _EMBED) -> Quantize:
     """The quantize settings of a text model whose recipe has no quantize section: per-channel int8
-    with SmoothQuant (the one home of this default; the operator's spec merge uses it too)."""
+    with SmoothQuant for encoders, int4 weight-only for generative models (the one home of this
+    default; the operator's spec merge uses it too)."""
+    if task == _GENERATE:
+        return Quantize(mode="int4-weight")
     return Quantize(mode="int8-dynamic", per_channel=True, smooth_alpha=TRANSFORMER_SMOOTH_ALPHA)
 
 
@@ -434,8 +488,8 @@ def canonical_json(recipe: Recipe) -> str:
     """Stable JSON of a recipe (sorted keys, camelCase, no spaces); hashed into the build key."""
     data = recipe.model_dump(mode="json", by_alias=True)
     for section, field in ADDED_OPTIONAL:
-        holder = data[section] if section else data
-        if holder.get(field) is None:
+        holder = data.get(section) if section else data
+        if holder is not None and holder.get(field) is None:
             holder.pop(field, None)
     return canonical.dumps(data)
 

@@ -18,10 +18,12 @@ Rules = list[JsonValue]
 
 _FORMAT = "(has(self.export) && has(self.export.format) ? self.export.format : 'onnx')"
 _BACKEND = "(has(self.export) && has(self.export.backend) ? self.export.backend : 'onnxruntime')"
-# quantize.mode in effect: a text recipe without a quantize section quantizes to int8-dynamic.
+# quantize.mode in effect: a text recipe without a quantize section quantizes to int8-dynamic (an
+# encoder) or int4-weight (a generative model).
 _MODE = (
     "(has(self.quantize) ? (has(self.quantize.mode) ? self.quantize.mode : 'none') : "
-    "(has(self.text) ? 'int8-dynamic' : 'none'))"
+    f"(has(self.text) ? (self.text.task == '{tasknames.TEXT_GENERATION}' ? 'int4-weight' : 'int8-dynamic') "
+    ": 'none'))"
 )
 
 QUANTIZE: Rules = [
@@ -53,14 +55,27 @@ TRITON: Rules = [
 ]
 
 _EMBED = tasknames.FEATURE_EXTRACTION
+_GENERATE = tasknames.TEXT_GENERATION
+_WEIGHT_ONLY = "['int4-weight', 'int8-weight']"
 TEXT: Rules = [
+    {
+        "rule": f"self.task == '{_GENERATE}' || !has(self.contextLength)",
+        "message": f"text.contextLength applies to task '{_GENERATE}' only",
+        "fieldPath": ".contextLength",
+    },
     {
         "rule": f"self.task == '{_EMBED}' || (!has(self.pooling) && !has(self.normalize))",
         "message": f"text.pooling and text.normalize apply to task '{_EMBED}' only",
-    }
+    },
 ]
 
 RECIPE: Rules = [
+    {
+        "rule": f"(has(self.text) && self.text.task == '{_GENERATE}') || !({_MODE} in {_WEIGHT_ONLY} || "
+        f"(has(self.fallback) && self.fallback.exists(m, m in {_WEIGHT_ONLY})))",
+        "message": f"quantize modes int4-weight and int8-weight apply to text.task '{_GENERATE}' only",
+        "fieldPath": ".quantize.mode",
+    },
     {
         "rule": f"!({_FORMAT} == 'torchscript' && has(self.quantize) && has(self.quantize.mode) && "
         "self.quantize.mode in ['int8-dynamic', 'int8-static'])",

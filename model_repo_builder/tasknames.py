@@ -17,7 +17,13 @@ FEATURE_EXTRACTION: Final = "feature-extraction"
 TEXT_CLASSIFICATION: Final = "text-classification"
 """A Hugging Face sequence classifier served as text in, label and score out."""
 
+TEXT_GENERATION: Final = "text-generation"
+"""A Hugging Face causal language model (or a GGUF file of one) served as prompt or chat in, tokens out."""
+
 TextTaskName = Literal["feature-extraction", "text-classification"]
-"""The values of a recipe's text.task (the two text task names above)."""
+"""The encoder tasks (the two text task names above): what the operator's spec.model.task takes."""
+RecipeTextTaskName = Literal["feature-extraction", "text-classification", "text-generation"]
+"""The values of a recipe's text.task: the encoder tasks and text generation (builder only so far)."""
 TEXT_TASKS: Final = (FEATURE_EXTRACTION, TEXT_CLASSIFICATION)
-ALL: Final = (TENSOR, *TEXT_TASKS)
+GENERATION_TASKS: Final = (TEXT_GENERATION,)
+ALL: Final = (TENSOR, *TEXT_TASKS, *GENERATION_TASKS)

@@ -65,6 +65,8 @@ _CHECKS: list[tuple[str, str, str, bool]] = [
     ("cosine", "min_cosine", "minCosine", False),
     ("top1Agreement", "min_top1_agreement", "minTop1Agreement", False),
     ("accuracyDrop", "max_accuracy_drop", "maxAccuracyDrop", True),
+    ("perplexityRatio", "max_perplexity_ratio", "maxPerplexityRatio", True),
+    ("greedyAgreement", "min_greedy_agreement", "minGreedyAgreement", False),
 ]
 
 

@@ -20,7 +20,7 @@ from .. import tasknames
 from ..recipe import Recipe
 from ..request import BuildRequest, BuildResult, Steps
 from ..sources.fetch import FetchedSource
-from . import classification, embedding, tensor
+from . import classification, embedding, generation, tensor
 
 
 class Task(Protocol):
@@ -36,7 +36,9 @@ class Task(Protocol):
         """Build and publish the repository of `req` at `final` (the gate must pass first)."""
 
 
-ENTRIES: dict[str, Task] = {t.name: t for t in (tensor.TASK, embedding.TASK, classification.TASK)}
+ENTRIES: dict[str, Task] = {
+    t.name: t for t in (tensor.TASK, embedding.TASK, classification.TASK, generation.TASK)
+}
 
 
 def task_name(recipe: Recipe) -> str:

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.unit
 PACKAGE = Path(recipe.__file__).resolve().parent
 
 
-def test_the_registry_holds_exactly_the_three_tasks() -> None:
-    assert set(registry.ENTRIES) == {"tensor", "feature-extraction", "text-classification"}
+def test_the_registry_holds_exactly_the_four_tasks() -> None:
+    assert set(registry.ENTRIES) == {"tensor", "feature-extraction", "text-classification", "text-generation"}
     assert tuple(registry.ENTRIES) == tasknames.ALL
     assert all(entry.name == name for name, entry in registry.ENTRIES.items())
     assert [n for n, e in registry.ENTRIES.items() if isinstance(e, textkind.TextTask)] == list(

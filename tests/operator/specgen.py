@@ -258,6 +258,11 @@ MUTATIONS: list[Mutation] = [
                                                  "spec.compression.distill": {"dataPath": "d/t.npz", "holdout": 0.2}},
              "spec.compression.distill"),
     # text models
+    _m("weight-only-for-encoders", "spec.compression.quantize", {"mode": "int4-weight"}, "spec.compression.quantize.mode"),
+    Mutation("context-length-for-encoder", {"spec.compression.text.contextLength": 1024},
+             "spec.compression.text.contextLength", only="text-recipe"),
+    Mutation("generation-not-served", {"spec.compression.text": {"task": "text-generation"}, "spec.compression.quantize": None},
+             "spec.compression.text.task", only="text-recipe"),
     _m("text-without-task", "spec.model.text", {"maxLength": 64}),
     _m("text-max-length", "spec.model.text.maxLength", 4),
     Mutation("pooling-for-classification", {"spec.model.task": "text-classification",

@@ -15,8 +15,8 @@ from typing import Any
 import pydantic
 
 from conch import errors
-from conch.api import types
-from model_repo_builder import recipe
+from conch.api import rules, types
+from model_repo_builder import recipe, tasknames
 
 JOB_KEY_CHARS = 10
 
@@ -45,11 +45,16 @@ def effective_recipe(spec: types.ModelDeploymentSpec) -> recipe.Recipe:
             data["io"][side] = [t.model_dump(mode="json", by_alias=True) for t in tensors]
     _merge_text(spec, data)
     try:
-        return recipe.Recipe.model_validate(data)
+        effective = recipe.Recipe.model_validate(data)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "compression"
         raise errors.InvalidSpecError(f"compression.{where}".rstrip("."), first["msg"]) from exc
+    if effective.text is not None and effective.text.task == tasknames.TEXT_GENERATION:
+        raise errors.InvalidSpecError(
+            "compression.text.task", f"'{tasknames.TEXT_GENERATION}': {rules.GENERATION_NOT_SERVED}"
+        )
+    return effective
 
 
 def _merge_text(spec: types.ModelDeploymentSpec, data: dict[str, Any]) -> None:
@@ -69,7 +74,9 @@ def _merge_text(spec: types.ModelDeploymentSpec, data: dict[str, Any]) -> None:
         text["task"] = model.task
     data["text"] = text
     if "quantize" not in spec.compression.model_fields_set:
-        data["quantize"] = recipe.text_quantize_default().model_dump(mode="json", by_alias=True)
+        data["quantize"] = recipe.text_quantize_default(text.get("task", "")).model_dump(
+            mode="json", by_alias=True
+        )
 
 
 def recipe_json(spec: types.ModelDeploymentSpec) -> str:

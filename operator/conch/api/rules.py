@@ -15,6 +15,12 @@ from model_repo_builder import recipe, tasknames
 Rules = list[JsonValue]
 
 
+GENERATION_NOT_SERVED = (
+    "generative models are built by model-repo-builder (build --task text-generation); the operator does not "
+    "serve them yet"
+)
+
+
 def _has(path: str) -> str:
     """CEL: the optional field at `path` (self.a.b.c) is there, and so is each field on the way."""
     parts = path.split(".")
@@ -220,6 +226,11 @@ _RECIPE_PREFERRED = (
 
 
 TEXT: Rules = [
+    {  # the builder builds generative models (model-repo-builder); the operator does not serve them yet
+        "rule": f"!({_RECIPE_TEXT}) || self.compression.text.task != '{tasknames.TEXT_GENERATION}'",
+        "message": f"compression.text.task '{tasknames.TEXT_GENERATION}': {GENERATION_NOT_SERVED}",
+        "fieldPath": ".compression.text.task",
+    },
     {  # here, not in recipe_rules: the recipe alone cannot see spec.model.task
         "rule": f"!({_has('self.compression.distill.keepLayers')}) || {_TEXT}",
         "message": "distill.keepLayers applies to Hugging Face text models (model.task or compression.text) "
