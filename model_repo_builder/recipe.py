@@ -40,6 +40,8 @@ TENSOR_LEARNING_RATE = 3e-3
 TEXT_LEARNING_RATE = 5e-4
 """Distillation learning rates used unless distill.learningRate is set (they work for the examples:
 the digits CNN and MiniLM-sized transformers)."""
+TEXT_MAX_LENGTH = 128
+"""text.maxLength's default; a checkpoint whose max_position_embeddings is smaller gets its own limit."""
 TRANSFORMER_SMOOTH_ALPHA = 0.7
 """SmoothQuant strength used for text models whose recipe does not set compression.quantize."""
 
@@ -238,7 +240,11 @@ class Text(_Spec):
         None, description=f"{_EMBED} only: L2-normalise embeddings (default true)."
     )
     max_length: int = Field(
-        128, ge=8, le=8192, description=f"Longest token sequence an encoder sees (not {_GENERATE}'s)."
+        TEXT_MAX_LENGTH,
+        ge=8,
+        le=8192,
+        description=f"Longest token sequence an encoder sees (not {_GENERATE}'s); left at {TEXT_MAX_LENGTH}, "
+        "capped to the model's own max_position_embeddings.",
     )
     context_length: int | None = Field(
         None,

@@ -22,7 +22,7 @@ from torch import nn
 from .. import textkind
 from ..errors import BadInput
 from ..model import TensorInfo
-from ..recipe import Text
+from ..recipe import TEXT_MAX_LENGTH, Text
 from ..triton.python_backend.textproc import TokenizerSettings
 
 WEIGHT_FILES = (
@@ -82,11 +82,7 @@ def load(directory: Path, text: Text, task: textkind.TextTask) -> TextModel:
     check_directory(directory)
     config = _config(directory)
     tokenizer = _tokenizer(directory, config)
-    if text.max_length > getattr(config, "max_position_embeddings", text.max_length):
-        raise BadInput(
-            f"{directory}/config.json: text.maxLength {text.max_length} is over the model's "
-            f"max_position_embeddings {config.max_position_embeddings}"
-        )
+    max_length = _max_length(directory, text, config)
     module = _module(directory, task)
     labels = task.labels(config)
     return TextModel(
@@ -94,12 +90,26 @@ def load(directory: Path, text: Text, task: textkind.TextTask) -> TextModel:
         module=module,
         tokenizer=tokenizer,
         settings=TokenizerSettings(
-            text.max_length, text.truncation, int(tokenizer.pad_token_id), str(tokenizer.pad_token)
+            max_length, text.truncation, int(tokenizer.pad_token_id), str(tokenizer.pad_token)
         ),
         model_type=str(config.model_type),
         hidden_size=int(config.hidden_size),
         num_heads=int(config.num_attention_heads),
         labels=labels,
+    )
+
+
+def _max_length(directory: Path, text: Text, config: Any) -> int:
+    """text.maxLength, or the model's own limit when the recipe left the default and the model's is lower;
+    a maxLength set over the model's limit is refused."""
+    own = getattr(config, "max_position_embeddings", None)
+    if not isinstance(own, int) or text.max_length <= own:
+        return text.max_length
+    if text.max_length == TEXT_MAX_LENGTH:
+        return own
+    raise BadInput(
+        f"{directory}/config.json: text.maxLength {text.max_length} is over the model's "
+        f"max_position_embeddings {own}"
     )
 
 

@@ -166,7 +166,7 @@ def _reference(model: hf.TextModel, text: Text, texts: list[str], task: textkind
     for start in range(0, len(texts), REFERENCE_BATCH):
         chunk = texts[start : start + REFERENCE_BATCH]
         enc = model.tokenizer(
-            chunk, padding=True, truncation=True, max_length=text.max_length, return_tensors="pt"
+            chunk, padding=True, truncation=True, max_length=model.settings.max_length, return_tensors="pt"
         )
         with torch.no_grad():
             out = model.module(enc["input_ids"], enc["attention_mask"])
@@ -313,7 +313,7 @@ def _text_record(  # noqa: PLR0917
     info: dict[str, Any] = {
         "task": text.task,
         "modelType": model.model_type,
-        "maxLength": text.max_length,
+        "maxLength": model.settings.max_length,
         "truncation": text.truncation,
         "validationData": f"{validation.origin} ({len(validation.texts)} texts)",
         "calibrationData": f"{calibration.origin} ({len(calibration.texts)} texts)",

@@ -106,7 +106,10 @@ def _edit_config(directory: Path, **changes: object) -> None:
     [
         ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, "model_type 'gpt2' cannot be served"),
         ({"vocab_size": 1000}, "tokenizer and weights do not match"),
-        ({"max_position_embeddings": 64}, "over the model's max_position_embeddings 64"),
+        (
+            {"max_position_embeddings": 64},
+            "text.maxLength 100 is over the model's max_position_embeddings 64",
+        ),
     ],
 )
 def test_checkpoint_the_builder_cannot_serve_is_refused(
@@ -114,10 +117,23 @@ def test_checkpoint_the_builder_cannot_serve_is_refused(
 ) -> None:
     source = _copy(sentiment_checkpoint, tmp_path / "ckpt")
     _edit_config(source, **changes)
-    result = run_cli("build", source, "--out", tmp_path / "store", "--recipe-json", _recipe())
+    text = {"task": "text-classification", "maxLength": 100}  # set by hand: over 64 is refused, not capped
+    result = run_cli("build", source, "--out", tmp_path / "store", "--recipe-json", _recipe({"text": text}))
     assert result.code == 2
     assert "config.json" in result.summary["error"]["message"] or "tokenizer.json" in str(result.summary)
     assert message in result.summary["error"]["message"]
+
+
+def test_a_checkpoint_shorter_than_the_default_max_length_builds_at_its_own_limit(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    source = textmodels.tiny_classifier(tmp_path / "short", steps=2, max_positions=64)
+    result = run_cli("build", source, "--out", tmp_path / "store", "--recipe-json", _recipe())
+    assert result.code == 0, result.stderr[-2000:]
+    (repo,) = [p for p in (tmp_path / "store").iterdir() if p.is_dir()]
+    assert json.loads((repo / "build.json").read_text())["text"]["maxLength"] == 64
+    tokenizer_config = parse((repo / "model_tokenizer" / "config.pbtxt").read_text())
+    assert tokenizer_config.parameters["max_length"].string_value == "64"
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def copy_tokenizer(dest: Path) -> None:
         shutil.copyfile(minilm_dir() / name, dest / name)
 
 
-def tiny_classifier(dest: Path, steps: int = 80, seed: int = 0) -> Path:
+def tiny_classifier(dest: Path, steps: int = 80, seed: int = 0, max_positions: int = 128) -> Path:
     """A 2-layer BERT (hidden 32) trained for a few seconds on the toy set, saved to dest."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -70,7 +70,7 @@ def tiny_classifier(dest: Path, steps: int = 80, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=128,
+        max_position_embeddings=max_positions,
         id2label=LABELS,
         label2id={v: k for k, v in LABELS.items()},
     )
