@@ -13,10 +13,9 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from . import config
+from . import config, python_backend
 
 GENAI_DIR = "genai"
-STEP_FILE = Path(__file__).parent / "python_backend" / "genai_model.py"
 _STRING, _BOOL, _INT32 = mc.TYPE_STRING, mc.TYPE_BOOL, mc.TYPE_INT32
 INPUTS: tuple[tuple[str, int, bool], ...] = (
     # (name, data type, optional)
@@ -67,5 +66,5 @@ def write_generation_model(
         model_name, context_length=context_length, max_tokens_default=max_tokens_default, instances=instances
     )
     (model_dir / "config.pbtxt").write_text(config.render(cfg))
-    shutil.copyfile(STEP_FILE, version / "model.py")
+    shutil.copyfile(python_backend.GENAI_PY, version / "model.py")
     shutil.copytree(genai_dir, version / GENAI_DIR)

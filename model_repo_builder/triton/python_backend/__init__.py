@@ -2,7 +2,8 @@
 
 model.py serves an ONNX file through onnxruntime (``python`` backend builds); tokenizer_model.py and
 post_model.py are the first and last steps of a text model's ensemble, and textproc.py is the code
-both share with the builder's accuracy gate.
+both share with the builder's accuracy gate; genai_model.py streams a generative model's tokens
+(onnxruntime-genai, decoupled).
 """
 
 from pathlib import Path
@@ -12,3 +13,4 @@ MODEL_PY = HERE / "model.py"
 TOKENIZER_PY = HERE / "tokenizer_model.py"
 POST_PY = HERE / "post_model.py"
 TEXTPROC_PY = HERE / "textproc.py"
+GENAI_PY = HERE / "genai_model.py"
