@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from model_repo_builder.sources import causal
+from tests.support import llm
+
 
 @pytest.fixture(scope="session")
 def serving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("serving")
+
+
+@pytest.fixture(scope="session")
+def smollm2_repository(serving_dir: Path) -> tuple[Path, causal.CausalModel]:
+    """SmolLM2 loaded once (the original fp32 model) and its fp32 repository serving model "smol"."""
+    work = serving_dir / "smollm2"
+    work.mkdir()
+    model = llm.smollm2(work)
+    return llm.serve_repository(model, work, "smol"), model

@@ -20,7 +20,6 @@ import pytest
 import torch
 import tritonclient.grpc as triton_grpc
 
-from tests.support import llm
 from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
@@ -30,11 +29,10 @@ PROMPTS = ["Write a haiku about the sea.", "Name three colours of the rainbow.",
 
 
 @pytest.fixture(scope="module")
-def served(serving_dir: Path) -> Iterator[tuple[Triton, Any]]:
+def served(serving_dir: Path, smollm2_repository: tuple[Path, Any]) -> Iterator[tuple[Triton, Any]]:
+    repo, model = smollm2_repository
     work = serving_dir / "generation"
     work.mkdir()
-    model = llm.smollm2(work)
-    repo = llm.serve_repository(model, work, MODEL)
     with run_triton(repo, work) as triton:
         yield triton, model
 

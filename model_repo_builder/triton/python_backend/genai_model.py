@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 ROLES = ("system", "user", "assistant", "tool")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+FINALIZE_WAIT_S = 5.0
 
 
 class RequestError(ValueError):
@@ -74,10 +76,12 @@ class TritonPythonModel:
             worker.start()
 
     def finalize(self) -> None:
+        """Give running generations a few seconds to end (they are daemon threads: unloading never hangs)."""
         with self.lock:
             workers = list(self.active)
+        deadline = time.monotonic() + FINALIZE_WAIT_S
         for worker in workers:
-            worker.join(timeout=30)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _serve(self, request: Any, sender: Any) -> None:
         try:
@@ -157,7 +161,11 @@ def generate(model: Any, tokenizer: Any, job: Job, sender: Any) -> None:
     if job.include_input and not job.stream:
         text = job.prompt
         sent = 0
+    cancelled = getattr(sender, "is_cancelled", lambda: False)  # the client went away (gRPC stream closed)
     while not generator.is_done() and tokens < job.max_tokens:
+        if cancelled():
+            sender.send(flags=FINAL)  # stop at once: nobody reads the rest, and its memory is freed
+            return
         generator.generate_next_token()
         tokens += 1
         text += decoder.decode(int(generator.get_next_tokens()[0]))

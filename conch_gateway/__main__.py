@@ -1,0 +1,29 @@
+"""`python -m conch_gateway --triton-grpc 127.0.0.1:8001 --model NAME --port 9000`: the gateway process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+from .app import create_app
+from .triton import Triton
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="conch_gateway", description=__doc__)
+    parser.add_argument("--triton-grpc", default=os.environ.get("CONCH_TRITON_GRPC", "127.0.0.1:8001"))
+    parser.add_argument(
+        "--model", default=os.environ.get("CONCH_MODEL"), required="CONCH_MODEL" not in os.environ
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args()
+    app = create_app(Triton(args.triton_grpc, args.model))
+    # open keep-alive connections must not hold a pod's shutdown: streams get a few seconds to finish
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Talks to the decoupled Triton model over gRPC streaming: one request in, text pieces out.
+
+The model's final response carries finish_reason and the token counts; its errors are the client's
+mistakes (INVALID_ARG, answered 400) unless they say the generation itself failed. Closing the
+iterator (a client that went away) cancels the gRPC call, so Triton stops the sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import InferInput
+from tritonclient.grpc import aio as grpc_aio
+from tritonclient.utils import InferenceServerException
+
+from .schema import GatewayError
+
+MODEL_FAILURE = "generation failed"
+
+
+@dataclass
+class Piece:
+    """A piece of generated text; the last one has the finish reason and the token counts."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Triton:
+    """One gRPC channel to the local tritonserver, shared by every HTTP request."""
+
+    def __init__(self, url: str, model: str) -> None:
+        self.url, self.model = url, model
+        self._client: grpc_aio.InferenceServerClient | None = None
+        self.context_length: int | None = None
+
+    @property
+    def client(self) -> grpc_aio.InferenceServerClient:
+        """The gRPC client, made on first use inside the server's event loop (a channel is bound to it)."""
+        if self._client is None:
+            self._client = grpc_aio.InferenceServerClient(self.url)
+        return self._client
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self.client.is_model_ready(self.model))
+        except InferenceServerException:
+            return False
+
+    async def context(self) -> int | None:
+        """The model's context_length parameter (read once)."""
+        if self.context_length is None:
+            try:
+                config = await self.client.get_model_config(self.model, as_json=True)
+            except InferenceServerException:
+                return None
+            value = config.get("config", {}).get("parameters", {}).get("context_length", {})
+            self.context_length = int(value.get("string_value", "0")) or None
+        return self.context_length
+
+    async def generate(self, *, prompt: str | None, chat: str | None, sampling: str) -> AsyncIterator[Piece]:
+        """Stream one generation; raises GatewayError for a refused request or an unreachable Triton."""
+        inputs = [_bytes("sampling_parameters", sampling), _bool("stream", True)]
+        inputs.append(_bytes("messages", chat) if chat is not None else _bytes("text_input", prompt or ""))
+
+        async def one() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": self.model, "inputs": inputs}
+
+        call = self.client.stream_infer(inputs_iterator=one())
+        try:
+            async for result, error in call:
+                if error is not None:
+                    raise _refusal(str(error))
+                piece = _piece(result)
+                yield piece
+                if piece.finish_reason is not None:
+                    return
+        except InferenceServerException as exc:
+            raise GatewayError(503, f"Triton is not reachable: {exc}", kind="service_unavailable") from exc
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def _refusal(message: str) -> GatewayError:
+    text = message.split("] ", 1)[-1] if message.startswith("[") else message
+    if MODEL_FAILURE in text:
+        return GatewayError(500, text, kind="server_error")
+    if "unknown model" in text.lower():
+        return GatewayError(404, text, param="model")
+    return GatewayError(400, text)
+
+
+def _piece(result: Any) -> Piece:
+    text = result.as_numpy("text_output")
+    finish = result.as_numpy("finish_reason")
+    piece = Piece(text[0].decode("utf-8") if text is not None and len(text) else "")
+    if finish is not None and len(finish):
+        piece.finish_reason = finish[0].decode()
+        piece.prompt_tokens = int(result.as_numpy("prompt_tokens")[0])
+        piece.completion_tokens = int(result.as_numpy("completion_tokens")[0])
+    return piece
+
+
+def _bytes(name: str, value: str) -> InferInput:
+    tensor = InferInput(name, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([value.encode("utf-8")], dtype=np.object_))
+    return tensor
+
+
+def _bool(name: str, value: bool) -> InferInput:
+    tensor = InferInput(name, [1], "BOOL")
+    tensor.set_data_from_numpy(np.array([value], dtype=bool))
+    return tensor

@@ -1,0 +1,153 @@
+"""The OpenAI-compatible gateway (conch_gateway) in front of a real tritonserver serving SmolLM2, called
+with the real `openai` client: models, chat and completions, streaming with usage, bad requests as
+400s naming the parameter, and a client that disconnects mid-stream while the gateway keeps serving."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support.processes import free_port, stop_process
+from tests.support.triton import run_triton
+
+pytestmark = pytest.mark.serving
+MODEL = "smol"
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+READY_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def gateway(serving_dir: Path, smollm2_repository: tuple[Path, Any]) -> Iterator[str]:
+    """The gateway's base URL (http://127.0.0.1:PORT), in front of a tritonserver serving MODEL."""
+    work = serving_dir / "gateway"
+    work.mkdir()
+    with run_triton(smollm2_repository[0], work) as triton:
+        port = free_port()
+        log = (work / "gateway.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "conch_gateway", "--triton-grpc", triton.grpc_url, "--model", MODEL,
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, proc)
+            yield url
+        finally:
+            stop_process(proc, 10)
+            log.close()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/health/ready", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)  # polling interval, bounded by the deadline
+    pytest.fail(f"the gateway did not become ready (rc={proc.poll()})")
+
+
+@pytest.fixture
+def client(gateway: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
+    (card,) = client.models.list().data
+    assert card.id == MODEL and card.owned_by == "conch"
+
+
+def test_a_greedy_chat_answers_with_usage(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)
+    choice = answer.choices[0]
+    assert "Paris" in (choice.message.content or "") and choice.message.role == "assistant"
+    assert choice.finish_reason == "stop"
+    assert answer.usage is not None and answer.usage.prompt_tokens > 10
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+def test_streamed_chat_adds_up_to_the_whole_answer(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=FRANCE, temperature=0, max_tokens=24, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert len([c for c in chunks if c.choices]) > 3
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert (
+        chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    )
+
+
+def test_a_completion_and_its_stream(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model=MODEL, prompt="The sky is", temperature=0, max_tokens=8)
+    assert whole.choices[0].finish_reason == "length" and whole.usage is not None
+    assert whole.usage.completion_tokens == 8
+    streamed = client.completions.create(
+        model=MODEL, prompt="The sky is", temperature=0, max_tokens=8, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"n": 2}, "n"),
+    ],
+)
+def test_bad_requests_are_400_naming_the_parameter(
+    client: openai.OpenAI, change: dict[str, Any], param: str
+) -> None:
+    request = {"model": MODEL, "messages": FRANCE, **change}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**request)
+    assert param in str(caught.value)
+
+
+def test_an_unknown_model_is_404_and_an_over_long_prompt_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-nope", messages=FRANCE)
+    with pytest.raises(openai.BadRequestError, match="context"):
+        client.completions.create(model=MODEL, prompt="word " * 3000, max_tokens=4)
+
+
+def test_a_body_that_is_not_json_is_400(gateway: str) -> None:
+    request = urllib.request.Request(f"{gateway}/v1/chat/completions", data=b"{not json", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 400
+    assert "not JSON" in json.loads(caught.value.read())["error"]["message"]
+
+
+def test_a_client_that_disconnects_mid_stream_leaves_the_gateway_serving(client: openai.OpenAI) -> None:
+    story = [{"role": "user", "content": "Tell me a long story."}]
+    stream = client.chat.completions.create(model=MODEL, messages=story, max_tokens=200, stream=True)
+    for index, _ in enumerate(stream):
+        if index == 2:
+            break
+    stream.close()
+    again = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)
+    assert "Paris" in (again.choices[0].message.content or "")
