@@ -11,7 +11,7 @@ export KUBECONFIG ?= $(STATE)/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(CACHE)/bin:$(PATH)
 
 .PHONY: monitoring-up monitoring-down bench-batching
-.PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving test-e2e demo bench bench-text bench-distill clean
+.PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving test-e2e demo bench bench-text bench-distill bench-generation clean
 
 help:
 	@echo "make demo         run Conch end to end on the local cluster (sets everything up)"
@@ -80,6 +80,7 @@ bench: venv
 	$(VPY) -m bench.bench_text
 	$(VPY) -m bench.bench_distill
 	$(VPY) -m bench.bench_batching
+	$(VPY) -m bench.bench_generation
 
 bench-text: venv
 	$(VPY) -m bench.bench_text
@@ -93,6 +94,9 @@ bench-scale: venv cluster-up  ## not in `make bench`: minutes of load on the sha
 
 bench-batching: venv tools  ## Triton dynamic batching vs none at concurrency 16; time to the HPA's scale-up
 	$(VPY) -m bench.bench_batching
+
+bench-generation: venv  ## SmolLM2 int4/int8 served by Triton vs transformers fp32 (issue 20)
+	$(VPY) -m bench.bench_generation
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

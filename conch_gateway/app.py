@@ -43,7 +43,7 @@ def create_app(triton: Triton) -> Starlette:
         body = schema.parse(schema.CompletionRequest, await request.body())
         return await _answer(triton, body, chat=None, prompt=body.prompt)
 
-    async def ready(_: Request) -> Response:
+    async def ready(_: Request) -> Response:  # the pod's readiness probe: one real token
         ok = await triton.ready()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 

@@ -19,6 +19,9 @@ from tritonclient.utils import InferenceServerException
 from .schema import GatewayError
 
 MODEL_FAILURE = "generation failed"
+READY_PROMPT = "Hello"
+READY_SAMPLING = '{"max_tokens": 1, "temperature": 0}'
+"""The readiness check's request: one greedy token."""
 
 
 @dataclass
@@ -47,10 +50,19 @@ class Triton:
         return self._client
 
     async def ready(self) -> bool:
+        """The model is loaded and answers a real one-token generation (not only an open port)."""
         try:
-            return bool(await self.client.is_model_ready(self.model))
+            if not await self.client.is_model_ready(self.model):
+                return False
         except InferenceServerException:
             return False
+        try:
+            async for piece in self.generate(prompt=READY_PROMPT, chat=None, sampling=READY_SAMPLING):
+                if piece.finish_reason is not None:
+                    return piece.completion_tokens == 1
+        except GatewayError:
+            return False
+        return False
 
     async def context(self) -> int | None:
         """The model's context_length parameter (read once)."""

@@ -134,6 +134,12 @@ def test_an_unknown_model_is_404_and_an_over_long_prompt_400(client: openai.Open
         client.completions.create(model=MODEL, prompt="word " * 3000, max_tokens=4)
 
 
+def test_ready_means_a_real_token_and_live_answers(gateway: str) -> None:
+    for path, key in (("/health/ready", "ready"), ("/health/live", "live")):
+        with urllib.request.urlopen(f"{gateway}{path}", timeout=60) as resp:
+            assert resp.status == 200 and json.loads(resp.read())[key] is True
+
+
 def test_a_body_that_is_not_json_is_400(gateway: str) -> None:
     request = urllib.request.Request(f"{gateway}/v1/chat/completions", data=b"{not json", method="POST")
     with pytest.raises(urllib.error.HTTPError) as caught:
