@@ -126,7 +126,7 @@ wheelhouse() {
   mapfile -t deps < <(python3 "$root/images/pyproject_deps.py" "$root/pyproject.toml" builder)
   log "(the builder's set is about 3 GB cold: PyPI's torch is the CUDA build, with its nvidia-* wheels)"
   wheel_set builder "${deps[@]}" "setuptools>=77" wheel
-  mapfile -t pins < <(grep -oE '"(numpy|tokenizers|onnxruntime)==[0-9.]+"' "$root/images/triton.Dockerfile" | tr -d '"')
+  mapfile -t pins < <(grep -oE '"(numpy|tokenizers|onnxruntime|onnxruntime-genai)==[0-9.]+"' "$root/images/triton.Dockerfile" | tr -d '"')
   wheel_set triton "${pins[@]}"
   wheel_set standin --no-deps "$(grep -oE 'nvidia-pytriton==[0-9.]+' "$root/pyproject.toml")"
 }
@@ -139,7 +139,7 @@ mirror() {  # name wheel-set...
   local ctx=$STATE/context-$1 f; shift
   rm -rf "$ctx"
   mkdir -p "$ctx/images/wheels"
-  local files=("$root/pyproject.toml" "$root/README.md" "$root/operator" "$root/model_repo_builder")
+  local files=("$root/pyproject.toml" "$root/README.md" "$root/operator" "$root/model_repo_builder" "$root/conch_gateway")
   cp -al "${files[@]}" "$ctx/" 2>/dev/null || cp -a "${files[@]}" "$ctx/"
   cp -p "$root"/images/*.Dockerfile "$root/images/pyproject_deps.py" "$ctx/images/"
   cp -p "$root/.dockerignore" "$ctx/"

@@ -76,7 +76,8 @@ def _step_imports() -> set[str]:
 
 def _triton_pins() -> dict[str, str]:
     text = (IMAGES / "triton.Dockerfile").read_text()
-    return dict(re.findall(r'"([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.]*)"', text))
+    pins = re.findall(r'"([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.]*)"', text)
+    return {name.replace("-", "_"): version for name, version in pins}  # as the modules are imported
 
 
 def test_triton_image_installs_what_the_python_steps_import() -> None:

@@ -132,6 +132,7 @@ def test_builder_image_builds_a_repository_that_the_triton_image_serves(
 
 def test_triton_image_imports_what_the_python_steps_import(images: Images) -> None:
     out = run(images, images.triton, "-c",
-              "import numpy, tokenizers, onnxruntime; print(numpy.__version__, tokenizers.__version__,"
-              " onnxruntime.__version__)", entrypoint="python3")  # fmt: skip
-    assert out.split() == ["1.26.4", "0.23.3", "1.23.2"]
+              "import numpy, tokenizers, onnxruntime, onnxruntime_genai; print(numpy.__version__,"
+              " tokenizers.__version__, onnxruntime.__version__, onnxruntime_genai.__version__)",
+              entrypoint="python3")  # fmt: skip
+    assert out.split() == ["1.26.4", "0.23.3", "1.32.0", "0.18.0"]
