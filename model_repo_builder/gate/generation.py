@@ -66,18 +66,14 @@ def effective_gate(gate: Gate) -> Gate:
 def tokenize(tokenizer: Any, data: GateData) -> Tokens:
     """Token ids of the passages and of the chat prompts rendered with the checkpoint's template."""
     passages = [list(tokenizer(p)["input_ids"]) for p in data.passages]
-    prompts = [
-        list(_ids(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True)))
-        for m in data.prompts
-    ]
-    return Tokens(passages, prompts)
+    return Tokens(passages, [chat_ids(tokenizer, m) for m in data.prompts])
 
 
-def _ids(rendered: Any) -> list[int]:
-    """apply_chat_template's ids: a list, or a BatchEncoding holding input_ids (transformers 5)."""
-    if isinstance(rendered, list):
-        return [int(t) for t in rendered]
-    return [int(t) for t in rendered["input_ids"]]
+def chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """A chat's token ids, rendered with the checkpoint's template and the assistant's turn opened
+    (apply_chat_template answers a list, or in transformers 5 a BatchEncoding holding input_ids)."""
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return [int(t) for t in (rendered if isinstance(rendered, list) else rendered["input_ids"])]
 
 
 def reference(module: Any, eos: set[int], tokens: Tokens) -> Reference:

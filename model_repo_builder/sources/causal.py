@@ -61,7 +61,7 @@ def load(source: Path, text: Text, work: Path) -> CausalModel:
     if source.is_file() and source.suffix.lower() == GGUF_SUFFIX:
         return _from_gguf(source, text, work)
     if source.is_dir():
-        return _from_directory(source, text, source, None)
+        return _from_directory(source, text)
     raise BadInput(
         f"{source.name}: a text-generation source is a Hugging Face model directory, a .tar.gz of one, "
         "or a .gguf file"
@@ -79,34 +79,40 @@ def _from_gguf(path: Path, text: Text, work: Path) -> CausalModel:
         )
     except (ValueError, OSError, KeyError, RuntimeError, struct.error) as exc:
         raise BadInput(f"{path.name}: cannot read the GGUF file: {_first_line(exc)}") from exc
+    config = module.config
+    where = f"{path.name}: config"
+    arch = _check_architecture(list(config.architectures or [type(module).__name__]), where)
+    own = _check_served(tokenizer, config.to_dict(), text, path.name, where)
     setattr(module, "hf_quantizer", None)  # noqa: B010 - dequantized already: save_pretrained writes fp32
-    if hasattr(module.config, "quantization_config"):
-        del module.config.quantization_config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     hf_dir = work / "dequantized"
     module.save_pretrained(str(hf_dir))
     tokenizer.save_pretrained(str(hf_dir))
-    return _checked(module, tokenizer, text, hf_dir, path.name, path.name)
+    return _loaded(module, tokenizer, text, hf_dir, arch, own, path.name)
 
 
-def _from_directory(path: Path, text: Text, hf_dir: Path, gguf: str | None) -> CausalModel:
+def _from_directory(path: Path, text: Text) -> CausalModel:
+    """Every check runs before the weights load: a refused checkpoint costs no load."""
     import torch
     import transformers
 
-    config = _check_config(path)
+    config = _read_config(path)
+    where = f"{path.name}/config.json"
+    arch = _check_architecture(config.get("architectures") or [], where)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     except (ValueError, OSError, KeyError) as exc:
         raise BadInput(f"{path.name}/tokenizer.json: cannot load the tokenizer: {_first_line(exc)}") from exc
-    _check_chat_template(tokenizer, path.name)
-    _check_context(text, _own_context(config), f"{path.name}/config.json")
+    own = _check_served(tokenizer, config, text, path.name, where)
     try:
         module = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise BadInput(f"{path.name}: cannot load the weights: {_first_line(exc)}") from exc
-    return _checked(module, tokenizer, text, hf_dir, path.name, gguf)
+    return _loaded(module, tokenizer, text, path, arch, own, None)
 
 
-def _check_config(path: Path) -> dict[str, Any]:
+def _read_config(path: Path) -> dict[str, Any]:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise BadInput(f"{path.name}/config.json: missing (not a Hugging Face model directory)")
@@ -116,11 +122,11 @@ def _check_config(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path.name}/config.json: not valid JSON: {exc}") from exc
     if not isinstance(config, dict):
         raise BadInput(f"{path.name}/config.json: not a JSON object")
-    _check_architecture(config.get("architectures") or [], f"{path.name}/config.json")
     return config
 
 
 def _check_architecture(architectures: list[str], where: str) -> str:
+    """The architecture, when the export supports it (`where`: the file or object the config came from)."""
     arch = architectures[0] if architectures else ""
     if arch not in SUPPORTED_ARCHITECTURES:
         raise BadInput(
@@ -130,35 +136,15 @@ def _check_architecture(architectures: list[str], where: str) -> str:
     return arch
 
 
-def _checked(  # noqa: PLR0917
-    module: Any, tokenizer: Any, text: Text, hf_dir: Path, name: str, gguf: str | None
-) -> CausalModel:
-    config = module.config
-    arch = _check_architecture(list(config.architectures or [type(module).__name__]), f"{name}: config")
-    _check_chat_template(tokenizer, name)
-    own = _check_context(text, _own_context(config.to_dict()), f"{name}: config")
-    wanted = text.context_length
-    module.eval()
-    return CausalModel(
-        hf_dir=hf_dir,
-        module=module,
-        tokenizer=tokenizer,
-        architecture=arch,
-        model_type=str(config.model_type),
-        context_length=wanted or own,
-        model_context=own,
-        parameters=sum(p.numel() for p in module.parameters()),
-        dequantized_from=gguf,
-    )
-
-
-def _own_context(config: dict[str, Any]) -> int:
+def _check_served(tokenizer: Any, config: dict[str, Any], text: Text, name: str, where: str) -> int:
+    """What serving relies on, for either source: a chat template and a context length within the
+    model's own; returns the model's own context length (`name`: the source, for the messages)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise BadInput(
+            f"{name}: the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)"
+        )
     value = config.get("max_position_embeddings")
-    return int(value) if isinstance(value, int) else 0
-
-
-def _check_context(text: Text, own: int, where: str) -> int:
-    """The model's own context length; refuses a recipe asking for more."""
+    own = int(value) if isinstance(value, int) else 0
     if own <= 0:
         raise BadInput(f"{where}: max_position_embeddings is missing: the context length is unknown")
     wanted = text.context_length
@@ -170,11 +156,21 @@ def _check_context(text: Text, own: int, where: str) -> int:
     return own
 
 
-def _check_chat_template(tokenizer: Any, name: str) -> None:
-    if not getattr(tokenizer, "chat_template", None):
-        raise BadInput(
-            f"{name}: the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)"
-        )
+def _loaded(  # noqa: PLR0917
+    module: Any, tokenizer: Any, text: Text, hf_dir: Path, arch: str, own: int, gguf: str | None
+) -> CausalModel:
+    module.eval()
+    return CausalModel(
+        hf_dir=hf_dir,
+        module=module,
+        tokenizer=tokenizer,
+        architecture=arch,
+        model_type=str(module.config.model_type),
+        context_length=text.context_length or own,
+        model_context=own,
+        parameters=sum(p.numel() for p in module.parameters()),
+        dequantized_from=gguf,
+    )
 
 
 def _first_line(exc: BaseException) -> str:

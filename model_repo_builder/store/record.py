@@ -23,9 +23,12 @@ def make_record(  # noqa: PLR0917
     timings: dict[str, float],
     *,
     size_before: int,
+    size_after: int | None = None,
 ) -> dict[str, Any]:
-    """build.json: sizes compare the unpruned fp32 export with the served model file (like for like)."""
-    before, after = size_before, artifact.stat().st_size
+    """build.json: sizes compare the unpruned fp32 export with the served model (like for like): the
+    artifact file's size, or `size_after` when the served model is more than that file (a folder)."""
+    before = size_before
+    after = artifact.stat().st_size if size_after is None else size_after
     return {
         "buildKey": key,
         "builderVersion": BUILDER_VERSION,

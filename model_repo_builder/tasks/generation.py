@@ -77,10 +77,11 @@ class TextGeneration:
                 req,
                 src,
                 key,
-                published.artifact / "model.onnx",
+                published.artifact,
                 published.metrics,
                 steps.timings,
                 size_before=model.fp32_bytes(),
+                size_after=genai.weight_bytes(published.artifact),
             )
             record |= _generation_record(model, recipe, data, published, gate)
             record = repository.write_build_json(tmp, record)
@@ -130,10 +131,7 @@ def _generation_record(
 ) -> dict[str, Any]:
     """build.json's generation entries: the model, the served limits, the ladder and the gate bounds."""
     assert recipe.text is not None
-    size_after = genai.weight_bytes(published.artifact)
     return {
-        "sizeAfter": size_after,
-        "compressionRatio": round(model.fp32_bytes() / size_after, 4) if size_after else 0.0,
         "text": {
             "task": recipe.text.task,
             "modelType": model.model_type,

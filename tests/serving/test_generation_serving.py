@@ -20,6 +20,7 @@ import pytest
 import torch
 import tritonclient.grpc as triton_grpc
 
+from model_repo_builder.gate import generation as gengate
 from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
@@ -68,8 +69,7 @@ def _greedy(tokens: int) -> str:
 
 def _reference(model: Any, messages: list[dict[str, str]], tokens: int) -> str:
     """The original fp32 model's greedy answer (transformers), decoded."""
-    rendered = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    ids = rendered if isinstance(rendered, list) else rendered["input_ids"]
+    ids = gengate.chat_ids(model.tokenizer, messages)
     with torch.no_grad():
         out = model.module.generate(
             torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,

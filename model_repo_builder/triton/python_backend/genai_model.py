@@ -156,11 +156,10 @@ def generate(model: Any, tokenizer: Any, job: Job, sender: Any) -> None:
     generator = og.Generator(model, params)
     generator.append_tokens(job.ids)
     decoder = tokenizer.create_stream()
-    text, sent, tokens, finish = "", 0, 0, "length"
+    # a whole answer may start with the prompt; stop strings are looked for after it
+    text = job.prompt if job.include_input and not job.stream else ""
+    completion_start, sent, tokens, finish = len(text), 0, 0, "length"
     hold = max((len(s) for s in job.stop), default=1) - 1  # a piece that may start a stop string waits
-    if job.include_input and not job.stream:
-        text = job.prompt
-        sent = 0
     cancelled = getattr(sender, "is_cancelled", lambda: False)  # the client went away (gRPC stream closed)
     while not generator.is_done() and tokens < job.max_tokens:
         if cancelled():
@@ -169,7 +168,7 @@ def generate(model: Any, tokenizer: Any, job: Job, sender: Any) -> None:
         generator.generate_next_token()
         tokens += 1
         text += decoder.decode(int(generator.get_next_tokens()[0]))
-        cut = _stop_at(text, job.stop, len(job.prompt) if job.include_input and not job.stream else 0)
+        cut = _stop_at(text, job.stop, completion_start)
         if cut is not None:
             text, finish = text[:cut], "stop"
             break
