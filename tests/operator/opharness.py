@@ -147,8 +147,10 @@ class Kube:
         def running_pod() -> str | None:
             for job in self.jobs(md, version):
                 pods = self.items("pods", f"batch.kubernetes.io/job-name={job['metadata']['name']}")
-                for pod in pods:
-                    if pod["status"].get("phase") == "Running":
+                for pod in pods:  # a Job recreated under its name: its predecessor's pod may linger
+                    owners = {o.get("uid") for o in pod["metadata"].get("ownerReferences", [])}
+                    ours = job["metadata"]["uid"] in owners and not pod["metadata"].get("deletionTimestamp")
+                    if ours and pod["status"].get("phase") == "Running":
                         return str(pod["metadata"]["name"])
             return None
 
