@@ -1,4 +1,5 @@
-"""`python -m conch_gateway --triton-grpc 127.0.0.1:8001 --model NAME --port 9000`: the gateway process."""
+"""`conch-gateway --triton-grpc 127.0.0.1:8001 --model NAME --port 9000` (or `python -m conch_gateway`): the
+gateway process."""
 
 from __future__ import annotations
 
