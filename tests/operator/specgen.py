@@ -5,8 +5,9 @@ runs and checks each is rejected naming its path; the unit suite (test_specgen_u
 generator itself. A mutation is kept on a base only where the operator (the pydantic models plus
 keys.effective_recipe) refuses the result too, so every case is a refusal the operator makes and the
 apiserver must twin; mutations marked admission-only are CEL rules without an operator twin.
-The unit suite also finds every `raise ValueError` in recipe.py's validators and fails when no case
-is refused with that message: each refusal of the recipe has a case here, so an apiserver twin.
+The unit suite also finds every `raise ValueError` in the recipe's validators (recipe.py and
+recipe_sections.py) and fails when no case is refused with that message: each refusal of the recipe
+has a case here, so an apiserver twin.
 """
 
 # ruff: noqa: E501

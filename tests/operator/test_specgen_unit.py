@@ -40,8 +40,15 @@ def test_every_case_is_refused_by_the_operator_unless_admission_only() -> None:
 
 
 def _validator_messages() -> list[str]:
-    """The literal start of every `raise ValueError(...)` inside recipe.py's model validators."""
-    tree = ast.parse((ROOT / "model_repo_builder" / "recipe.py").read_text())
+    """The literal start of every `raise ValueError(...)` inside the recipe's model validators (the
+    whole recipe's in recipe.py, a section's own in recipe_sections.py)."""
+    found = []
+    for module in ("recipe.py", "recipe_sections.py"):
+        found += _module_validator_messages(ast.parse((ROOT / "model_repo_builder" / module).read_text()))
+    return found
+
+
+def _module_validator_messages(tree: ast.Module) -> list[str]:
     found = []
     for fn in ast.walk(tree):
         if not isinstance(fn, ast.FunctionDef) or not any(
@@ -60,7 +67,7 @@ def _validator_messages() -> list[str]:
 
 
 def test_every_recipe_refusal_has_a_generated_case() -> None:
-    """Walk recipe.py's validators: each refusal message is what some generated case is refused with."""
+    """Walk the recipe's validators: each refusal message is what some generated case is refused with."""
     messages = _validator_messages()
     assert len(messages) >= 10, messages
     refusals = [specgen.operator_refuses(c.obj["spec"]) or "" for c in specgen.cases()]
