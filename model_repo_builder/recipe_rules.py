@@ -5,7 +5,8 @@ recipe as spec.compression, so each validator has a rule here that the apiserver
 a spec the operator would park as InvalidSpec is rejected with its field path instead. Fields have no
 defaults in the CRD, so rules spell the recipe's defaults out (`has(...) ? ... : default`).
 tests/operator/specgen.py walks every validator message against these rules on a real apiserver.
-Imports only pydantic (for the JSON type) and the task names: recipe.py, light by design, imports this module.
+Imports only pydantic (for the JSON type) and the task names: recipe.py and recipe_sections.py, light
+by design, import this module.
 """
 
 from __future__ import annotations
