@@ -13,6 +13,7 @@
 #   hack/images.sh build     build the three images (starts dockerd, stops it unless it was running)
 #   hack/images.sh save DIR  docker save each image to DIR/<name>.tar (for ctr image import)
 #   hack/images.sh up|down   start / stop the private dockerd;  hack/images.sh docker ARGS  run docker
+#   hack/images.sh names     the three image names;  hack/images.sh pins  the Triton image's pip pins
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -119,6 +120,12 @@ wheel_set() {  # name requirement...
   touch "$dir/.stamp-$stamp"
 }
 
+# The Triton image's requirements, written once, in images/triton.Dockerfile: each quoted
+# "name==version" or "name[extra]==version" (the python steps' packages and the gateway's).
+triton_pins() {
+  grep -oE '"[A-Za-z0-9_.-]+(\[[A-Za-z0-9_,.-]+\])?==[0-9][0-9A-Za-z.]*"' "$root/images/triton.Dockerfile" | tr -d '"'
+}
+
 wheelhouse() {
   local deps pins
   mapfile -t deps < <(python3 "$root/images/pyproject_deps.py" "$root/pyproject.toml" operator)
@@ -126,7 +133,8 @@ wheelhouse() {
   mapfile -t deps < <(python3 "$root/images/pyproject_deps.py" "$root/pyproject.toml" builder)
   log "(the builder's set is about 3 GB cold: PyPI's torch is the CUDA build, with its nvidia-* wheels)"
   wheel_set builder "${deps[@]}" "setuptools>=77" wheel
-  mapfile -t pins < <(grep -oE '"(numpy|tokenizers|onnxruntime|onnxruntime-genai)==[0-9.]+"' "$root/images/triton.Dockerfile" | tr -d '"')
+  mapfile -t pins < <(triton_pins)
+  [ ${#pins[@]} -gt 0 ] || die "no pins found in images/triton.Dockerfile"
   wheel_set triton "${pins[@]}"
   wheel_set standin --no-deps "$(grep -oE 'nvidia-pytriton==[0-9.]+' "$root/pyproject.toml")"
 }
@@ -197,6 +205,7 @@ case "${1:-}" in
   up) up || true; echo "DOCKER_HOST=unix://$SOCK" ;;
   down) down ;;
   docker) shift; docker_ "$@" ;;
+  pins) triton_pins ;;
   names) printf '%s\n' "$OPERATOR_IMAGE" "$BUILDER_IMAGE" "$TRITON_IMAGE" ;;
-  *) echo "usage: $0 build|save DIR|up|down|docker ARGS|names" >&2; exit 2 ;;
+  *) echo "usage: $0 build|save DIR|up|down|docker ARGS|names|pins" >&2; exit 2 ;;
 esac

@@ -74,10 +74,13 @@ def _step_imports() -> set[str]:
     return {m for m in found if m not in sys.stdlib_module_names and m not in PROVIDED}
 
 
+PIN = re.compile(r'"([A-Za-z0-9_.-]+)(\[[A-Za-z0-9_,.-]+\])?==([0-9][0-9A-Za-z.]*)"')
+
+
 def _triton_pins() -> dict[str, str]:
     text = (IMAGES / "triton.Dockerfile").read_text()
-    pins = re.findall(r'"([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.]*)"', text)
-    return {name.replace("-", "_"): version for name, version in pins}  # as the modules are imported
+    # as the modules are imported (every pinned distribution's module has its name, extras dropped)
+    return {name.replace("-", "_"): version for name, _, version in PIN.findall(text)}
 
 
 def test_triton_image_installs_what_the_python_steps_import() -> None:
@@ -87,6 +90,39 @@ def test_triton_image_installs_what_the_python_steps_import() -> None:
     missing = imports - set(pins)
     assert not missing, f"images/triton.Dockerfile does not install {sorted(missing)}"
     assert int(pins["numpy"].split(".")[0]) < 2, "the python steps and the builder use numpy 1.x"
+
+
+def test_triton_image_installs_what_the_gateway_imports() -> None:
+    """The gateway (conch-gateway) runs in the Triton image: every third-party module conch_gateway
+    imports is pinned there, and its pins agree with pyproject's `gateway` extra and core."""
+    imports = _imports(ROOT / "conch_gateway") - {"conch_gateway"}
+    assert {"starlette", "uvicorn", "pydantic", "tritonclient", "numpy"} <= imports, "the scan must see them"
+    pins = _triton_pins()
+    missing = imports - set(pins)
+    assert not missing, f"images/triton.Dockerfile does not install {sorted(missing)} for conch_gateway"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["gateway"]]
+    for req in wanted:
+        module = canonicalize_name(req.name).replace("-", "_")
+        if module in imports:
+            assert req.specifier.contains(pins[module]), f"{module}=={pins[module]} is not {req}"
+    text = (IMAGES / "triton.Dockerfile").read_text()
+    assert '"tritonclient[grpc]==' in text, "the gateway's client is the gRPC one"
+    assert "COPY conch_gateway /opt/conch/conch_gateway" in text
+    assert "conch-gateway --help" in text, "the smoke check runs the console script"
+    scripts = project["scripts"]
+    assert scripts["conch-gateway"] == "conch_gateway.__main__:main"
+    assert "from conch_gateway.__main__ import main" in text, "the image's launcher runs the same entry point"
+
+
+def test_images_sh_downloads_every_pin_of_the_triton_image() -> None:
+    """The Triton image's wheel set is the Dockerfile's pins, all of them, as written there."""
+    listed = subprocess.run(
+        ["bash", str(ROOT / "hack" / "images.sh"), "pins"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    text = (IMAGES / "triton.Dockerfile").read_text()
+    written = [f"{name}{extra}=={version}" for name, extra, version in PIN.findall(text)]
+    assert listed == written and any(p.startswith("tritonclient[grpc]==") for p in listed), listed
 
 
 def test_triton_image_is_the_default_and_runs_as_the_serving_user() -> None:

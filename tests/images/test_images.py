@@ -10,6 +10,7 @@ builds (see README.md: Images).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,30 @@ body = {"inputs": [{"name": "x", "shape": [len(x), 16], "datatype": "FP32", "dat
 req = urllib.request.Request(base + "/v2/models/mlp/infer", json.dumps(body).encode(),
                              {"Content-Type": "application/json"})
 print("RESULT " + json.dumps(json.load(urllib.request.urlopen(req, timeout=30))))
+"""
+
+GATEWAY_CLIENT = """
+import json, sys, time, urllib.error, urllib.request
+base = "http://127.0.0.1:9000"
+def call(path, data=None):
+    req = urllib.request.Request(base + path, data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as answer:
+            return [answer.status, json.load(answer)]
+    except urllib.error.HTTPError as error:
+        return [error.code, json.load(error)]
+deadline = time.time() + 60
+while True:
+    try:
+        live = call("/health/live")
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("the gateway did not answer in 60 s")
+        time.sleep(0.3)
+bad = call("/v1/chat/completions", json.dumps({"model": "smol", "messages": []}).encode())
+print("RESULT " + json.dumps({"live": live, "ready": call("/health/ready"), "models": call("/v1/models"),
+                              "bad": bad}))
 """
 
 
@@ -136,3 +161,39 @@ def test_triton_image_imports_what_the_python_steps_import(images: Images) -> No
               " tokenizers.__version__, onnxruntime.__version__, onnxruntime_genai.__version__)",
               entrypoint="python3")  # fmt: skip
     assert out.split() == ["1.26.4", "0.23.3", "1.32.0", "0.18.0"]
+
+
+def test_triton_image_runs_the_gateway_as_its_user(images: Images, tmp_path: Path) -> None:
+    """The serving pod's second container: `conch-gateway` from this same image, as uid 1000 with a
+    read-only root, on the pinned starlette/uvicorn/pydantic/tritonclient, answering HTTP (no Triton runs
+    here: ready is 503 through a real gRPC attempt, a bad request 400, liveness 200)."""
+    assert "--triton-grpc" in run(images, images.triton, "--help", entrypoint="conch-gateway")
+    dists = ("starlette", "uvicorn", "pydantic", "tritonclient", "grpcio", "protobuf")
+    out = run(images, images.triton, "-c",
+              f"from importlib.metadata import version; print(*(version(d) for d in {dists!r}))",
+              entrypoint="python3")  # fmt: skip
+    installed = dict(zip(dists, out.split(), strict=True))
+    dockerfile = (Path(__file__).resolve().parents[2] / "images" / "triton.Dockerfile").read_text()
+    for dist in dists[:4]:
+        pin = re.search(rf'"{dist}(?:\[[a-z,]+\])?==([0-9.]+)"', dockerfile)
+        assert pin is not None and installed[dist] == pin.group(1), (dist, installed)
+    assert int(installed["protobuf"].split(".")[0]) < 7, "tritonclient[grpc] needs protobuf < 7"
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "client.py").write_text(GATEWAY_CLIENT)
+    for path in (work, work / "client.py"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    serve = (
+        "id -u; conch-gateway --triton-grpc 127.0.0.1:8001 --model smol --port 9000 >/tmp/gw.log 2>&1 &"
+        " python3 /work/client.py || { cat /tmp/gw.log; exit 1; }"
+    )
+    out = run(images, images.triton, "-c", serve, work=work, entrypoint="sh")
+    assert out.splitlines()[0] == "1000"
+    result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
+    assert result["live"] == [200, {"live": True}]
+    assert result["ready"] == [503, {"ready": False}]
+    status, models = result["models"]
+    assert status == 200 and [m["id"] for m in models["data"]] == ["smol"]
+    status, error = result["bad"]
+    assert status == 400 and error["error"]["param"] == "messages", error
