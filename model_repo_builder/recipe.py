@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from model_repo_builder import canonical, recipe_rules, tasknames
 from model_repo_builder.recipe_sections import (
+    GENERATION_MODES,
     TENSOR_LEARNING_RATE,
     TEXT_LEARNING_RATE,
     TEXT_MAX_LENGTH,
@@ -52,6 +53,7 @@ SUMMARY_MAX_BYTES = 4096
 # The sections are re-exported: callers import every recipe name from this module.
 __all__ = [
     "ADDED_OPTIONAL",
+    "GENERATION_MODES",
     "SUMMARY_MAX_BYTES",
     "TENSOR_LEARNING_RATE",
     "TEXT_LEARNING_RATE",
@@ -86,6 +88,7 @@ __all__ = [
     "load_recipe",
     "parse_recipe_text",
     "recipe_data",
+    "tensor_modes_problem",
     "text_quantize_default",
 ]
 
@@ -144,11 +147,22 @@ class Recipe(Spec):
         return self
 
     @model_validator(mode="after")
-    def _weight_only_consistent(self) -> Recipe:
-        generative = self.text is not None and self.text.task == _GENERATE
-        if not generative and any(m in WEIGHT_ONLY_MODES for m in self.ladder()):
+    def _modes_fit_task(self) -> Recipe:
+        """Weight-only modes for generative models only, and only they (and none) for them. Without a
+        text section the task is not known here (a ModelDeployment may name it in spec.model.task):
+        `tensor_modes_problem` is the check of a recipe known to build a tensor model."""
+        if self.text is None:
+            return self
+        ladder = self.ladder()
+        if self.text.task != _GENERATE and any(m in WEIGHT_ONLY_MODES for m in ladder):
             raise ValueError(
                 f"quantize modes int4-weight and int8-weight apply to text.task '{_GENERATE}' only"
+            )
+        bad = [m for m in ladder if m not in GENERATION_MODES]
+        if self.text.task == _GENERATE and bad:
+            raise ValueError(
+                f"quantize.mode/fallback {bad[0]!r} does not apply to text.task '{_GENERATE}' "
+                f"(use {', '.join(GENERATION_MODES)})"
             )
         return self
 
@@ -226,6 +240,13 @@ ADDED_OPTIONAL: tuple[tuple[str, str], ...] = (
     ("gate", "maxPerplexityRatio"),
     ("gate", "minGreedyAgreement"),
 )
+
+
+def tensor_modes_problem(recipe: Recipe) -> str | None:
+    """Why a recipe that builds a tensor model (no text task) cannot, as far as its quantize modes go."""
+    if recipe.text is None and any(m in WEIGHT_ONLY_MODES for m in recipe.ladder()):
+        return f"quantize modes int4-weight and int8-weight apply to text.task '{_GENERATE}' only"
+    return None
 
 
 def text_quantize_default(task: str = _EMBED) -> Quantize:

@@ -58,6 +58,7 @@ TRITON: Rules = [
 _EMBED = tasknames.FEATURE_EXTRACTION
 _GENERATE = tasknames.TEXT_GENERATION
 _WEIGHT_ONLY = "['int4-weight', 'int8-weight']"
+_GENERATION_MODES = "['int4-weight', 'int8-weight', 'none']"
 TEXT: Rules = [
     {
         "rule": f"self.task == '{_GENERATE}' || !has(self.contextLength)",
@@ -72,9 +73,18 @@ TEXT: Rules = [
 
 RECIPE: Rules = [
     {
-        "rule": f"(has(self.text) && self.text.task == '{_GENERATE}') || !({_MODE} in {_WEIGHT_ONLY} || "
+        # without a text section the task is unknown here (spec.model.task may name it): the
+        # ModelDeployment's rules (conch.api.rules.TEXT) check the tensor case
+        "rule": f"!has(self.text) || self.text.task == '{_GENERATE}' || !({_MODE} in {_WEIGHT_ONLY} || "
         f"(has(self.fallback) && self.fallback.exists(m, m in {_WEIGHT_ONLY})))",
         "message": f"quantize modes int4-weight and int8-weight apply to text.task '{_GENERATE}' only",
+        "fieldPath": ".quantize.mode",
+    },
+    {
+        "rule": f"!has(self.text) || self.text.task != '{_GENERATE}' || ({_MODE} in {_GENERATION_MODES} && "
+        f"(!has(self.fallback) || self.fallback.all(m, m in {_GENERATION_MODES})))",
+        "message": f"text.task '{_GENERATE}' quantizes to int4-weight, int8-weight or none "
+        "(quantize.mode and fallback)",
         "fieldPath": ".quantize.mode",
     },
     {

@@ -24,6 +24,8 @@ PruneMethod = Literal["none", "magnitude", "channel"]
 QuantizeMode = Literal["none", "fp16", "int8-dynamic", "int8-static", "int4-weight", "int8-weight"]
 WEIGHT_ONLY_MODES: tuple[QuantizeMode, ...] = ("int4-weight", "int8-weight")
 """Block-wise weight-only quantization (MatMulNBits) of a generative model's MatMuls."""
+GENERATION_MODES: tuple[QuantizeMode, ...] = (*WEIGHT_ONLY_MODES, "none")
+"""The modes a generative model's precision ladder takes (none: fp32)."""
 ExportFormat = Literal["onnx", "torchscript"]
 Backend = Literal["onnxruntime", "tensorrt", "pytorch", "python"]
 InstanceKind = Literal["KIND_GPU", "KIND_CPU"]

@@ -20,10 +20,9 @@ TEXT_CLASSIFICATION: Final = "text-classification"
 TEXT_GENERATION: Final = "text-generation"
 """A Hugging Face causal language model (or a GGUF file of one) served as prompt or chat in, tokens out."""
 
-TextTaskName = Literal["feature-extraction", "text-classification"]
-"""The encoder tasks (the two text task names above): what the operator's spec.model.task takes."""
-RecipeTextTaskName = Literal["feature-extraction", "text-classification", "text-generation"]
-"""The values of a recipe's text.task: the encoder tasks and text generation (builder only so far)."""
+TextTaskName = Literal["feature-extraction", "text-classification", "text-generation"]
+"""The text task names above: what the operator's spec.model.task and a recipe's text.task take."""
+RecipeTextTaskName = TextTaskName
 TEXT_TASKS: Final = (FEATURE_EXTRACTION, TEXT_CLASSIFICATION)
 GENERATION_TASKS: Final = (TEXT_GENERATION,)
 ALL: Final = (TENSOR, *TEXT_TASKS, *GENERATION_TASKS)

@@ -20,7 +20,7 @@ from ..data import prompts
 from ..errors import BadInput
 from ..export import genai
 from ..gate import generation as gengate
-from ..recipe import WEIGHT_ONLY_MODES, Gate, QuantizeMode, Recipe
+from ..recipe import Gate, QuantizeMode, Recipe
 from ..request import BuildRequest, BuildResult, Steps
 from ..sources import causal
 from ..sources.fetch import FetchedSource
@@ -97,13 +97,6 @@ def _check_recipe(recipe: Recipe) -> None:
         )
     if recipe.distill is not None:
         raise BadInput(f"distill does not apply to {tasknames.TEXT_GENERATION} models yet (remove distill)")
-    allowed = (*WEIGHT_ONLY_MODES, "none")
-    bad = [m for m in recipe.ladder() if m not in allowed]
-    if bad:
-        raise BadInput(
-            f"quantize.mode/fallback {bad[0]!r} does not apply to {tasknames.TEXT_GENERATION} "
-            f"(use {', '.join(allowed)})"
-        )
 
 
 def _eos_ids(model: causal.CausalModel) -> set[int]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from .. import recipe as recipe_mod
 from .. import tasknames
 from ..compression import ladder
 from ..compression import tensor as compress
@@ -39,6 +40,9 @@ def fresh(
 ) -> BuildResult:
     """Build and publish a tensor model's repository (the gate must pass first)."""
     recipe = req.recipe
+    problem = recipe_mod.tensor_modes_problem(recipe)
+    if problem is not None:
+        raise BadInput(problem)
     if src.path.is_dir() or src.suffix == ".tar.gz":
         raise BadInput(
             f"{src.uri} is a Hugging Face model directory or archive: set a text task (text.task, "
