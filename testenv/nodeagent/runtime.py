@@ -2,9 +2,11 @@
 
 There are no images here, so a container is matched by its command: `model-repo-builder` runs the
 project's venv entry point, `tritonserver` runs the binary bundled with nvidia-pytriton (python
-backend) bound to the pod's own IP. Container paths (volume mounts, the termination-message file) are
-rewritten to the pod's local directories in argv and env, and mapped back in what the process reports,
-so the API shows the same paths a real kubelet's pod would. Pure code: no I/O but path arithmetic.
+backend) bound to the pod's own IP, and `conch-gateway` (a generative model's OpenAI API) runs the
+venv's entry point on that IP, talking to its Triton there. Container paths (volume mounts, the
+termination-message file) are rewritten to the pod's local directories in argv and env, and mapped
+back in what the process reports, so the API shows the same paths a real kubelet's pod would. Pure
+code: no I/O but path arithmetic.
 """
 
 from __future__ import annotations
@@ -36,7 +38,15 @@ class Toolchain:
     library_path: str = ""  # the bundle's shared libraries (the python stub's RPATH assumes its own place)
 
     def commands(self) -> dict[str, Path]:
-        return {"model-repo-builder": self.venv_bin / "model-repo-builder", "tritonserver": self.triton_bin}
+        return {
+            "model-repo-builder": self.venv_bin / "model-repo-builder",
+            "tritonserver": self.triton_bin,
+            "conch-gateway": self.gateway_bin,
+        }
+
+    @property
+    def gateway_bin(self) -> Path:
+        return self.venv_bin / "conch-gateway"
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,18 @@ def local_argv(container: Obj, tools: Toolchain, mounts: Mounts, pod_ip: str) ->
             # backends with the default region names corrupt each other's (boost lock_exception aborts).
             f"--backend-config=python,shm-region-prefix-name=conch_{pod_ip.replace('.', '_')}_",
         ]
+    if program == tools.gateway_bin:
+        argv = [_on_pod_ip(a, pod_ip) for a in argv] + [f"--host={pod_ip}"]
     return argv
+
+
+def _on_pod_ip(arg: str, pod_ip: str) -> str:
+    """The gateway's Triton address on the pod's own IP: containers of one pod share a loopback under a
+    kubelet, but here each pod's processes bind its 127.64/16 address."""
+    flag, eq, address = arg.partition("=")
+    if flag == "--triton-grpc" and eq and address.startswith(("127.0.0.1:", "localhost:")):
+        return f"{flag}={pod_ip}:{address.rsplit(':', 1)[1]}"
+    return arg
 
 
 def field_value(path: str, pod: Obj, pod_ip: str) -> str:

@@ -59,12 +59,23 @@ def test_tritonserver_binds_the_pod_ip_and_finds_the_python_backend() -> None:
             "--backend-config=python,shm-region-prefix-name=conch_127_65_0_9_"} <= set(argv)  # fmt: skip
 
 
+def test_the_gateway_binds_the_pod_ip_and_reaches_its_triton_there() -> None:
+    args = ["--model=m", "--triton-grpc=127.0.0.1:8001", "--host=0.0.0.0", "--port=9000"]
+    argv = runtime.local_argv(
+        {"name": "openai", "command": ["conch-gateway"], "args": args}, TOOLS, MOUNTS, "127.65.0.9"
+    )
+    assert argv[0] == "/venv/bin/conch-gateway"
+    assert (
+        "--triton-grpc=127.65.0.9:8001" in argv and argv[-1] == "--host=127.65.0.9"
+    )  # argparse: the last wins
+
+
 @pytest.mark.parametrize(
     ("container", "message"),
     [
         (
             {"name": "c", "command": ["python", "serve.py"]},
-            "'python' is not one of model-repo-builder, tritonserver",
+            "'python' is not one of conch-gateway, model-repo-builder, tritonserver",
         ),
         ({"name": "c", "image": "x"}, "has no command"),
     ],

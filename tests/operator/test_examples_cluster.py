@@ -72,6 +72,9 @@ SOURCES: dict[str, Callable[[Path], None]] = {
     "models/resnet18.pt2": _resnet18,
     "models/all-MiniLM-L6-v2": _minilm,
 }
+SHARED_STORE = {"cpu-smollm2"}
+"""Examples built on the session's `llm_store`, which the generation e2e builds the same recipe on: the
+builder's cache makes one of the two builds a cache hit (SmolLM2's is the slow one)."""
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +258,30 @@ def promise_cpu_minilm(k: Kube, summary: Obj, store: Path) -> None:
     assert k.get("horizontalpodautoscaler", "minilm-cpu") is None
 
 
+def promise_cpu_smollm2(k: Kube, summary: Obj, store: Path) -> None:
+    """A chat model: the int4 build passes its (looser) gate; each pod runs Triton and the OpenAI gateway,
+    Ready on a real generation; the Service and the status carry the OpenAI endpoint."""
+    gate = summary["gate"]
+    assert gate["passed"] and gate["perplexityRatio"] <= 1.3 and gate["greedyAgreement"] >= 0.6
+    report = _build_json(_repository(store, summary))
+    assert report["recipe"]["text"]["task"] == "text-generation"
+    assert report["recipe"]["quantize"]["mode"] == "int4-weight"
+    dep = k.get("deployment", "smollm2-cpu")
+    assert dep is not None
+    pod = dep["spec"]["template"]["spec"]
+    triton, gateway = pod["containers"]
+    assert (triton["name"], gateway["name"], gateway["command"]) == ("triton", "openai", ["conch-gateway"])
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "openai"}
+    assert "--model=smollm2" in gateway["args"] and gateway["image"] == triton["image"]
+    service = k.get("service", "smollm2-cpu")
+    assert service is not None
+    assert {"name": "openai", "port": 9000, "targetPort": "openai", "protocol": "TCP"} in service["spec"][
+        "ports"
+    ]
+    endpoints = k.status("smollm2-cpu")["endpoints"]
+    assert endpoints["openai"] == f"http://smollm2-cpu.{k.ns}.svc:9000/v1"
+
+
 def promise_canary_digits(k: Kube, summary: Obj, store: Path) -> None:
     """A new spec.version runs as a canary (1 of 4 pods at 25%); with no Prometheus it pauses, unpromoted."""
     assert k.get("servicemonitor", "digits") is not None and "canary" not in k.status("digits")
@@ -279,6 +306,7 @@ PROMISES: dict[str, Promise] = {
     "gpu-resnet": promise_gpu_resnet,
     "autoscaling-minilm": promise_autoscaling_minilm,
     "cpu-minilm": promise_cpu_minilm,
+    "cpu-smollm2": promise_cpu_smollm2,
 }
 
 
@@ -291,8 +319,12 @@ def _claim_bound(k: Kube) -> bool:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_op_example_keeps_its_promise(example: Path, kube: Kube, store: Path) -> None:
+def test_op_example_keeps_its_promise(
+    example: Path, kube: Kube, store: Path, request: pytest.FixtureRequest
+) -> None:
     k = kube
+    if example.stem in SHARED_STORE:
+        store = request.getfixturevalue("llm_store")
     docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
     mds = [d for d in docs if d["kind"] == "ModelDeployment"]
     assert all(d["kind"] in ("ModelDeployment", "PersistentVolumeClaim") for d in docs)

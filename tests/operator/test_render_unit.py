@@ -19,7 +19,7 @@ from conch.render import common, deployment, hpa, job, pdb, secret, service, ser
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
-EXAMPLES = ["gpu-resnet", "cpu-digits", "autoscaling-minilm", "canary-digits"]
+EXAMPLES = ["gpu-resnet", "cpu-digits", "autoscaling-minilm", "canary-digits", "cpu-smollm2"]
 
 
 def owner(example: str) -> common.Owner:

@@ -15,8 +15,8 @@ from typing import Any
 import pydantic
 
 from conch import errors
-from conch.api import rules, types
-from model_repo_builder import recipe, tasknames
+from conch.api import types
+from model_repo_builder import recipe
 
 JOB_KEY_CHARS = 10
 
@@ -50,10 +50,9 @@ def effective_recipe(spec: types.ModelDeploymentSpec) -> recipe.Recipe:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "compression"
         raise errors.InvalidSpecError(f"compression.{where}".rstrip("."), first["msg"]) from exc
-    if effective.text is not None and effective.text.task == tasknames.TEXT_GENERATION:
-        raise errors.InvalidSpecError(
-            "compression.text.task", f"'{tasknames.TEXT_GENERATION}': {rules.GENERATION_NOT_SERVED}"
-        )
+    problem = recipe.tensor_modes_problem(effective)
+    if problem is not None:
+        raise errors.InvalidSpecError("compression.quantize.mode", problem)
     return effective
 
 

@@ -15,12 +15,6 @@ from model_repo_builder import recipe, tasknames
 Rules = list[JsonValue]
 
 
-GENERATION_NOT_SERVED = (
-    "generative models are built by model-repo-builder (build --task text-generation); the operator does not "
-    "serve them yet"
-)
-
-
 def _has(path: str) -> str:
     """CEL: the optional field at `path` (self.a.b.c) is there, and so is each field on the way."""
     parts = path.split(".")
@@ -200,6 +194,19 @@ MODEL: Rules = [
         f"'{tasknames.FEATURE_EXTRACTION}' only",
         "fieldPath": ".text",
     },
+    {
+        "rule": f"!has(self.text) || !has(self.task) || self.task == '{tasknames.TEXT_GENERATION}' || "
+        "!has(self.text.contextLength)",
+        "message": f"model.text.contextLength applies to task '{tasknames.TEXT_GENERATION}' only",
+        "fieldPath": ".text.contextLength",
+    },
+    {
+        "rule": f"!has(self.text) || !has(self.task) || self.task != '{tasknames.TEXT_GENERATION}' || "
+        "(!has(self.text.maxLength) && !has(self.text.truncation))",
+        "message": "model.text.maxLength and model.text.truncation apply to encoder tasks; "
+        f"'{tasknames.TEXT_GENERATION}' takes model.text.contextLength",
+        "fieldPath": ".text",
+    },
 ]
 
 # The spec's rules check the recipe the operator builds from it (keys.effective_recipe): serving's
@@ -211,6 +218,20 @@ _RECIPE_TEXT = _has("self.compression.text")
 _TEXT = f"(has(self.model.task) || ({_RECIPE_TEXT}))"
 # Text only through spec.model: the recipe's own rules do not see it.
 _TASK_ONLY = f"(has(self.model.task) && !({_RECIPE_TEXT}))"
+# A generative model: spec.model.task wins over the recipe's text.task (keys._merge_text).
+_GENERATIVE = (
+    f"(has(self.model.task) ? self.model.task == '{tasknames.TEXT_GENERATION}' : "
+    f"(({_RECIPE_TEXT}) && self.compression.text.task == '{tasknames.TEXT_GENERATION}'))"
+)
+# quantize.mode in effect after the merge: a recipe without a quantize section takes the task's default.
+_FALLBACK = _has("self.compression.fallback")
+_SPEC_MODE = (
+    f"({_has('self.compression.quantize')} ? ({_has('self.compression.quantize.mode')} ? "
+    f"self.compression.quantize.mode : 'none') : ({_GENERATIVE} ? 'int4-weight' : "
+    f"({_TEXT} ? 'int8-dynamic' : 'none')))"
+)
+_WEIGHT_ONLY = "['int4-weight', 'int8-weight']"
+_GENERATION_MODES = "['int4-weight', 'int8-weight', 'none']"
 _SOURCE = "(has(self.model.source.path) ? self.model.source.path : self.model.source.url)"
 _TENSOR_SUFFIXES = "['.pt', '.pt2', '.onnx']"
 _ARCHIVE = f"({_SOURCE}.endsWith('.tar.gz') || {_SOURCE}.endsWith('.tgz'))"
@@ -226,10 +247,26 @@ _RECIPE_PREFERRED = (
 
 
 TEXT: Rules = [
-    {  # the builder builds generative models (model-repo-builder); the operator does not serve them yet
-        "rule": f"!({_RECIPE_TEXT}) || self.compression.text.task != '{tasknames.TEXT_GENERATION}'",
-        "message": f"compression.text.task '{tasknames.TEXT_GENERATION}': {GENERATION_NOT_SERVED}",
-        "fieldPath": ".compression.text.task",
+    {  # the quality analysis replays tensor probes, which a generative build does not write
+        "rule": f"!{_GENERATIVE} || !({_has('self.rollout.canary.analysis.quality')})",
+        "message": "rollout.canary.analysis.quality compares tensor answers; a "
+        f"'{tasknames.TEXT_GENERATION}' model's canary is analysed by the metric checks "
+        "(minSuccessRate, maxLatencyMs, maxLatencyRatio, queries)",
+        "fieldPath": ".rollout.canary.analysis.quality",
+    },
+    {  # the recipe alone cannot tell a tensor model (no task anywhere) from one whose task is in spec.model
+        "rule": f"{_GENERATIVE} || !({_SPEC_MODE} in {_WEIGHT_ONLY} || "
+        f"({_FALLBACK} && self.compression.fallback.exists(m, m in {_WEIGHT_ONLY})))",
+        "message": "quantize modes int4-weight and int8-weight apply to text-generation models only "
+        "(model.task or compression.text.task)",
+        "fieldPath": ".compression.quantize.mode",
+    },
+    {
+        "rule": f"!{_GENERATIVE} || ({_SPEC_MODE} in {_GENERATION_MODES} && "
+        f"(!{_FALLBACK} || self.compression.fallback.all(m, m in {_GENERATION_MODES})))",
+        "message": f"a '{tasknames.TEXT_GENERATION}' model quantizes to int4-weight, int8-weight or none "
+        "(compression.quantize.mode and compression.fallback)",
+        "fieldPath": ".compression.quantize.mode",
     },
     {  # here, not in recipe_rules: the recipe alone cannot see spec.model.task
         "rule": f"!({_has('self.compression.distill.keepLayers')}) || {_TEXT}",

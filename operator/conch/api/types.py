@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from pydantic.alias_generators import to_camel
 
 from conch.api import quantity, rules
-from model_repo_builder import recipe
+from model_repo_builder import recipe, tasknames
 
 GROUP = "serving.conch.dev"
 VERSION = "v1alpha1"
@@ -80,6 +80,13 @@ class TextOptions(Model):
     truncation: bool | None = Field(
         None, description="Cut longer texts (default true) or reject them per request (false)."
     )
+    context_length: int | None = Field(
+        None,
+        ge=16,
+        le=1_048_576,
+        description="text-generation: the longest prompt plus completion served, in tokens (unset: the "
+        "model's own context length; longer is refused).",
+    )
 
 
 class ModelRef(Model):
@@ -99,10 +106,26 @@ class ModelRef(Model):
     outputs: list[recipe.TensorSpec] | None = Field(None, max_length=32, description="Model outputs.")
     task: recipe.TextTask | None = Field(
         None,
-        description="Serve a Hugging Face text model: feature-extraction (text in, embedding out) or "
-        "text-classification (text in, label and score out).",
+        description="Serve a Hugging Face text model: feature-extraction (text in, embedding out), "
+        "text-classification (text in, label and score out) or text-generation (a causal language model, "
+        "a directory or a .gguf file: prompt or chat in, tokens streamed out, an OpenAI-compatible API).",
     )
     text: TextOptions | None = Field(None, description="Text settings; needs task.")
+
+    @model_validator(mode="after")
+    def _text_fits_task(self) -> ModelRef:
+        """The twins of rules.MODEL's task checks that the merged recipe cannot place on spec.model."""
+        text, generative = self.text, self.task == tasknames.TEXT_GENERATION
+        if text is None or self.task is None:
+            return self
+        if not generative and text.context_length is not None:
+            raise ValueError(f"model.text.contextLength applies to task '{tasknames.TEXT_GENERATION}' only")
+        if generative and (text.max_length is not None or text.truncation is not None):
+            raise ValueError(
+                "model.text.maxLength and model.text.truncation apply to encoder tasks; "
+                f"'{tasknames.TEXT_GENERATION}' takes model.text.contextLength"
+            )
+        return self
 
 
 class Build(Model):
@@ -369,7 +392,27 @@ class ModelDeploymentSpec(Model):
                 "canary analysis reads the canary's Triton series from Prometheus: set "
                 "monitoring.serviceMonitor.enabled: true"
             )
+        if (
+            analysis is not None
+            and analysis.quality is not None
+            and self.text_task() == tasknames.TEXT_GENERATION
+        ):
+            raise ValueError(
+                f"rollout.canary.analysis.quality compares tensor answers; a '{tasknames.TEXT_GENERATION}' "
+                "model's canary is analysed by the metric checks (minSuccessRate, maxLatencyMs, "
+                "maxLatencyRatio, queries)"
+            )
         return self
+
+    def text_task(self) -> str | None:
+        """The text task in effect: spec.model.task, else the recipe's text.task (None: a tensor model)."""
+        if self.model.task is not None:
+            return self.model.task
+        return None if self.compression.text is None else self.compression.text.task
+
+    def generative(self) -> bool:
+        """A generative language model: served with the OpenAI-compatible gateway beside Triton."""
+        return self.text_task() == tasknames.TEXT_GENERATION
 
     def effective_replicas(self) -> int | None:
         """Replicas the Deployment should carry; None when the HPA owns the count."""
@@ -441,6 +484,7 @@ class Endpoints(Model):
     http: str
     grpc: str
     metrics: str
+    openai: str | None = Field(None, description="A text-generation model's OpenAI-compatible base URL.")
 
 
 class AnalysisValue(Model):

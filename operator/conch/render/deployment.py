@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conch.render import common, secret
+from conch.render import common, gateway, secret
 from conch.render.common import Obj, Owner
 
 CONTAINER = "triton"
@@ -117,6 +117,14 @@ def container(owner: Owner, served: Served) -> Obj:
     }
 
 
+def containers(owner: Owner, served: Served) -> list[Obj]:
+    """Triton, and for a generative model the OpenAI-compatible gateway beside it."""
+    out = [container(owner, served)]
+    if gateway.wanted(owner):
+        out.append(gateway.container(owner, served.model_name, GRPC_PORT))
+    return out
+
+
 def pod_template(owner: Owner, served: Served) -> Obj:
     """The pod template: a pure function of (serving spec, served version); rollback reuses a ReplicaSet."""
     spec = owner.spec.serving
@@ -136,7 +144,7 @@ def pod_template(owner: Owner, served: Served) -> Obj:
             "enableServiceLinks": False,
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 30,
-            "containers": [container(owner, served)],
+            "containers": containers(owner, served),
             "volumes": [
                 common.store_volume(owner, read_only=True),
                 {"name": "tmp", "emptyDir": {}},

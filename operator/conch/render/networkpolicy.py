@@ -1,9 +1,10 @@
 """The optional NetworkPolicy of the Triton pods (spec.serving.networkPolicy): ingress only to the
-inference ports from the selected callers, and to the metrics port from the selected scrapers."""
+inference ports (and a generative model's OpenAI port) from the selected callers, and to the metrics
+port from the selected scrapers."""
 
 from __future__ import annotations
 
-from conch.render import common, deployment
+from conch.render import common, deployment, gateway
 from conch.render.common import Obj, Owner
 
 
@@ -34,7 +35,14 @@ def render_networkpolicy(owner: Owner) -> Obj | None:
             "podSelector": {"matchLabels": common.selector(owner)},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"from": [callers], "ports": _ports(deployment.HTTP_PORT, deployment.GRPC_PORT)},
+                {
+                    "from": [callers],
+                    "ports": _ports(
+                        deployment.HTTP_PORT,
+                        deployment.GRPC_PORT,
+                        *(p for _, p in gateway.service_ports(owner)),
+                    ),
+                },
                 {"from": [scrapers], "ports": _ports(deployment.METRICS_PORT)},
             ],
         },

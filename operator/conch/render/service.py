@@ -1,8 +1,9 @@
-"""The Service in front of the Triton pods: HTTP, gRPC and metrics ports."""
+"""The Service in front of the Triton pods: HTTP, gRPC and metrics ports (and a generative model's
+OpenAI-compatible port)."""
 
 from __future__ import annotations
 
-from conch.render import common, deployment
+from conch.render import common, deployment, gateway
 from conch.render.common import Obj, Owner
 
 
@@ -14,6 +15,7 @@ def render_service(owner: Owner) -> Obj:
             ("http", deployment.HTTP_PORT),
             ("grpc", deployment.GRPC_PORT),
             ("metrics", deployment.METRICS_PORT),
+            *gateway.service_ports(owner),
         )
     ]
     return {
@@ -25,10 +27,14 @@ def render_service(owner: Owner) -> Obj:
 
 
 def endpoints(owner: Owner) -> dict[str, str]:
-    """In-cluster addresses of the Service's ports."""
+    """In-cluster addresses of the Service's ports (openai: a generative model's OpenAI base URL)."""
     host = f"{owner.name}.{owner.namespace}.svc"
-    return {
+    out = {
         "http": f"http://{host}:{deployment.HTTP_PORT}",
         "grpc": f"{host}:{deployment.GRPC_PORT}",
         "metrics": f"http://{host}:{deployment.METRICS_PORT}/metrics",
     }
+    openai = gateway.endpoint(owner, host)
+    if openai is not None:
+        out["openai"] = openai
+    return out
