@@ -99,7 +99,7 @@ def test_the_same_build_again_is_a_cache_hit(ladder_build: tuple[Path, dict[str,
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [
-        ({"quantize": {"mode": "int8-dynamic"}}, "'int8-dynamic' does not apply to text.task 'text-generation'"),
+        ({"quantize": {"mode": "int8-dynamic"}}, "'int8-dynamic' does not apply to text.task"),
         ({"prune": {"method": "magnitude", "amount": 0.3}}, "prune does not apply"),
     ],
 )
@@ -114,7 +114,7 @@ def test_a_recipe_generation_cannot_build_is_refused(
 def test_weight_only_modes_and_context_length_belong_to_generation() -> None:
     with pytest.raises(ValueError, match=r"apply to text\.task 'text-generation' only"):
         Recipe.model_validate({"text": {"task": "feature-extraction"}, "quantize": {"mode": "int4-weight"}})
-    with pytest.raises(ValueError, match="'int8-dynamic' does not apply to text.task 'text-generation'"):
+    with pytest.raises(ValueError, match=r"'int8-dynamic' does not apply to text\.task 'text-generation'"):
         Recipe.model_validate({**GENERATE, "fallback": ["int8-dynamic"]})
     # without a text section the task is not known to the recipe: the tensor build refuses it
     tensor = Recipe.model_validate({"quantize": {"mode": "int4-weight"}})

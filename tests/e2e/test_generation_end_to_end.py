@@ -113,7 +113,7 @@ def _serve_roll_out_and_back(k: Ns, node_agent: NodeAgent, store: Path, operator
     assert card.id == MODEL
 
     k.apply(_spec(node_agent, "2-int8", "int8-weight"))
-    v2 = wait_serving("2-int8")["history"][0]
+    (v2,) = [h for h in wait_serving("2-int8")["history"] if h["version"] == "2-int8"]
     assert v2["summary"]["gate"]["greedyAgreement"] >= 0.8
     ip2 = wait_for("a Ready int8 pod", lambda: ready_pod_ips(k, "2-int8"), 60)[0]
     assert "Paris" in _chat(ip2)

@@ -224,7 +224,7 @@ _GENERATIVE = (
     f"(({_RECIPE_TEXT}) && self.compression.text.task == '{tasknames.TEXT_GENERATION}'))"
 )
 # quantize.mode in effect after the merge: a recipe without a quantize section takes the task's default.
-_FALLBACK = _has("self.compression.fallback")
+_FALLBACK = f"({_has('self.compression.fallback')})"
 _SPEC_MODE = (
     f"({_has('self.compression.quantize')} ? ({_has('self.compression.quantize.mode')} ? "
     f"self.compression.quantize.mode : 'none') : ({_GENERATIVE} ? 'int4-weight' : "
