@@ -221,6 +221,15 @@ def sentiment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """SmolLM2's GGUF file loaded once per session as the builder loads it (fp32, and written out as a
+    Hugging Face directory: `.hf_dir`), for the serving tests and the builder's directory-source test."""
+    from tests.support import llm
+
+    return llm.smollm2(tmp_path_factory.mktemp("smollm2"))
+
+
+@pytest.fixture(scope="session")
 def llm_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model store holding SmolLM2's GGUF file, shared by the tests that build examples/cpu-smollm2.yaml
     (the examples test and the generation e2e): the builder's content-addressed cache makes the second

@@ -74,6 +74,24 @@ def test_a_gguf_file_builds_through_the_ladder_and_records_the_gate(
     assert not verify_repository(repo)
 
 
+def test_a_hugging_face_directory_builds_and_its_fp32_export_is_exact(
+    tmp_path: Path, run_cli: Run, smollm2_model: causal.CausalModel
+) -> None:
+    """The other source kind: a checkpoint directory (SmolLM2's weights written out by the GGUF loader)
+    builds without a dequantize pass; at fp32 the gate's numbers are those of the original itself."""
+    result = run_cli(
+        "build", smollm2_model.hf_dir, "--out", tmp_path / "store", "--model-name", "smol",
+        "--recipe-json", _json(), "--quantize", "none",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr[-2000:]
+    gate = result.summary["gate"]
+    assert gate["perplexityRatio"] == pytest.approx(1.0, abs=1e-3) and gate["greedyAgreement"] == 1.0
+    record = json.loads((Path(result.summary["repository"]) / "build.json").read_text())
+    assert record["quantize"]["published"] == "none" and record["text"]["dequantizedFrom"] is None
+    assert record["text"]["architecture"] == "LlamaForCausalLM"
+    assert [p["name"] for p in record["passes"]] == ["export"]
+
+
 def test_the_repository_is_a_decoupled_python_model_with_the_genai_folder(
     ladder_build: tuple[Path, dict[str, Any]],
 ) -> None:

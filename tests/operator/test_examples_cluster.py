@@ -271,7 +271,8 @@ def promise_cpu_smollm2(k: Kube, summary: Obj, store: Path) -> None:
     pod = dep["spec"]["template"]["spec"]
     triton, gateway = pod["containers"]
     assert (triton["name"], gateway["name"], gateway["command"]) == ("triton", "openai", ["conch-gateway"])
-    assert gateway["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "openai"}
+    probe = gateway["readinessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/health/ready", "openai")
     assert "--model=smollm2" in gateway["args"] and gateway["image"] == triton["image"]
     service = k.get("service", "smollm2-cpu")
     assert service is not None

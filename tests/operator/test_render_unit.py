@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conch.api import keys, types
-from conch.render import common, deployment, hpa, job, pdb, secret, service, servicemonitor
+from conch.render import common, deployment, hpa, job, networkpolicy, pdb, secret, service, servicemonitor
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,3 +154,34 @@ def test_canary_pods_are_behind_the_one_service_and_apart_from_the_stable() -> N
     assert deployment.LABEL_TRACK not in stable["spec"]["template"]["metadata"]["labels"]
     stable_container = stable["spec"]["template"]["spec"]["containers"][0]
     assert canary["spec"]["template"]["spec"]["containers"][0]["resources"] == stable_container["resources"]
+
+
+def test_a_generative_model_gets_every_child_an_encoder_gets_and_the_gateway_everywhere() -> None:
+    """HPA, PDB, ServiceMonitor, NetworkPolicy and a canary for a generator, each pod with the gateway."""
+    base = owner("cpu-smollm2")
+    spec = base.spec.model_copy(
+        update={
+            "replicas": None,
+            "autoscaling": types.Autoscaling(
+                min_replicas=2, max_replicas=4, target_cpu_utilization_percentage=70
+            ),
+            "monitoring": types.Monitoring(service_monitor=types.ServiceMonitorSpec(enabled=True)),
+            "serving": base.spec.serving.model_copy(
+                update={"network_policy": types.NetworkPolicySpec(enabled=True)}
+            ),
+        }
+    )
+    o = dataclasses.replace(base, spec=spec)
+    served = deployment.Served("2", "bk-2", "smollm2")
+    assert hpa.render_hpa(o) is not None and servicemonitor.render_servicemonitor(o) is not None
+    assert pdb.render_pdb(o)["spec"]["maxUnavailable"] == 1  # type: ignore[index]
+    policy = networkpolicy.render_networkpolicy(o)
+    assert policy is not None
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [8000, 8001, 9000]
+    for dep in (deployment.render_deployment(o, served), deployment.render_canary_deployment(o, served, 1)):
+        names = [c["name"] for c in dep["spec"]["template"]["spec"]["containers"]]
+        assert names == ["triton", "openai"]
+    assert "openai" not in service.endpoints(owner("cpu-digits"))
+    assert [
+        c["name"] for c in deployment.pod_template(owner("cpu-digits"), served)["spec"]["containers"]
+    ] == ["triton"]

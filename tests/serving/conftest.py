@@ -17,9 +17,10 @@ def serving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_repository(serving_dir: Path) -> tuple[Path, causal.CausalModel]:
-    """SmolLM2 loaded once (the original fp32 model) and its fp32 repository serving model "smol"."""
+def smollm2_repository(
+    serving_dir: Path, smollm2_model: causal.CausalModel
+) -> tuple[Path, causal.CausalModel]:
+    """SmolLM2 (the session's original fp32 model) and its fp32 repository serving model "smol"."""
     work = serving_dir / "smollm2"
     work.mkdir()
-    model = llm.smollm2(work)
-    return llm.serve_repository(model, work, "smol"), model
+    return llm.serve_repository(smollm2_model, work, "smol"), smollm2_model
