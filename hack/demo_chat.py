@@ -20,7 +20,7 @@ SAMPLING = {"max_tokens": 48, "temperature": 0}
 
 def _stream_over_triton(ip: str, model: str, messages: list[dict[str, str]]) -> str:
     """Triton's generate_stream: each SSE event carries the next piece of text; printed as it comes."""
-    body = {"messages": json.dumps(messages), "sampling_parameters": json.dumps(SAMPLING)}
+    body = {"messages": json.dumps(messages), "sampling_parameters": json.dumps(SAMPLING), "stream": True}
     request = urllib.request.Request(
         f"http://{ip}:8000/v2/models/{model}/generate_stream",
         data=json.dumps(body).encode(),
