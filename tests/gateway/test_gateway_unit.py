@@ -12,30 +12,66 @@ from conch_gateway import schema, triton
 
 pytestmark = pytest.mark.unit
 CHAT = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}]}
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 
 
 @pytest.mark.parametrize(
     ("change", "param"),
     [
         ({"messages": []}, "messages"),
+        ({"messages": None}, "messages"),
+        ({"messages": "hi"}, "messages"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"messages": [{"role": "user"}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": [IMAGE]}]}, "messages.0.content"),
         ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": "10"}, "max_tokens"),  # strict, as OpenAI: a string is not a number
+        ({"max_tokens": 1.5}, "max_tokens"),
         ({"max_completion_tokens": -1}, "max_completion_tokens"),
         ({"temperature": 2.5}, "temperature"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
         ({"top_p": 0}, "top_p"),
+        ({"top_p": 1.2}, "top_p"),
         ({"top_k": -1}, "top_k"),
+        ({"seed": "x"}, "seed"),
         ({"n": 3}, "n"),
         ({"stop": 7}, "stop"),
+        ({"stop": ""}, "stop"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stream": "yes"}, "stream"),
+        ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
         ({"model": None}, "model"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_chat_request_is_400_naming_the_parameter(change: dict[str, Any], param: str) -> None:
     with pytest.raises(schema.GatewayError) as caught:
         schema.parse(schema.ChatRequest, json.dumps({**CHAT, **change}).encode())
     assert caught.value.status == 400 and caught.value.param is not None
-    assert caught.value.param.startswith(param)
+    assert caught.value.param == param and caught.value.message.startswith(param)
     assert caught.value.body()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("prompt", [None, "", [], [""], ["a", "b"], [1, 2], [[1, 2]], 3])
+def test_a_bad_prompt_is_400_naming_prompt(prompt: Any) -> None:
+    body = {"model": "m"} if prompt is None else {"model": "m", "prompt": prompt}
+    with pytest.raises(schema.GatewayError) as caught:
+        schema.parse(schema.CompletionRequest, json.dumps(body).encode())
+    assert caught.value.status == 400 and caught.value.param == "prompt"
+
+
+def test_a_prompt_may_be_a_list_of_one_string() -> None:  # what OpenAI's clients send
+    body = schema.parse(schema.CompletionRequest, b'{"model": "m", "prompt": ["The sky is"]}')
+    assert body.prompt == "The sky is"
+
+
+def test_a_limit_over_the_models_context_is_400_naming_its_field() -> None:
+    body = schema.parse(schema.ChatRequest, json.dumps({**CHAT, "max_completion_tokens": 4097}).encode())
+    with pytest.raises(schema.GatewayError) as caught:
+        body.check_context(4096)
+    assert caught.value.status == 400 and caught.value.param == "max_completion_tokens"
+    body.check_context(None)  # a model without a context_length: the model itself decides
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe"])
