@@ -3,12 +3,17 @@ parameter) and translated into the Triton model's inputs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import grpc
+import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from conch_gateway import schema, triton
+from conch_gateway.triton import Piece
 
 pytestmark = pytest.mark.unit
 CHAT = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}]}
@@ -115,3 +120,114 @@ def test_sampling_maps_onto_the_triton_models_parameters() -> None:
 )
 def test_triton_refusals_map_to_http_statuses(message: str, status: int) -> None:
     assert triton._refusal(message).status == status
+
+
+@pytest.mark.parametrize(
+    ("message", "chat_param", "completion_param"),
+    [
+        ("sampling_parameters.top_k must be an integer >= 0, got -3", "top_k", "top_k"),
+        ("sampling_parameters.max_tokens must be from 1 to 7", "max_completion_tokens", "max_tokens"),
+        ("the prompt has 9000 tokens; the context is 2048 tokens", "messages", "prompt"),
+        ("messages[1].role 'robot' is not one of system, user", "messages", "messages"),
+        ("text_input is empty", "messages", "prompt"),
+        ("something else went wrong", None, None),
+    ],
+)  # fmt: skip
+def test_the_models_refusal_names_the_request_field(
+    message: str, chat_param: str | None, completion_param: str | None
+) -> None:
+    field = triton._refusal(message).param
+    chat = schema.parse(schema.ChatRequest, json.dumps({**CHAT, "max_completion_tokens": 7}).encode())
+    completion = schema.parse(schema.CompletionRequest, b'{"model": "m", "prompt": "p"}')
+    assert (chat.param_for(field), completion.param_for(field)) == (chat_param, completion_param)
+
+
+# --- Triton.generate over a stand-in gRPC stream --------------------------------------------------
+
+
+class _Result:
+    def __init__(self, text: str, finish: str | None = None) -> None:
+        self.outputs = {"text_output": np.array([text.encode()], dtype=np.object_)}
+        if finish is not None:
+            self.outputs |= {
+                "finish_reason": np.array([finish.encode()], dtype=np.object_),
+                "prompt_tokens": np.array([3], dtype=np.int32),
+                "completion_tokens": np.array([2], dtype=np.int32),
+            }
+
+    def as_numpy(self, name: str) -> Any:
+        return self.outputs.get(name)
+
+
+class _Call:
+    """tritonclient's stream iterator: (result, error) pairs, or a gRPC failure raised unwrapped."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items, self.cancelled = iter(items), False
+
+    def __aiter__(self) -> _Call:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = next(self.items, None)
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+class _Client:
+    def __init__(self, items: list[Any]) -> None:
+        self.call = _Call(items)
+
+    def stream_infer(self, inputs_iterator: Any) -> _Call:
+        return self.call
+
+
+def _generate(items: list[Any]) -> tuple[list[Piece], BaseException | None, _Call]:
+    backend = triton.Triton("unused:1", "smol")
+    client = _Client(items)
+    backend._client = client
+    pieces: list[Piece] = []
+
+    async def run() -> BaseException | None:
+        try:
+            async for piece in backend.generate(prompt="p", chat=None, sampling="{}"):
+                pieces.append(piece)
+        except schema.GatewayError as exc:
+            return exc
+        return None
+
+    return pieces, asyncio.run(run()), client.call
+
+
+def _rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="socket closed")
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [
+        ((None, InferenceServerException("generation failed: out of memory")), 500),  # the model's error
+        (_rpc_error(grpc.StatusCode.UNAVAILABLE), 503),  # Triton went away
+        (_rpc_error(grpc.StatusCode.INTERNAL), 502),
+        (None, 502),  # the stream ended before the final response
+    ],
+)
+def test_a_failure_mid_generation_is_a_gateway_error(failure: Any, status: int) -> None:
+    pieces, error, call = _generate([(_Result("Par"), None)] + ([failure] if failure is not None else []))
+    assert [p.text for p in pieces] == ["Par"]
+    assert isinstance(error, schema.GatewayError) and error.status == status
+    assert call.cancelled
+
+
+def test_a_whole_generation_ends_at_the_final_response() -> None:
+    pieces, error, _ = _generate(
+        [(_Result("Par"), None), (_Result("is", "stop"), None), (_Result("x"), None)]
+    )
+    assert error is None and [(p.text, p.finish_reason) for p in pieces] == [("Par", None), ("is", "stop")]
