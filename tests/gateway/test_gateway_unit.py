@@ -1,10 +1,12 @@
 """The gateway's request handling without a server: OpenAI bodies validated (each mistake names its
-parameter) and translated into the Triton model's inputs."""
+parameter) and translated into the Triton model's inputs; the app's routes called as ASGI in front of
+a stand-in Triton (retrieve model, a prompt list, an error after the stream started)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -13,6 +15,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from conch_gateway import schema, triton
+from conch_gateway.app import create_app
 from conch_gateway.triton import Piece
 
 pytestmark = pytest.mark.unit
@@ -231,3 +234,120 @@ def test_a_whole_generation_ends_at_the_final_response() -> None:
         [(_Result("Par"), None), (_Result("is", "stop"), None), (_Result("x"), None)]
     )
     assert error is None and [(p.text, p.finish_reason) for p in pieces] == [("Par", None), ("is", "stop")]
+
+
+# --- the app, called as ASGI in front of a stand-in Triton ----------------------------------------
+
+
+class _Triton(triton.Triton):
+    """Answers every generation with `script`: pieces, then maybe an error (raised where it stands)."""
+
+    def __init__(self, script: list[Piece | schema.GatewayError]) -> None:
+        super().__init__("unused:1", "smol")
+        self.script, self.prompts = script, list[str | None]()
+
+    async def context(self) -> int | None:
+        return 2048
+
+    async def generate(self, *, prompt: str | None, chat: str | None, sampling: str) -> AsyncIterator[Piece]:
+        self.prompts.append(prompt)
+        for step in self.script:
+            if isinstance(step, schema.GatewayError):
+                raise step
+            yield step
+
+
+def _call(backend: _Triton, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+    """One HTTP request through the ASGI app: the status and the whole body."""
+    app = create_app(backend)
+    raw = b"" if body is None else json.dumps(body).encode()
+    inbox: Iterator[dict[str, Any]] = iter([{"type": "http.request", "body": raw, "more_body": False}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        message = next(inbox, None)
+        if message is None:  # no disconnect: wait until the response is done (and this is cancelled)
+            await asyncio.Event().wait()
+        assert message is not None
+        return message
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json")], "server": ("test", 80), "client": ("test", 1),
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+ANSWER: list[Piece | schema.GatewayError] = [Piece("Par"), Piece("is", "stop", 3, 2)]
+
+
+def test_retrieve_model_answers_its_card_and_404_for_another_name() -> None:
+    status, body = _call(_Triton(ANSWER), "GET", "/v1/models/smol")
+    assert status == 200 and json.loads(body) == {
+        "id": "smol", "object": "model", "created": 0, "owned_by": "conch", "context_length": 2048,
+    }  # fmt: skip
+    status, body = _call(_Triton(ANSWER), "GET", "/v1/models/gpt-4o")
+    error = json.loads(body)["error"]
+    assert status == 404 and error["param"] == "model" and error["code"] == "model_not_found"
+    assert error["type"] == "invalid_request_error" and "gpt-4o" in error["message"]
+
+
+def test_an_unknown_route_or_method_has_openais_error_body() -> None:
+    for method, path, status in (("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405)):
+        got, body = _call(_Triton(ANSWER), method, path)
+        assert got == status and json.loads(body)["error"]["type"] == "invalid_request_error"
+
+
+def test_a_completion_of_a_one_prompt_list() -> None:
+    backend = _Triton(ANSWER)
+    status, body = _call(backend, "POST", "/v1/completions", {"model": "smol", "prompt": ["The sky"]})
+    assert status == 200 and json.loads(body)["choices"][0]["text"] == "Paris"
+    assert backend.prompts == ["The sky"]
+    status, body = _call(backend, "POST", "/v1/completions", {"model": "smol", "prompt": ["a", "b"]})
+    assert status == 400 and json.loads(body)["error"]["param"] == "prompt"
+
+
+def _events(body: bytes) -> list[Any]:
+    chunks = body.decode().split("\n\n")
+    assert chunks[-1] == "" and all(c.startswith("data: ") for c in chunks[:-1])
+    return [
+        c[len("data: ") :] if c == "data: [DONE]" else json.loads(c[len("data: ") :]) for c in chunks[:-1]
+    ]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_an_error_after_the_stream_started_is_an_error_event_then_done(path: str) -> None:
+    failure = schema.GatewayError(500, "generation failed: out of memory", kind="server_error")
+    request = {
+        "model": "smol",
+        "stream": True,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "prompt": "Hi",
+    }
+    status, body = _call(_Triton([Piece("Par"), failure]), "POST", path, request)
+    events = _events(body)
+    assert status == 200 and events[-1] == "[DONE]"
+    assert events[-2] == {"error": failure.body()["error"]}
+    assert events[-2]["error"]["message"] == "generation failed: out of memory"
+    assert all("choices" in event for event in events[:-2])  # the text before it came through
+
+
+def test_a_refusal_before_the_stream_started_is_an_http_error_naming_the_field() -> None:
+    refusal = triton._refusal("sampling_parameters.max_tokens must be an integer from 1 to 7, got 9")
+    request = {**CHAT, "stream": True, "max_completion_tokens": 9}
+    status, body = _call(_Triton([refusal]), "POST", "/v1/chat/completions", request)
+    assert status == 400 and json.loads(body)["error"]["param"] == "max_completion_tokens"
+
+
+def test_a_limit_over_the_context_is_400_before_triton() -> None:
+    backend = _Triton(ANSWER)
+    status, body = _call(
+        backend, "POST", "/v1/completions", {"model": "smol", "prompt": "p", "max_tokens": 4096}
+    )
+    assert status == 400 and json.loads(body)["error"]["param"] == "max_tokens" and backend.prompts == []
