@@ -3,12 +3,17 @@
 Non-streamed requests collect the pieces into one response with `usage`; `stream: true` answers with
 Server-Sent Events: chat chunks carry `delta` (the first one the assistant role), completion chunks
 `text`, the last chunk the finish reason (and a usage chunk when stream_options.include_usage), then
-`data: [DONE]`. A client that disconnects mid-stream ends the generator, which cancels the Triton call.
+`data: [DONE]`. The model's first response is read before answering, so a refused request is still an
+HTTP error; one that fails after the 200 went out (Triton gone, the generation failed) can only be an
+event: `data: {"error": {...}}` (OpenAI's error body, which the openai client raises as APIError),
+then `data: [DONE]`, as vLLM does. A client that disconnects mid-stream ends the generator, which
+cancels the Triton call.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -24,16 +30,27 @@ from . import schema
 from .schema import GatewayError
 from .triton import Piece, Triton
 
+log = logging.getLogger("conch_gateway")
+
 
 def create_app(triton: Triton) -> Starlette:
     """The ASGI app serving `triton.model` through `triton`."""
 
-    async def models(_: Request) -> Response:
-        card = {"id": triton.model, "object": "model", "created": 0, "owned_by": "conch"}
+    async def card() -> dict[str, Any]:
+        entry: dict[str, Any] = {"id": triton.model, "object": "model", "created": 0, "owned_by": "conch"}
         context = await triton.context()
         if context is not None:
-            card["context_length"] = context
-        return JSONResponse({"object": "list", "data": [card]})
+            entry["context_length"] = context
+        return entry
+
+    async def models(_: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [await card()]})
+
+    async def model(request: Request) -> Response:  # OpenAI's retrieve model
+        name = request.path_params["model"]
+        if name != triton.model:
+            raise schema.model_not_found(name, triton.model)
+        return JSONResponse(await card())
 
     async def chat(request: Request) -> Response:
         body = schema.parse(schema.ChatRequest, await request.body())
@@ -54,6 +71,11 @@ def create_app(triton: Triton) -> Starlette:
         assert isinstance(exc, GatewayError)
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    async def http_error(_: Request, exc: Exception) -> Response:  # Starlette's own: no route, a method
+        assert isinstance(exc, HTTPException)
+        error = GatewayError(exc.status_code, exc.detail)
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
@@ -61,21 +83,26 @@ def create_app(triton: Triton) -> Starlette:
 
     routes = [
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/health/ready", ready, methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={GatewayError: gateway_error}, lifespan=lifespan)
+    handlers = {GatewayError: gateway_error, HTTPException: http_error}
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
 
 
 async def _answer(triton: Triton, body: Any, *, chat: str | None, prompt: str | None) -> Response:
     if body.model != triton.model:
-        raise GatewayError(
-            404, f"model {body.model!r} is not served here (this endpoint serves {triton.model!r})", "model"
-        )
+        raise schema.model_not_found(body.model, triton.model)
+    body.check_context(await triton.context())
     pieces = triton.generate(prompt=prompt, chat=chat, sampling=body.sampling_parameters())
-    first = await anext(pieces)  # a refused request fails here, before any byte is sent
+    try:
+        first = await anext(pieces)  # a refused request fails here, before any byte is sent
+    except GatewayError as exc:
+        exc.param = body.param_for(exc.param)  # the model's field as the request named it
+        raise
     meta = _Meta(kind="chat.completion" if chat is not None else "text_completion", model=triton.model)
     if body.stream:
         return StreamingResponse(
@@ -133,11 +160,18 @@ class _Meta:
 
 async def _events(meta: _Meta, first: Piece, pieces: AsyncIterator[Piece], usage: bool) -> AsyncIterator[str]:
     last, opening = first, True
-    async for piece in _chain(first, pieces):
-        yield _sse(meta.chunk(piece.text, piece.finish_reason, opening))
-        last, opening = piece, False
-    if usage:
-        yield _sse(meta.usage_chunk(last))
+    try:
+        async for piece in _chain(first, pieces):
+            yield _sse(meta.chunk(piece.text, piece.finish_reason, opening))
+            last, opening = piece, False
+        if usage:
+            yield _sse(meta.usage_chunk(last))
+    except GatewayError as exc:  # the 200 has gone out: the error can only be an event
+        log.warning("stream %s failed: %s", meta.id, exc.message)
+        yield _sse(exc.body())
+    except Exception:  # a bug of ours: the client still gets an error, not a cut connection
+        log.exception("stream %s failed", meta.id)
+        yield _sse(GatewayError(500, "internal error", kind="server_error").body())
     yield "data: [DONE]\n\n"
 
 

@@ -1,16 +1,20 @@
 """Talks to the decoupled Triton model over gRPC streaming: one request in, text pieces out.
 
 The model's final response carries finish_reason and the token counts; its errors are the client's
-mistakes (INVALID_ARG, answered 400) unless they say the generation itself failed. Closing the
-iterator (a client that went away) cancels the gRPC call, so Triton stops the sequence.
+mistakes (INVALID_ARG, answered 400 naming the field the model's message names) unless they say the
+generation itself failed. A gRPC failure (Triton gone, the stream broken) or a stream that ends before
+the final response is a GatewayError too, whenever it happens, so app.py can answer it even mid-stream.
+Closing the iterator (a client that went away) cancels the gRPC call, so Triton stops the sequence.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import numpy as np
 from tritonclient.grpc import InferInput
 from tritonclient.grpc import aio as grpc_aio
@@ -22,6 +26,8 @@ MODEL_FAILURE = "generation failed"
 READY_PROMPT = "Hello"
 READY_SAMPLING = '{"max_tokens": 1, "temperature": 0}'
 """The readiness check's request: one greedy token."""
+_FIELD = re.compile(r"sampling_parameters\.(\w+)|\b(messages|text_input)\b|^(the prompt)\b")
+"""A field the model's error names: a sampling key, its chat or its prompt input."""
 
 
 @dataclass
@@ -83,7 +89,10 @@ class Triton:
         async def one() -> AsyncIterator[dict[str, Any]]:
             yield {"model_name": self.model, "inputs": inputs}
 
-        call = self.client.stream_infer(inputs_iterator=one())
+        try:
+            call = self.client.stream_infer(inputs_iterator=one())
+        except InferenceServerException as exc:
+            raise GatewayError(503, f"Triton is not reachable: {exc}", kind="service_unavailable") from exc
         try:
             async for result, error in call:
                 if error is not None:
@@ -92,8 +101,11 @@ class Triton:
                 yield piece
                 if piece.finish_reason is not None:
                     return
-        except InferenceServerException as exc:
-            raise GatewayError(503, f"Triton is not reachable: {exc}", kind="service_unavailable") from exc
+            raise GatewayError(
+                502, "Triton ended the stream before the model's final response", kind="server_error"
+            )
+        except (grpc.RpcError, InferenceServerException) as exc:  # tritonclient passes the first unwrapped
+            raise _broken(exc) from exc
         finally:
             call.cancel()
 
@@ -103,12 +115,26 @@ class Triton:
 
 
 def _refusal(message: str) -> GatewayError:
+    """The model's error response: a failed generation (500) or the request's mistake (400, its field)."""
     text = message.split("] ", 1)[-1] if message.startswith("[") else message
     if MODEL_FAILURE in text:
         return GatewayError(500, text, kind="server_error")
     if "unknown model" in text.lower():
-        return GatewayError(404, text, param="model")
-    return GatewayError(400, text)
+        return GatewayError(404, text, param="model", code="model_not_found")
+    found = _FIELD.search(text)
+    field: str | None = next(name for name in found.groups() if name) if found else None
+    if field in ("text_input", "the prompt"):
+        field = "prompt"
+    return GatewayError(400, text, param=field)
+
+
+def _broken(exc: Exception) -> GatewayError:
+    """A gRPC failure: Triton unreachable (503) or the call broken under a running generation (502)."""
+    code = exc.code() if hasattr(exc, "code") else None  # grpc.aio.AioRpcError's
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code in (None, grpc.StatusCode.UNAVAILABLE):
+        return GatewayError(503, f"Triton is not reachable: {details}", kind="service_unavailable")
+    return GatewayError(502, f"Triton failed: {details}", kind="server_error")
 
 
 def _piece(result: Any) -> Piece:

@@ -1,6 +1,8 @@
 """The OpenAI-compatible gateway (conch_gateway) in front of a real tritonserver serving SmolLM2, called
-with the real `openai` client: models, chat and completions, streaming with usage, bad requests as
-400s naming the parameter, and a client that disconnects mid-stream while the gateway keeps serving."""
+with the real `openai` client: models (listed and retrieved), chat and completions (a prompt string or
+a list of one), streaming with usage, bad requests as 400s naming the parameter, and a client that
+disconnects mid-stream while the gateway keeps serving. An error after a stream started (an event, then
+[DONE]) needs a failing model: tests/gateway has it."""
 
 from __future__ import annotations
 
@@ -71,6 +73,14 @@ def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
     assert card.id == MODEL and card.owned_by == "conch"
 
 
+def test_retrieve_model_and_another_name_404(client: openai.OpenAI) -> None:
+    card = client.models.retrieve(MODEL)
+    assert card.id == MODEL and card.object == "model"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("gpt-nope")
+    assert caught.value.param == "model" and caught.value.code == "model_not_found"
+
+
 def test_a_greedy_chat_answers_with_usage(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)
     choice = answer.choices[0]
@@ -107,6 +117,16 @@ def test_a_completion_and_its_stream(client: openai.OpenAI) -> None:
     assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
 
 
+def test_a_prompt_list_of_one_is_that_prompt_and_of_several_400(client: openai.OpenAI) -> None:
+    text = client.completions.create(model=MODEL, prompt="The sky is", temperature=0, max_tokens=8)
+    listed = client.completions.create(model=MODEL, prompt=["The sky is"], temperature=0, max_tokens=8)
+    assert listed.choices[0].text == text.choices[0].text
+    for prompt in (["The sky is", "Grass is"], [[464, 6766, 318]]):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.completions.create(model=MODEL, prompt=prompt, max_tokens=8)
+        assert caught.value.param == "prompt"
+
+
 @pytest.mark.parametrize(
     ("change", "param"),
     [
@@ -130,8 +150,12 @@ def test_bad_requests_are_400_naming_the_parameter(
 def test_an_unknown_model_is_404_and_an_over_long_prompt_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-nope", messages=FRANCE)
-    with pytest.raises(openai.BadRequestError, match="context"):
+    with pytest.raises(openai.BadRequestError, match="context") as caught:
         client.completions.create(model=MODEL, prompt="word " * 3000, max_tokens=4)
+    assert caught.value.param == "prompt"  # the model's refusal, named as the request names it
+    with pytest.raises(openai.BadRequestError, match="context") as caught:
+        client.chat.completions.create(model=MODEL, messages=FRANCE, max_completion_tokens=10**6)
+    assert caught.value.param == "max_completion_tokens"  # the gateway's own check
 
 
 def test_ready_means_a_real_token_and_live_answers(gateway: str) -> None:
