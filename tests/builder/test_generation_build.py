@@ -92,6 +92,37 @@ def test_a_hugging_face_directory_builds_and_its_fp32_export_is_exact(
     assert [p["name"] for p in record["passes"]] == ["export"]
 
 
+def test_the_gate_catches_a_damaged_weight_that_still_loads_and_generates(
+    ladder_build: tuple[Path, dict[str, Any]], smollm2_model: causal.CausalModel, tmp_path: Path
+) -> None:
+    """The published int8 model with one MLP's dequantization scales sign-flipped and scaled (a quantizer
+    bug that leaves a valid, loadable graph): the gate must refuse it, naming the metric."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from model_repo_builder.data import prompts
+    from model_repo_builder.gate import verify
+
+    repo, _ = ladder_build
+    folder = shutil.copytree(repo / "smol" / "1" / "genai", tmp_path / "genai")
+    model = onnx.load(str(folder / "model.onnx"))
+    (scales,) = [
+        i for i in model.graph.initializer if i.name == "model.layers.3.mlp.down_proj.MatMul.weight_scales"
+    ]
+    scales.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scales) * np.float32(-3.0), scales.name))
+    (folder / "model.onnx.data").unlink()
+    onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    eos = gentask._eos_ids(smollm2_model)
+    tokens = gengate.tokenize(
+        smollm2_model.tokenizer, prompts.gate_data(Recipe.model_validate(GENERATE).validation)
+    )
+    metrics = gengate.measure(folder, eos, tokens, gengate.reference(smollm2_model.module, eos, tokens))
+    failure = verify.gate_failure(metrics, gengate.effective_gate(Recipe.model_validate(GENERATE).gate))
+    assert failure is not None, metrics
+    assert metrics["perplexityRatio"] > gengate.MAX_PERPLEXITY_RATIO or metrics["greedyAgreement"] < 0.8
+
+
 def test_the_repository_is_a_decoupled_python_model_with_the_genai_folder(
     ladder_build: tuple[Path, dict[str, Any]],
 ) -> None:
