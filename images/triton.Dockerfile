@@ -30,7 +30,8 @@ RUN --mount=type=bind,source=images/wheels,target=/wheels \
       "starlette==1.7.0" \
       "uvicorn==0.54.0" \
       "pydantic==2.14.4" \
-      "tritonclient[grpc]==2.73.0"
+      "tritonclient[grpc]==2.73.0" \
+      "grpcio==1.85.3"
 # The gateway's package alone, as plain files in /opt/conch, with pyproject's console script
 # (conch-gateway = conch_gateway.__main__:main) as a small launcher that puts /opt/conch on sys.path.
 # Why not `pip install .`: the project's wheel is every Conch package (operator, builder), needs a

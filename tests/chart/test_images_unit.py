@@ -77,10 +77,14 @@ def _step_imports() -> set[str]:
 PIN = re.compile(r'"([A-Za-z0-9_.-]+)(\[[A-Za-z0-9_,.-]+\])?==([0-9][0-9A-Za-z.]*)"')
 
 
+MODULE_OF = {"grpcio": "grpc"}
+"""Pinned distributions whose module is named otherwise."""
+
+
 def _triton_pins() -> dict[str, str]:
     text = (IMAGES / "triton.Dockerfile").read_text()
-    # as the modules are imported (every pinned distribution's module has its name, extras dropped)
-    return {name.replace("-", "_"): version for name, _, version in PIN.findall(text)}
+    # as the modules are imported (a distribution's module has its name unless MODULE_OF says otherwise)
+    return {MODULE_OF.get(name, name.replace("-", "_")): version for name, _, version in PIN.findall(text)}
 
 
 def test_triton_image_installs_what_the_python_steps_import() -> None:
