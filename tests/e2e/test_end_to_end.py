@@ -74,19 +74,32 @@ def modeldeployment(version: str, compression: dict[str, Any], agent: NodeAgent)
     }  # fmt: skip
 
 
-def serving(k: Ns, version: str) -> dict[str, Any] | None:
-    status: dict[str, Any] = k.get("md", MD).get("status", {})
+def serving(k: Ns, version: str, md: str = MD) -> dict[str, Any] | None:
+    """The status once `md` serves `version` and is Ready; a failed build or spec fails the test."""
+    status: dict[str, Any] = k.get("md", md).get("status", {})
     conds = {c["type"]: c for c in status.get("conditions", [])}
-    if conds.get("Built", {}).get("reason") == "BuildFailed":
+    if conds.get("Built", {}).get("reason") in ("BuildFailed", "InvalidSpec"):
         raise AssertionError(f"build failed: {conds['Built'].get('message')}")
     ok = status.get("phase") == "Serving" and status.get("currentVersion") == version
     return status if ok and conds.get("Ready", {}).get("status") == "True" else None
 
 
-def ready_pod_ips(k: Ns, version: str) -> list[str]:
+def wait_serving(
+    k: Ns, md: str, version: str, timeout: float, logs: Callable[[], list[Path]]
+) -> dict[str, Any]:
+    """serving(), waited for; on a timeout the logs (the operator's, the pods') are in the failure."""
+    try:
+        return wait_for(f"{version} Serving", lambda: serving(k, version, md), timeout, every=1)
+    except AssertionError as exc:
+        text = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2500:]}" for p in logs())
+        raise AssertionError(f"{exc}\n{text}") from None
+
+
+def ready_pod_ips(k: Ns, version: str, md: str = MD) -> list[str]:
     ips = []
+    label = f"serving.conch.dev/modeldeployment={md}"
     for pod in k.items(
-        "pods", f"{LABEL},serving.conch.dev/version={version},app.kubernetes.io/component=triton"
+        "pods", f"{label},serving.conch.dev/version={version},app.kubernetes.io/component=triton"
     ):
         conds = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
         if conds.get("Ready") == "True" and not pod["metadata"].get("deletionTimestamp"):

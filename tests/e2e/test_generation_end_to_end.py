@@ -20,6 +20,7 @@ import yaml
 from chart import helmrun
 from conftest import Cluster, NodeAgent, wait_for
 
+from . import test_end_to_end as e2e
 from .test_end_to_end import Ns
 
 pytestmark = pytest.mark.e2e
@@ -43,25 +44,6 @@ def _spec(agent: NodeAgent, version: str, quantize: str | None) -> dict[str, Any
         md["spec"]["compression"]["quantize"] = {"mode": quantize}
         md["spec"]["compression"].pop("fallback")
     return dict(md)
-
-
-def _serving(k: Ns, version: str) -> dict[str, Any] | None:
-    status: dict[str, Any] = k.get("md", MD).get("status", {})
-    conds = {c["type"]: c for c in status.get("conditions", [])}
-    if conds.get("Built", {}).get("reason") in ("BuildFailed", "InvalidSpec"):
-        raise AssertionError(f"build failed: {conds['Built'].get('message')}")
-    ok = status.get("phase") == "Serving" and status.get("currentVersion") == version
-    return status if ok and conds.get("Ready", {}).get("status") == "True" else None
-
-
-def ready_pod_ips(k: Ns, version: str) -> list[str]:
-    selector = f"{LABEL},serving.conch.dev/version={version},app.kubernetes.io/component=triton"
-    return [
-        pod["status"]["podIP"]
-        for pod in k.items("pods", selector)
-        if not pod["metadata"].get("deletionTimestamp")
-        and {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}.get("Ready") == "True"
-    ]
 
 
 def _client(ip: str) -> openai.OpenAI:
@@ -92,12 +74,10 @@ def test_generation_apply_chat_rollout_rollback(
 
 def _serve_roll_out_and_back(k: Ns, node_agent: NodeAgent, store: Path, operator: Path) -> None:
     def wait_serving(version: str) -> dict[str, Any]:
-        try:
-            return wait_for(f"{version} Serving", lambda: _serving(k, version), 600, every=1)
-        except AssertionError as exc:
-            logs = [operator, *sorted(node_agent.state.glob("pods/*/*.log"))]
-            text = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2500:]}" for p in logs)
-            raise AssertionError(f"{exc}\n{text}") from None
+        def logs() -> list[Path]:
+            return [operator, *sorted(node_agent.state.glob("pods/*/*.log"))]
+
+        return e2e.wait_serving(k, MD, version, 600, logs)
 
     k.apply(_spec(node_agent, "1", None))
     status = wait_serving("1")
@@ -105,7 +85,7 @@ def _serve_roll_out_and_back(k: Ns, node_agent: NodeAgent, store: Path, operator
     assert status["endpoints"]["openai"] == f"http://{MD}.{k.ns}.svc:9000/v1"
     gate = v1["summary"]["gate"]
     assert gate["perplexityRatio"] <= 1.3 and gate["greedyAgreement"] >= 0.6
-    ip = wait_for("a Ready pod", lambda: ready_pod_ips(k, "1"), 60)[0]
+    ip = wait_for("a Ready pod", lambda: e2e.ready_pod_ips(k, "1", MD), 60)[0]
     (pod,) = [p for p in k.items("pods", LABEL) if p["status"].get("podIP") == ip]
     assert [c["name"] for c in pod["spec"]["containers"]] == ["triton", "openai"]
     assert "Paris" in _chat(ip)
@@ -115,14 +95,14 @@ def _serve_roll_out_and_back(k: Ns, node_agent: NodeAgent, store: Path, operator
     k.apply(_spec(node_agent, "2-int8", "int8-weight"))
     (v2,) = [h for h in wait_serving("2-int8")["history"] if h["version"] == "2-int8"]
     assert v2["summary"]["gate"]["greedyAgreement"] >= 0.8
-    ip2 = wait_for("a Ready int8 pod", lambda: ready_pod_ips(k, "2-int8"), 60)[0]
+    ip2 = wait_for("a Ready int8 pod", lambda: e2e.ready_pod_ips(k, "2-int8", MD), 60)[0]
     assert "Paris" in _chat(ip2)
 
     k.apply(_spec(node_agent, "1", None))
     back = wait_serving("1")
     assert back["history"][0] == v1
     assert len(k.items("jobs", LABEL)) == 2, "rolling back rebuilt version 1"
-    ip3 = wait_for("a Ready pod of version 1 again", lambda: ready_pod_ips(k, "1"), 60)[0]
+    ip3 = wait_for("a Ready pod of version 1 again", lambda: e2e.ready_pod_ips(k, "1", MD), 60)[0]
     assert "Paris" in _chat(ip3)
     build = json.loads((store / "repositories" / v1["buildKey"] / "build.json").read_text())
     assert build["text"]["task"] == "text-generation" and build["recipe"]["quantize"]["mode"] == "int4-weight"

@@ -23,6 +23,7 @@ from builder import textmodels
 from chart import helmrun
 from conftest import Cluster, NodeAgent, wait_for
 
+from . import test_end_to_end as e2e
 from .test_end_to_end import Ns
 
 pytestmark = pytest.mark.e2e
@@ -49,25 +50,6 @@ def _spec(agent: NodeAgent, version: str, quantize: dict[str, Any] | None) -> di
     if quantize is not None:
         md["spec"]["compression"] = {**copy.deepcopy(md["spec"]["compression"]), "quantize": quantize}
     return dict(md)
-
-
-def _serving(k: Ns, version: str) -> dict[str, Any] | None:
-    status: dict[str, Any] = k.get("md", MD).get("status", {})
-    conds = {c["type"]: c for c in status.get("conditions", [])}
-    if conds.get("Built", {}).get("reason") in ("BuildFailed", "InvalidSpec"):
-        raise AssertionError(f"build failed: {conds['Built'].get('message')}")
-    ok = status.get("phase") == "Serving" and status.get("currentVersion") == version
-    return status if ok and conds.get("Ready", {}).get("status") == "True" else None
-
-
-def ready_pod_ips(k: Ns, version: str) -> list[str]:
-    selector = f"{LABEL},serving.conch.dev/version={version},app.kubernetes.io/component=triton"
-    return [
-        pod["status"]["podIP"]
-        for pod in k.items("pods", selector)
-        if not pod["metadata"].get("deletionTimestamp")
-        and {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}.get("Ready") == "True"
-    ]
 
 
 def _text(texts: list[str]) -> np.ndarray:
@@ -102,31 +84,29 @@ def _serve_roll_out_and_back(
     k: Ns, node_agent: NodeAgent, store: Path, reference: np.ndarray, operator: Path
 ) -> None:
     def wait_serving(version: str) -> dict[str, Any]:
-        try:
-            return wait_for(f"{version} Serving", lambda: _serving(k, version), 420, every=1)
-        except AssertionError as exc:
-            logs = [operator, *sorted(node_agent.state.glob("pods/*/*.log"))]
-            text = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2500:]}" for p in logs)
-            raise AssertionError(f"{exc}\n{text}") from None
+        def logs() -> list[Path]:
+            return [operator, *sorted(node_agent.state.glob("pods/*/*.log"))]
+
+        return e2e.wait_serving(k, MD, version, 420, logs)
 
     k.apply(_spec(node_agent, "1", None))
     status = wait_serving("1")
     v1 = status["history"][0]
     assert v1["summary"]["gate"]["cosine"] >= 0.995
-    ip = wait_for("a Ready pod", lambda: ready_pod_ips(k, "1"), 60)[0]
+    ip = wait_for("a Ready pod", lambda: e2e.ready_pod_ips(k, "1", MD), 60)[0]
     assert textmodels.mean_cosine(embed(ip, SENTENCES), reference) >= 0.995
     assert textmodels.mean_cosine(embed(ip, SENTENCES, "grpc"), reference) >= 0.995
 
     k.apply(_spec(node_agent, "2-fp32", {"mode": "none"}))
     wait_serving("2-fp32")
-    ip2 = wait_for("a Ready fp32 pod", lambda: ready_pod_ips(k, "2-fp32"), 60)[0]
+    ip2 = wait_for("a Ready fp32 pod", lambda: e2e.ready_pod_ips(k, "2-fp32", MD), 60)[0]
     assert textmodels.mean_cosine(embed(ip2, SENTENCES), reference) >= 0.999
 
     k.apply(_spec(node_agent, "1", None))
     back = wait_serving("1")
     assert back["history"][0] == v1
     assert len(k.items("jobs", LABEL)) == 2, "rolling back rebuilt version 1"
-    ip3 = wait_for("a Ready pod of version 1 again", lambda: ready_pod_ips(k, "1"), 60)[0]
+    ip3 = wait_for("a Ready pod of version 1 again", lambda: e2e.ready_pod_ips(k, "1", MD), 60)[0]
     assert textmodels.mean_cosine(embed(ip3, SENTENCES), reference) >= 0.995
     build = json.loads((store / "repositories" / v1["buildKey"] / "build.json").read_text())
     assert build["text"]["task"] == "feature-extraction" and build["compressionRatio"] >= 3.8
