@@ -21,10 +21,9 @@ RUN --mount=type=bind,source=images/wheels,target=/wheels \
     chmod -R a+rX /opt/tritonserver
 
 FROM ${BASE_IMAGE}
-# NGC's image lets `python3 -m pip install` write to the system python (Ubuntu 22.04 has no PEP 668
-# marker); Debian's marker is removed so that triton.Dockerfile's own step runs as on NGC.
-RUN rm -f /usr/lib/python3*/EXTERNALLY-MANAGED \
- && groupadd --gid 1000 triton-server \
+# Debian's PEP 668 marker (/usr/lib/python3.11/EXTERNALLY-MANAGED) stays, like Ubuntu 24.04's on NGC:
+# triton.Dockerfile's pip step has to install into the system python in spite of it, here as there.
+RUN groupadd --gid 1000 triton-server \
  && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash triton-server
 COPY --from=unpack /opt/tritonserver /opt/tritonserver
 ENV PATH=/opt/tritonserver/bin:$PATH \
