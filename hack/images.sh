@@ -2,10 +2,10 @@
 # Builds Conch's three images for real, offline, with Debian's docker.io:
 #   ghcr.io/conch-dev/conch-operator:0.1.0              images/operator.Dockerfile (no torch)
 #   ghcr.io/conch-dev/model-repo-builder:0.1.0          images/builder.Dockerfile
-#   ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0 images/triton.Dockerfile
+#   ghcr.io/conch-dev/tritonserver:25.12-py3-conch0.1.0 images/triton.Dockerfile
 # Nothing is pulled from a container registry: the base images are made here (debootstrap
 # --variant=minbase bookworm + docker import, tagged python:3.11-slim; a Triton stand-in tagged
-# nvcr.io/nvidia/tritonserver:24.10-py3, see images/tritonserver-standin.Dockerfile), Python packages
+# nvcr.io/nvidia/tritonserver:25.12-py3, see images/tritonserver-standin.Dockerfile), Python packages
 # come from a wheelhouse downloaded from PyPI on the host, and every build runs with --network=none.
 # dockerd is this script's own: its own data root (the layer cache, kept between runs), socket and
 # network namespace (loopback only), started with --iptables=false --ip-forward=false --bridge=none.
@@ -26,8 +26,8 @@ VERSION=0.1.0
 REGISTRY=${CONCH_REGISTRY:-ghcr.io/conch-dev}
 OPERATOR_IMAGE=$REGISTRY/conch-operator:$VERSION
 BUILDER_IMAGE=$REGISTRY/model-repo-builder:$VERSION
-TRITON_IMAGE=$REGISTRY/tritonserver:24.10-py3-conch$VERSION
-TRITON_BASE=nvcr.io/nvidia/tritonserver:24.10-py3
+TRITON_IMAGE=$REGISTRY/tritonserver:25.12-py3-conch$VERSION
+TRITON_BASE=nvcr.io/nvidia/tritonserver:25.12-py3
 PYTHON_BASE=python:3.11-slim
 SUITE=bookworm
 BASE_TAR=$CACHE/images/debian-$SUITE-minbase-python.tar
@@ -105,8 +105,10 @@ base_image() {
   fi
 }
 
-# The wheels each image installs (linux x86_64, CPython 3.11), downloaded from PyPI once per
-# requirement set into $WHEELHOUSE/<set>; each build sees its image's set as images/wheels.
+# The wheels each image installs (linux x86_64, CPython 3.11: the host venv's python, which is every
+# base's python here, the Triton stand-in's included; NGC's real 25.12 has 3.12, and an online build
+# there resolves its own), downloaded from PyPI once per requirement set into $WHEELHOUSE/<set>; each
+# build sees its image's set as images/wheels.
 wheel_set() {  # name requirement...
   local name=$1; shift
   local dir=$WHEELHOUSE/$name stamp

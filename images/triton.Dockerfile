@@ -5,9 +5,17 @@
 # (`conch-gateway`, package conch_gateway: starlette, uvicorn, pydantic, tritonclient[grpc]), the second
 # container of a generative model's serving pod, which runs this same image. The operator's default
 # serving image (spec.serving.image; conch.api.types.DEFAULT_TRITON_IMAGE). Build from the repository root:
-#   docker build -f images/triton.Dockerfile -t ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0 .
+#   docker build -f images/triton.Dockerfile -t ghcr.io/conch-dev/tritonserver:25.12-py3-conch0.1.0 .
 # (`make images` builds it offline on a local stand-in for the NGC base: images/tritonserver-standin.Dockerfile.)
-ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+# The base: NGC's Triton 25.12 (Triton 2.64, CUDA 13.1: NVIDIA driver 575 or later), Ubuntu 24.04 with
+# python 3.12. Verified in NVIDIA's documentation: Triton's release notes put every release from 24.12
+# on "Ubuntu 24.04 including Python 3.12" (docs.nvidia.com/deeplearning/triton-inference-server/
+# archives/triton-inference-server-2530/user-guide/docs/introduction/release_notes.html), the
+# Release Compatibility Matrix lists Python 3.12.3 for 25.01 through 25.12 (.../user-guide/docs/
+# introduction/compatibility.html, the trtllm-python-py3 table; the same release's -py3 image has the same
+# OS), and release-notes/rel-25-12.html the driver. 24.10 (Ubuntu 22.04, python 3.10) could not be
+# kept: onnxruntime 1.32.0 and onnxruntime-genai 0.18.0 publish no cp310 wheels.
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.12-py3
 
 FROM ${TRITON_IMAGE}
 USER root
@@ -17,12 +25,14 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Into the system python3 that the python backend's stub embeds (and that runs the gateway); pinned, so
 # a rebuilt image behaves the same, and every pin is here: hack/images.sh downloads the wheels of each
 # quoted "name==version" below. numpy stays 1.x, like the builder's. One pip run resolves the lot, so
-# protobuf is tritonclient's 6.x, which onnxruntime accepts too. Python: the stand-in has 3.11, NGC 24.10
-# has 3.10. The gateway's pins are the newest releases that still install on 3.10 (starlette 1.8 and
-# uvicorn 0.55 need 3.11), but onnxruntime 1.32.0 has no 3.10 wheel (1.23.2 is the last), and
-# onnxruntime-genai 0.18.0 needs it: on NGC's real 24.10 this step fails until those two pins change.
+# protobuf is tritonclient's 6.x, which onnxruntime accepts too. Python: NGC 25.12 has 3.12, the stand-in
+# 3.11; every pin has wheels for both (PyPI, linux x86_64: numpy 1.26.4 and tokenizers manylinux2014,
+# onnxruntime and onnxruntime-genai manylinux_2_28, within Ubuntu 24.04's glibc 2.39; checked with
+# `pip download --only-binary=:all: --python-version 3.12`, each pin alone and the whole set resolved).
+# Ubuntu 24.04 marks its python3 externally managed (PEP 668); this is an image's own system python,
+# which Triton's python backend embeds, so the pip step alone overrides the marker.
 RUN --mount=type=bind,source=images/wheels,target=/wheels \
-    python3 -m pip install --find-links /wheels \
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --find-links /wheels \
       "numpy==1.26.4" \
       "tokenizers==0.23.3" \
       "onnxruntime==1.32.0" \
@@ -60,9 +70,9 @@ WORKDIR /tmp
 ENV HOME=/tmp PYTHONDONTWRITEBYTECODE=1
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="conch-tritonserver" \
-      org.opencontainers.image.description="NVIDIA Triton 24.10 with numpy, tokenizers, onnxruntime and onnxruntime-genai for Conch's python steps (text ensembles, CPU backend, generative models), and Conch's OpenAI-compatible gateway (conch-gateway)" \
+      org.opencontainers.image.description="NVIDIA Triton 25.12 with numpy, tokenizers, onnxruntime and onnxruntime-genai for Conch's python steps (text ensembles, CPU backend, generative models), and Conch's OpenAI-compatible gateway (conch-gateway)" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="24.10-py3-conch0.1.0" \
+      org.opencontainers.image.version="25.12-py3-conch0.1.0" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.base.name="nvcr.io/nvidia/tritonserver:24.10-py3" \
+      org.opencontainers.image.base.name="nvcr.io/nvidia/tritonserver:25.12-py3" \
       org.opencontainers.image.source="https://github.com/conch-dev/conch"

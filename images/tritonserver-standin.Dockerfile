@@ -1,10 +1,11 @@
-# A LOCAL STAND-IN for nvcr.io/nvidia/tritonserver:24.10-py3, for machines that cannot pull from NGC
+# A LOCAL STAND-IN for nvcr.io/nvidia/tritonserver:25.12-py3, for machines that cannot pull from NGC
 # (hack/images.sh tags it with the NGC name in its own private docker daemon, then builds
 # images/triton.Dockerfile on it unchanged). It is the Triton Inference Server 2.51 that the
 # nvidia-pytriton 0.7.0 wheel bundles (python backend only: no onnxruntime/pytorch/tensorrt backends,
 # no CUDA) laid out like NGC's (/opt/tritonserver/{bin,backends,lib}, tritonserver on PATH, a
 # triton-server user with uid 1000, root by default), on Debian bookworm (python 3.11, where NGC
-# 24.10 has Ubuntu 22.04 and python 3.10). Never push it.
+# 25.12 has Triton 2.64 on Ubuntu 24.04 and python 3.12; the wheelhouse is downloaded for the host's
+# python, 3.11, so for this stand-in). Never push it.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS unpack
@@ -20,10 +21,9 @@ RUN --mount=type=bind,source=images/wheels,target=/wheels \
     chmod -R a+rX /opt/tritonserver
 
 FROM ${BASE_IMAGE}
-# NGC's image lets `python3 -m pip install` write to the system python (Ubuntu 22.04 has no PEP 668
-# marker); Debian's marker is removed so that triton.Dockerfile's own step runs as on NGC.
-RUN rm -f /usr/lib/python3*/EXTERNALLY-MANAGED \
- && groupadd --gid 1000 triton-server \
+# Debian's PEP 668 marker (/usr/lib/python3.11/EXTERNALLY-MANAGED) stays, like Ubuntu 24.04's on NGC:
+# triton.Dockerfile's pip step has to install into the system python in spite of it, here as there.
+RUN groupadd --gid 1000 triton-server \
  && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash triton-server
 COPY --from=unpack /opt/tritonserver /opt/tritonserver
 ENV PATH=/opt/tritonserver/bin:$PATH \
@@ -31,6 +31,6 @@ ENV PATH=/opt/tritonserver/bin:$PATH \
     TRITON_SERVER_VERSION=2.51.0
 RUN tritonserver --help 2>&1 | grep -q "^Usage: tritonserver"
 LABEL org.opencontainers.image.title="tritonserver-standin" \
-      org.opencontainers.image.description="Local stand-in for nvcr.io/nvidia/tritonserver:24.10-py3: Triton 2.51.0 from nvidia-pytriton 0.7.0 (python backend only) on Debian bookworm" \
+      org.opencontainers.image.description="Local stand-in for nvcr.io/nvidia/tritonserver:25.12-py3: Triton 2.51.0 from nvidia-pytriton 0.7.0 (python backend only) on Debian bookworm" \
       org.opencontainers.image.version="2.51.0-pytriton0.7.0" \
       org.opencontainers.image.licenses="BSD-3-Clause"

@@ -134,7 +134,14 @@ def test_triton_image_is_the_default_and_runs_as_the_serving_user() -> None:
     from conch.render import common
 
     text = (IMAGES / "triton.Dockerfile").read_text()
-    assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:24\.10-py3$", text, re.M)
+    base = re.search(r"^ARG TRITON_IMAGE=(nvcr\.io/nvidia/tritonserver:(\S+))$", text, re.M)
+    # NGC 25.12: Ubuntu 24.04, python 3.12 (24.10's 3.10 has no onnxruntime 1.32 / genai 0.18 wheels)
+    assert base and base[1] == "nvcr.io/nvidia/tritonserver:25.12-py3"
+    # the image's tag, its version label, its base label and the stand-in hack/images.sh tags all say so
+    assert types.DEFAULT_TRITON_IMAGE.split(":")[1].startswith(f"{base[2]}-conch")
+    assert f'org.opencontainers.image.version="{types.DEFAULT_TRITON_IMAGE.split(":")[1]}"' in text
+    assert f'org.opencontainers.image.base.name="{base[1]}"' in text
+    assert f"\nTRITON_BASE={base[1]}\n" in (ROOT / "hack" / "images.sh").read_text()
     assert f"-t {types.DEFAULT_TRITON_IMAGE} ." in text, "the documented build command makes the default"
     assert types.DEFAULT_TRITON_IMAGE in (IMAGES / "README.md").read_text()
     assert types.DEFAULT_TRITON_IMAGE in (CHART / "README.md").read_text()

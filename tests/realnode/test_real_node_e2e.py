@@ -132,7 +132,7 @@ def test_operator_builder_and_triton_run_in_their_containers(
         p for p in k.pods(f"{e2e.LABEL},app.kubernetes.io/component=triton")
         if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
     ], 60)[0]  # fmt: skip
-    assert triton["spec"]["containers"][0]["image"] == "ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0"
+    assert triton["spec"]["containers"][0]["image"] == "ghcr.io/conch-dev/tritonserver:25.12-py3-conch0.1.0"
     limit = int((memory_cgroup(triton) / "memory.limit_in_bytes").read_text())
     assert limit == 1 << 30, "the kubelet put the container's memory limit in its cgroup"
     proc = process_status(triton)  # the restricted securityContext, as runc applied it

@@ -22,9 +22,9 @@ KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
 SINGULAR = "modeldeployment"
 SHORT_NAMES = ["md"]
-# nvcr.io/nvidia/tritonserver:24.10-py3 plus numpy, tokenizers and onnxruntime for the python steps
+# nvcr.io/nvidia/tritonserver:25.12-py3 plus numpy, tokenizers and onnxruntime for the python steps
 # (text ensembles, the CPU backend): built from images/triton.Dockerfile.
-DEFAULT_TRITON_IMAGE = "ghcr.io/conch-dev/tritonserver:24.10-py3-conch0.1.0"
+DEFAULT_TRITON_IMAGE = "ghcr.io/conch-dev/tritonserver:25.12-py3-conch0.1.0"
 DEFAULT_BUILDER_IMAGE = "ghcr.io/conch-dev/model-repo-builder:0.1.0"
 
 # A Kubernetes quantity ("500m", "2Gi", 4): int-or-string in the schema, checked by CEL and by `quantity`.
