@@ -68,6 +68,6 @@ def test_a_command_the_agent_cannot_run_is_a_start_error(
     done = wait_for("the pod to fail", lambda: finished(cluster, namespace, "bad"), 60)
     state = done["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (done["status"]["phase"], state["exitCode"], state["reason"]) == ("Failed", 128, "StartError")
-    assert "'/bin/sh' is not one of model-repo-builder, tritonserver" in state["message"]
+    assert "'/bin/sh' is not one of conch-gateway, model-repo-builder, tritonserver" in state["message"]
     events = json.loads(cluster.kubectl("-n", namespace, "get", "events", "-o", "json").stdout)["items"]
     assert any(e["reason"] == "Failed" and e["source"]["component"] == "conch-node-agent" for e in events)
