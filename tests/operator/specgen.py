@@ -196,6 +196,10 @@ MUTATIONS: list[Mutation] = [
             ("quantize.calibrationSamples", 0), ("export.opset", 16), ("export.opset", 24),
             ("validation.samples", 0), ("gate.minCosine", 1.5), ("triton.instanceKind", "KIND_TPU"),
             ("triton.maxBatchSize", 4097), ("triton.instanceCount", 0), ("export.format", "tflite"),
+            ("gate.minCosine", -1), ("gate.minCosine", -0.01), ("gate.minTop1Agreement", -0.1),
+            ("gate.minTop1Agreement", 1.01), ("gate.maxAccuracyDrop", -0.1), ("gate.maxAccuracyDrop", 1.5),
+            ("gate.minGreedyAgreement", -0.1), ("gate.minGreedyAgreement", 1.5), ("gate.maxAbsError", -1),
+            ("gate.meanAbsError", -1), ("gate.maxPerplexityRatio", 0.9),
         ])
     ],
     Mutation("smooth-over-one", {"spec.compression.quantize": {"mode": "int8-dynamic", "smoothAlpha": 1.5}},
@@ -280,6 +284,13 @@ MUTATIONS: list[Mutation] = [
              only="text-generation"),
     Mutation("encoder-quantize-for-generation", {"spec.compression.quantize": {"mode": "int8-dynamic"}},
              "spec.compression.quantize.mode", only="text-generation"),
+    *[
+        Mutation(f"quality-{k}-{v}", {"spec.rollout": {"strategy": "canary", "canary": {
+            "steps": [{"weight": 50}], "analysis": {"quality": {k: v}}}}},
+            f"spec.rollout.canary.analysis.quality.{k}")
+        for k, v in [("minCosine", -1), ("minCosine", -0.5), ("minCosine", 1.5), ("minTop1Agreement", -0.1),
+                     ("minTop1Agreement", 2), ("maxAbsError", -0.1)]
+    ],
     Mutation("quality-canary-for-generation", {"spec.rollout.canary.analysis": {"quality": {"minCosine": 0.99}}},
              "spec.rollout.canary.analysis.quality", only="text-generation"),
     _m("text-without-task", "spec.model.text", {"maxLength": 64}),

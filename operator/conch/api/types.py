@@ -248,7 +248,7 @@ class QualityAnalysis(Model):
     """Answers of the canary vs the stable version on a probe set (the build gate's metrics)."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.QUALITY})
-    min_cosine: float | None = Field(None, ge=-1, le=1)
+    min_cosine: float | None = Field(None, ge=0, le=1)
     min_top1_agreement: float | None = Field(None, ge=0, le=1, alias="minTop1Agreement")
     max_abs_error: float | None = Field(None, ge=0)
     probe_path: str | None = Field(
