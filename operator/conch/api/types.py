@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
-from conch.api import quantity, rules
+from conch.api import imageref, quantity, rules
 from model_repo_builder import recipe, tasknames
 
 GROUP = "serving.conch.dev"
@@ -131,7 +131,13 @@ class ModelRef(Model):
 class Build(Model):
     """How the builder Job runs: image, time limit and retries."""
 
-    image: str = Field(DEFAULT_BUILDER_IMAGE, max_length=512, min_length=1)
+    image: str = Field(
+        DEFAULT_BUILDER_IMAGE,
+        max_length=512,
+        min_length=1,
+        pattern=imageref.PATTERN,
+        description="Builder image: a container image reference (registry/path[:tag][@digest]).",
+    )
     active_deadline_seconds: int = Field(3600, ge=30, le=86400)
     backoff_limit: int = Field(1, ge=0, le=10)
     resources: Resources | None = None
@@ -151,6 +157,7 @@ class Serving(Model):
         DEFAULT_TRITON_IMAGE,
         max_length=512,
         min_length=1,
+        pattern=imageref.PATTERN,
         description="Triton image; it must hold what the python steps import (images/triton.Dockerfile).",
     )
     backend: recipe.Backend | None = Field(None, description="Overrides compression.export.backend.")
@@ -248,7 +255,7 @@ class QualityAnalysis(Model):
     """Answers of the canary vs the stable version on a probe set (the build gate's metrics)."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.QUALITY})
-    min_cosine: float | None = Field(None, ge=-1, le=1)
+    min_cosine: float | None = Field(None, ge=0, le=1)
     min_top1_agreement: float | None = Field(None, ge=0, le=1, alias="minTop1Agreement")
     max_abs_error: float | None = Field(None, ge=0)
     probe_path: str | None = Field(
