@@ -189,6 +189,10 @@ MUTATIONS: list[Mutation] = [
     Mutation("no-storage", {"spec.storage": None}, "spec.storage"),
     *[_m(f"claim-{i}", "spec.storage.claimName", v) for i, v in enumerate(["Bad_Name", "", "-x", "a" * 254])],
     _m("repo-abs", "spec.storage.repositoryPath", "/abs"),
+    # one folder, one spelling (the store GC tells stores apart by it): no '.'/'..' or empty segments
+    *[_m(f"repo-alias-{i}", "spec.storage.repositoryPath", v)
+      for i, v in enumerate(["..", "../outside", "x/../repositories", "repositories/..", ".", "./repositories",
+                             "repositories/./v2", "a//b", "repositories//"])],
     *[_m(f"gpus-{v}", "spec.serving.gpus", v) for v in (-1, 17)],
     *[_m(f"instances-{v}", "spec.serving.instances", v) for v in (0, 65)],
     *[_m(f"startup-{v}", "spec.serving.startupTimeoutSeconds", v) for v in (9, 7201)],

@@ -8,9 +8,18 @@ not in the CRD, so a stored object shows what its author wrote and `status` show
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from conch.api import imageref, quantity, rules
@@ -368,10 +377,24 @@ class Monitoring(Model):
 class Storage(Model):
     """The model-store volume: sources are read from it, repositories are published to it."""
 
+    # repositoryPath names its folder one way only (rules.FOLDER_ALIAS): the store's garbage
+    # collector tells stores apart by that folder, so `x/../repositories` must not pass for another.
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.STORAGE})
     claim_name: str = Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     repository_path: str = Field(
-        "repositories", max_length=256, pattern=r"^[^/]", description="Folder of repositories in the store."
+        "repositories",
+        max_length=256,
+        pattern=r"^[^/]",
+        description="Folder of repositories in the store (no '.', '..' or empty segments).",
     )
+
+    @field_validator("repository_path")
+    @classmethod
+    def _one_spelling(cls, path: str) -> str:
+        """The twin of rules.STORAGE (the error's loc is spec.storage.repositoryPath)."""
+        if re.search(rules.FOLDER_ALIAS, path):
+            raise ValueError(f"repositoryPath {rules.FOLDER_MESSAGE}")
+        return path
 
 
 class ModelDeploymentSpec(Model):
