@@ -192,7 +192,7 @@ class Gate(Spec):
     )
     mean_abs_error: float | None = Field(None, ge=0.0, description="Largest allowed mean |a-b|.")
     min_cosine: float | None = Field(
-        0.99, ge=-1.0, le=1.0, description="Smallest allowed mean per-sample cosine similarity."
+        0.99, ge=0.0, le=1.0, description="Smallest allowed mean per-sample cosine similarity."
     )
     min_top1_agreement: float | None = Field(
         None, ge=0.0, le=1.0, description="Smallest allowed fraction of samples with the same argmax."

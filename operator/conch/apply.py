@@ -77,16 +77,18 @@ def apply(client: kube.Kube, desired: Obj, live: Obj | None = None) -> tuple[boo
 
     `live` is what the caller saw (a pass's snapshot, from the cache). When it saw nothing, the name
     is read from the apiserver itself before anything is created (the cache holds only objects with
-    our label): an object there that the desired owner does not own (a user's own Service of that
-    name, another ModelDeployment's canary) is never taken over. Server-side apply with force would
-    rewrite it, and our ownerReference would let the garbage collector delete it with the owner.
+    our label): an object there that the desired owner does not control (a user's own Service of
+    that name, another ModelDeployment's canary) is never taken over. Server-side apply with force
+    would rewrite it, and our ownerReference would let the garbage collector delete it with the owner.
+    (`decide` already leaves out every child whose name the snapshot saw taken; this is the check for
+    what the cache could not see: an object without our label.)
     """
     url = kube.path_of(desired)
     if live is None:
         live = client.read(url)  # only on the way to a create: an idle pass never gets here
     uid = owner_uid(desired)
-    if live is not None and uid is not None and not owned(live, uid):
-        raise errors.OwnershipConflictError(_taken(desired, live))
+    if live is not None and uid is not None and not controlled(live, uid):
+        raise errors.OwnershipConflictError(taken(desired, live), url)
     if live is not None and up_to_date(desired, live):
         return False, live
     return True, client.apply(url, with_hash(desired))
@@ -98,7 +100,8 @@ def owner_uid(desired: Obj) -> str | None:
     return next((r["uid"] for r in refs if r.get("controller")), refs[0]["uid"] if refs else None)
 
 
-def _taken(desired: Obj, live: Obj) -> str:
+def taken(desired: Obj, live: Obj) -> str:
+    """Why `desired` is not applied: `live`, under its name, is another owner's (or nobody's)."""
     meta = desired["metadata"]
     owners = ", ".join(
         f"{r.get('kind')}/{r.get('name')}" for r in live["metadata"].get("ownerReferences") or []
@@ -113,6 +116,13 @@ def _taken(desired: Obj, live: Obj) -> str:
 def _owner_kind(desired: Obj) -> str:
     refs = desired.get("metadata", {}).get("ownerReferences") or [{}]
     return str(refs[0].get("kind", "owner"))
+
+
+def controlled(live: Obj | None, owner_uid: str) -> bool:
+    """Whether `live` exists and its controller is `owner_uid`: the only objects Conch uses or writes
+    under a child's name (anything else there is someone else's, even with our labels)."""
+    owners = (live or {}).get("metadata", {}).get("ownerReferences") or []
+    return live is not None and any(r.get("uid") == owner_uid and r.get("controller") for r in owners)
 
 
 def owned(live: Obj | None, owner_uid: str) -> bool:

@@ -19,8 +19,9 @@ client.
 
 Kinds that are not watched (the admin-key Secret, whose RBAC is get/create/patch and never list or
 watch; ServiceMonitors, an optional CRD; NetworkPolicies) are remembered for `unwatched_ttl` seconds
-(an hour) after a read or our own write, so an idle pass asks nothing: someone else's edit to them is
-corrected within the hour (or at the operator's next start) instead of at once.
+(the operator sets half its resync) after a read or our own write, so a pass between resyncs asks
+nothing: someone else's edit to them, or their deletion, is corrected by the next resync pass instead
+of at once.
 """
 
 from __future__ import annotations

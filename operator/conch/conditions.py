@@ -88,6 +88,12 @@ def degraded(facts: Facts) -> status.Cond:
     return status.Cond("Degraded", False, "AsExpected", "")
 
 
+def conflicted(messages: list[str]) -> status.Cond:
+    """Degraded while a child's name is taken (it wins over every other reason: only a person can free
+    the name, and until then that child is not applied)."""
+    return status.Cond("Degraded", True, "OwnershipConflict", "; ".join(messages))
+
+
 def monitoring(facts: Facts) -> status.Cond:
     if facts.notes and any(n.reason == "ServiceMonitorUnavailable" for n in facts.notes):
         return status.Cond("Monitoring", False, "ServiceMonitorUnavailable", facts.notes[0].message)

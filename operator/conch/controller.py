@@ -15,20 +15,22 @@ import random
 import time
 from typing import Any
 
-from conch import apply, decide, errors, events, kube, metrics, plan, snapshot, status
+from conch import apply, decide, errors, events, kinds, kube, metrics, plan, snapshot
 from conch.render import secret
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
 IDLE_REQUEUE = 600.0  # the resync: drift nobody announced; --resync-seconds sets it
-CONFLICT_RETRY = 30.0  # seconds between passes while a child's name is held by another owner's object
+RECHECK = 0.5  # seconds until the pass after one that met a taken name the snapshot did not show
 RESYNC_JITTER = 0.1  # +-10%, so a thousand objects created together do not resync together
 
 
 def reconcile(client: kube.Kube, namespace: str, name: str) -> float | None:
     """Run one pass; returns seconds until the next one is due (None: gone, or an invalid spec)."""
-    snap = snapshot.observe(client, namespace, name, time.time())
+    key = (namespace, name)
+    snap = snapshot.observe(client, namespace, name, time.time(), recheck=_taken.get(key, frozenset()))
     if snap is None:
+        _taken.pop(key, None)
         return None
     prepared = decide.prepare(snap)  # the pass' facts, worked out once for both calls below
     query = decide.analysis_query(prepared)
@@ -37,20 +39,30 @@ def reconcile(client: kube.Kube, namespace: str, name: str) -> float | None:
     resync = IDLE_REQUEUE * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
     new_key = "" if secret.key_of(snap.admin_secret) else secret.new_key()
     decided = decide.decide(prepared, resync=resync, new_key=new_key)
-    if act(client, snap.md, decided):
-        return min(decided.requeue or CONFLICT_RETRY, CONFLICT_RETRY)
+    met = act(client, snap.md, decided)
+    found = frozenset(decided.taken) | {c.url for c in met}
+    if found:
+        _taken[key] = found
+    else:
+        _taken.pop(key, None)
+    if met:  # names the snapshot could not see (no label: not cached): the next pass reads and says them
+        return RECHECK
     return decided.requeue
 
 
 def act(client: kube.Kube, md: Obj, decided: plan.Plan) -> list[errors.OwnershipConflictError]:
     """Carry out a plan: delete, apply, write status, post Events, move metrics. A child whose name
-    another owner's object holds is skipped (the rest of the plan still runs: a taken Service name
-    does not hold up the rollout), said once in a Warning Event and returned, so that the pass runs
-    again every CONFLICT_RETRY seconds until the name is free."""
+    another owner's object holds, which the snapshot did not show (apply.apply reads the name before
+    creating it), is skipped and returned, and so is every Deployment after a taken admin-key Secret;
+    the rest of the plan still runs (a taken Service name does not hold up the rollout)."""
     for url in decided.absent:
         apply.remove(client, url)
     conflicts: list[errors.OwnershipConflictError] = []
     for child in decided.children:
+        if child.desired["kind"] == "Deployment" and any(
+            f"/{kinds.SECRET.plural}/" in c.url for c in conflicts
+        ):
+            continue  # its pods would read someone else's Secret
         try:
             apply.apply(client, child.desired, child.live)
         except errors.OwnershipConflictError as exc:
@@ -63,27 +75,18 @@ def act(client: kube.Kube, md: Obj, decided: plan.Plan) -> list[errors.Ownership
         events.post(client, md, event)
     for metric in decided.metrics:
         _move(metric)
-    _conflicted(client, md, conflicts)
+    metrics.OWNERSHIP_CONFLICTS.inc(len(conflicts))
     return conflicts
 
 
-_said: dict[str, str] = {}  # ModelDeployment uid -> the ownership conflicts last posted as an Event
+# (namespace, name) of a ModelDeployment -> REST paths of its children's names another owner holds,
+# as last found: every pass reads them from the apiserver until they are free (snapshot.observe).
+_taken: dict[tuple[str, str], frozenset[str]] = {}
 
 
-def forget(uid: str) -> None:
+def forget(namespace: str, name: str) -> None:
     """A ModelDeployment is gone: drop what was remembered of it."""
-    _said.pop(uid, None)
-
-
-def _conflicted(client: kube.Kube, md: Obj, conflicts: list[errors.OwnershipConflictError]) -> None:
-    uid, message = md["metadata"]["uid"], "; ".join(str(c) for c in conflicts)
-    if not conflicts:
-        _said.pop(uid, None)
-        return
-    metrics.OWNERSHIP_CONFLICTS.inc(len(conflicts))
-    if _said.get(uid) != message:
-        _said[uid] = message
-        events.post(client, md, status.Event("Warning", "OwnershipConflict", message))
+    _taken.pop((namespace, name), None)
 
 
 def _move(metric: plan.Metric) -> None:

@@ -25,15 +25,29 @@ from dataclasses import dataclass, field
 
 import pydantic
 
-from conch import apply, canary, clock, conditions, errors, kube, passctx, plan, snapshot, status, strategy
+from conch import (
+    apply,
+    canary,
+    clock,
+    conditions,
+    errors,
+    kinds,
+    kube,
+    passctx,
+    plan,
+    snapshot,
+    status,
+    strategy,
+)
 from conch.api import types
-from conch.render import common, hpa, networkpolicy, pdb, service, servicemonitor
+from conch.render import common, hpa, networkpolicy, pdb, secret, service, servicemonitor
 
 # Between passes while a build runs or pods move: a safety net only. Progress arrives as events (the
 # Job, its pod, the Deployment and its pods are watched; a missed one is relisted), and the deadline
 # is the Deployment's own ProgressDeadlineExceeded. At 3 s, a burst of 1000 building models made 333
 # idle passes a second.
 BUSY_REQUEUE = 30.0
+CONFLICT_RETRY = 30.0  # seconds between passes while a child's name is held by another owner's object
 
 
 @dataclass(frozen=True)
@@ -54,11 +68,12 @@ class _Pass:
     ctx: passctx.Context
     out: plan.Plan = field(default_factory=plan.Plan)
     notes: list[status.Event] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # children left out: their names are taken
 
 
 def prepare(snap: snapshot.Snapshot) -> Prepared | passctx.Invalid:
     """The pass' facts, worked out once, and its strategy; an Invalid for a spec the operator cannot use."""
-    ctx = passctx.gather(snap)
+    ctx = passctx.gather(snapshot.claimed(snap))
     if isinstance(ctx, passctx.Invalid):
         return ctx
     return Prepared(ctx, strategy.choose(ctx))
@@ -95,12 +110,15 @@ def decide(source: Source, *, resync: float, new_key: str) -> plan.Plan:
     run.out.metrics += built.metrics
     served = prepared.strategy.serve(run.ctx, new_key=new_key)
     _serve_step(run, served)
+    _claim(run)
     new = _new_status(run, served)
     _finish(run, new, served)
     if served.requeue is not None:
         run.out.requeue = served.requeue
     else:
         run.out.requeue = BUSY_REQUEUE if new.phase in ("Building", "RollingOut") else resync
+    if run.conflicts:
+        run.out.requeue = min(run.out.requeue, CONFLICT_RETRY)
     return run.out
 
 
@@ -169,6 +187,36 @@ def _optional(run: _Pass, desired: common.Obj | None, live: common.Obj | None) -
         _absent(run, live)
 
 
+def _claim(run: _Pass) -> None:
+    """Leave out every child whose name the snapshot found taken (never overwritten, never adopted),
+    and every Deployment while the admin-key Secret's name is taken: its pods would read someone
+    else's key. What is left out is said in the Degraded condition (OwnershipConflict)."""
+    snap, out = run.ctx.snap, run.out
+    taken = {kube.path_of(o): o for o in snap.taken}
+    secret_url = kinds.SECRET.path(run.ctx.owner.namespace, secret.name(run.ctx.owner))
+    kept: list[plan.Child] = []
+    for child in out.children:
+        url = kube.path_of(child.desired)
+        if url in taken:
+            run.conflicts.append(apply.taken(child.desired, taken[url]))
+        elif child.desired["kind"] == "Deployment" and secret_url in taken:
+            meta = child.desired["metadata"]
+            run.conflicts.append(
+                f"Deployment {meta['namespace']}/{meta['name']} is not applied while its admin-key Secret's "
+                "name is taken: its pods would read that Secret"
+            )
+        else:
+            kept.append(child)
+            continue
+        out.taken.append(url)
+    if len(kept) == len(out.children):
+        return
+    if not any(c.desired["kind"] == "Deployment" for c in kept):  # nothing rolls out this pass
+        out.metrics = [m for m in out.metrics if m != plan.Metric("ROLLOUTS", ("started",))]
+    out.children = kept
+    out.metrics.append(plan.Metric("OWNERSHIP_CONFLICTS", (), float(len(run.conflicts))))
+
+
 # ---- status ---------------------------------------------------------------------------------------
 
 
@@ -182,8 +230,10 @@ def _new_status(run: _Pass, served: passctx.Outcome) -> types.ModelDeploymentSta
         )
     )  # fmt: skip
     conds = [served.conditions.get(c.type, c) for c in conds]
+    if run.conflicts:
+        conds = [conditions.conflicted(run.conflicts) if c.type == "Degraded" else c for c in conds]
     rolling = decision.serve is not None and decision.serve.version != decision.current
-    degraded = decision.failed is not None or decision.stuck
+    degraded = decision.failed is not None or decision.stuck or bool(run.conflicts)
     phase = status.phase(
         entry.result == "Building", entry.result == "Failed", decision.current, rolling or served.moving,
         degraded,

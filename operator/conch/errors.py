@@ -16,7 +16,11 @@ class InvalidSpecError(ConchError):
 
 
 class OwnershipConflictError(ConchError):
-    """A child's name is taken by an object this ModelDeployment does not own: never taken over."""
+    """A child's name is taken by an object this ModelDeployment does not control: never taken over."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url  # the REST path of the taken name
 
 
 class BadSummaryError(ConchError):

@@ -120,7 +120,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     for resource in CHILD_RESOURCES:
         settings.watching.label_selectors[resource] = common.LABEL_MD
     plain = kube.Kube.from_environment()
-    client = cache.CachedKube(plain.api, _store) if options.cached_reads else plain
+    # Unwatched children (the admin-key Secret) are remembered for half a resync, so every resync
+    # pass reads them again: a Secret deleted by hand (no event tells) is back by the next resync.
+    ttl = controller.IDLE_REQUEUE / 2
+    client = cache.CachedKube(plain.api, _store, unwatched_ttl=ttl) if options.cached_reads else plain
     # one bucket for both (the Lease client has none: a renewal never queues behind a burst)
     plain.limiter = client.limiter = kube.TokenBucket(options.kube_api_qps, options.kube_api_burst)
     queue = workqueue.WorkQueue(_process, concurrency=options.workers)
@@ -188,7 +191,7 @@ async def modeldeployment_event(event: kopf.RawEvent, name: str, namespace: str 
     if deleted:
         if _runtime:
             _runtime[0].queue.forget((namespace or "", name))
-        controller.forget(str((event.get("object") or {}).get("metadata", {}).get("uid", "")))
+        controller.forget(namespace or "", name)
         return
     _enqueue(namespace, name, priority(event.get("object") or {}))  # edits first, then new objects
 

@@ -47,6 +47,7 @@ class Plan:
 
     children: list[Child] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)  # REST paths of owned children that exist and must go
+    taken: list[str] = field(default_factory=list)  # REST paths of children left out: another owner's name
     new_status: types.ModelDeploymentStatus | None = None  # None: the live status is already this
     events: list[status.Event] = field(default_factory=list)
     metrics: list[Metric] = field(default_factory=list)

@@ -8,6 +8,14 @@ reads cost nothing (watched kinds) or are remembered (the rest); `decide` then w
 Snapshot alone, and the act step writes with the live objects it holds, so the cache is the only
 reader in a pass.
 
+A child's name may be taken by an object this ModelDeployment does not control (a team's own Secret
+or Service of that name, a predecessor's child the garbage collector has not removed yet). Such an
+object is never used: `claimed` moves it out of its slot into `Snapshot.taken`, so that no pass reads
+its key, its replicas or its template, and `decide` leaves that child out of the plan and says so.
+The cache holds only objects with our label, so an unlabeled one is first met by apply.apply, on the
+way to a create; the controller then names it in `recheck`, and every later pass reads it from the
+apiserver itself until the name is free.
+
 Prometheus is observed in a second, small step (`measure`), after the Kubernetes snapshot and right
 before `decide`: whether a canary analysis is due is itself a decision of the canary state machine
 (the step reached, an interval since the last analysis), so the controller first asks the pure
@@ -20,10 +28,11 @@ Prometheus); deciding "due" inside observe would duplicate the state machine. Th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from conch import canary, kinds, kube, prometheus, promql
+from conch import apply, canary, kinds, kube, prometheus, promql
 from conch.api import types
 from conch.render import common, deployment, secret
 
@@ -51,6 +60,7 @@ class Snapshot:
     network_policy: Obj | None = None
     service_monitor: Obj | None = None
     admin_secret: Obj | None = None
+    taken: tuple[Obj, ...] = ()  # objects under a child's name that this ModelDeployment does not control
     monitors_served: bool = False  # monitoring.coreos.com/v1 is served
     measured: canary.Measurement | None = None  # the due canary analysis' answer (see `measure`)
 
@@ -82,18 +92,48 @@ def md_url(namespace: str, name: str) -> str:
     return kinds.MODEL_DEPLOYMENT.path(namespace, name)
 
 
-def observe(client: kube.Kube, namespace: str, name: str, now: float) -> Snapshot | None:
-    """Read the ModelDeployment and its children; None when it is gone or being deleted."""
+SLOTS = (
+    "stable_deployment", "canary_deployment", "service", "hpa", "pdb", "network_policy", "service_monitor",
+    "admin_secret",
+)  # fmt: skip
+
+
+def claimed(snap: Snapshot) -> Snapshot:
+    """`snap` with every child slot holding only an object this ModelDeployment controls; any other
+    object there moves to `taken`. Idempotent."""
+    uid = snap.md["metadata"]["uid"]
+    foreign = {
+        slot: obj for slot in SLOTS
+        if (obj := getattr(snap, slot)) is not None and not apply.controlled(obj, uid)
+    }  # fmt: skip
+    if not foreign:
+        return snap
+    emptied: dict[str, Any] = dict.fromkeys(foreign)
+    return dataclasses.replace(snap, taken=snap.taken + tuple(foreign.values()), **emptied)
+
+
+def observe(
+    client: kube.Kube, namespace: str, name: str, now: float, recheck: Collection[str] = ()
+) -> Snapshot | None:
+    """Read the ModelDeployment and its children; None when it is gone or being deleted. `recheck`:
+    REST paths of names found taken before, read from the apiserver itself (the cache may not hold
+    them, or may remember them as they were)."""
     md = client.get(md_url(namespace, name))
     if md is None or md["metadata"].get("deletionTimestamp"):
         return None
     by_md = f"{common.LABEL_MD}={name}"
     served = client.served(kinds.SERVICE_MONITOR.api_version)
+    uid, seen = md["metadata"]["uid"], set()
 
     def one(kind: kinds.Kind, child: str) -> Obj | None:
-        return client.get(kind.path(namespace, child))
+        url = kind.path(namespace, child)
+        seen.add(url)
+        obj = client.get(url)
+        if url in recheck or (obj is not None and not apply.controlled(obj, uid)):
+            obj = client.read(url)  # a taken name: as the apiserver has it now, not as remembered
+        return obj
 
-    return Snapshot(
+    snap = Snapshot(
         md=md,
         now=now,
         jobs=client.list(kinds.JOB.path(namespace), by_md),
@@ -108,6 +148,9 @@ def observe(client: kube.Kube, namespace: str, name: str, now: float) -> Snapsho
         admin_secret=one(kinds.SECRET, f"{name}{secret.NAME_SUFFIX}"),
         monitors_served=served,
     )
+    others = (client.read(url) for url in sorted(set(recheck) - seen))  # e.g. a build Job's name
+    extra = tuple(o for o in others if o is not None and not apply.controlled(o, uid))
+    return claimed(dataclasses.replace(snap, taken=extra))
 
 
 def measure(query: Query) -> canary.Measurement:

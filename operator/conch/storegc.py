@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import posixpath
 import re
 import time
 from collections.abc import Iterable
@@ -51,29 +52,28 @@ REMOVED = prometheus_client.Counter("conch_store_gc_removed_total", "Repositorie
 
 
 def parse_spec(md: Obj) -> types.ModelDeploymentSpec | None:
-    """The spec, or None when it does not parse (such a ModelDeployment keeps nothing on its own)."""
+    """The spec, or None when it does not parse (such a ModelDeployment runs no Job)."""
     with contextlib.suppress(pydantic.ValidationError):
         return types.ModelDeploymentSpec.model_validate(md.get("spec", {}))
     return None
 
 
-_STORES: dict[tuple[str, str, str, int], render.Store | None] = {}
+DEFAULT_FOLDER = str(types.Storage.model_fields["repository_path"].default)
 
 
 def store_of(namespace: str, md: Obj) -> render.Store | None:
-    """The store a ModelDeployment's spec names (None: the spec does not parse). Remembered per uid
-    and generation (the spec changes only with the generation): validating thousands of specs is
-    most of a round's work."""
-    meta = md.get("metadata", {})
-    key = (namespace, meta.get("name", ""), meta.get("uid", ""), meta.get("generation", 0))
-    if key in _STORES:
-        return _STORES[key]
-    spec = parse_spec(md)
-    store = None if spec is None else render.Store.of(namespace, spec)
-    if key[2]:  # no uid (never from the apiserver): nothing to tell its generations apart by
-        if len(_STORES) >= 65536:
-            _STORES.clear()
-        _STORES[key] = store
+    """The store a ModelDeployment's spec.storage names, read as written (None: no claim there).
+
+    Not from the parsed spec: a ModelDeployment whose spec no longer parses (admitted before a rule,
+    `x/../repositories` say) still has a Deployment serving its last version, so its history and
+    pods keep their repositories like anyone's. The folder is normalised (render.Store.of)."""
+    storage = (md.get("spec") or {}).get("storage") or {}
+    claim, folder = storage.get("claimName"), storage.get("repositoryPath", DEFAULT_FOLDER)
+    if not isinstance(claim, str) or not claim or not isinstance(folder, str):
+        return None
+    store = render.Store.of(namespace, claim, folder)
+    if store.repository_path == "." or store.repository_path.startswith(".."):
+        return None  # the store's root or outside it (only ever admitted before the rule): not collected
     return store
 
 
@@ -83,11 +83,20 @@ def keys_of(md: Obj) -> set[str]:
     return {h["buildKey"] for h in st.get("history", []) or [] if h.get("buildKey")}
 
 
+def normal_arg(arg: str) -> str:
+    """An argument with its absolute path (the whole argument, or after `--flag=`) normalised, so a
+    pod of a spec that spelled its folder `x/../repositories` counts under `repositories`."""
+    flag, eq, value = arg.partition("=")
+    if not eq:
+        flag, value = "", arg
+    return flag + eq + posixpath.normpath(value) if value.startswith("/") else arg
+
+
 def served_keys(pod: Obj, root: str = "") -> set[str]:
     """Build keys a pod's containers name under the store root (anywhere when root is empty)."""
     out: set[str] = set()
     for c in pod.get("spec", {}).get("containers", []) or []:
-        for arg in [*(c.get("command") or []), *(c.get("args") or [])]:
+        for arg in map(normal_arg, [*(c.get("command") or []), *(c.get("args") or [])]):
             if root in arg:
                 out |= set(KEY_IN_ARG.findall(arg[arg.index(root) + len(root) :]))
     return out
@@ -104,8 +113,10 @@ def claims_of(pod: Obj) -> set[str]:
 def referenced(
     namespace: str, mds: list[Obj], pods: list[Obj]
 ) -> dict[render.Store, tuple[set[str], list[Obj]]]:
-    """Per store: the referenced keys, and its ModelDeployments by name (the first one's build
-    settings, image and placement, run the Job; all of them hear about it)."""
+    """Per store: the referenced keys, and its ModelDeployments by name (the first one whose spec
+    parses lends the Job its build settings, image and placement; all of them hear about it). Stores
+    are told apart by their normalised folder: two spellings of one folder are one store, keeping
+    every key either side's history or pods name."""
     keys: dict[render.Store, set[str]] = {}
     users: dict[render.Store, list[Obj]] = {}
     for md in sorted(mds, key=lambda m: m["metadata"]["name"]):
@@ -227,13 +238,17 @@ class Janitor:
             if memory.job is not None:
                 self._follow(store, memory, users)
             elif due(memory, keep, now):
-                self._start(store, memory, keep, users[0], now)
+                self._start(store, memory, keep, users, now)
         for store in [s for s in self.stores if s.namespace == namespace and s not in stores]:
             del self.stores[store]  # no ModelDeployment uses it any more: nothing to compare against
 
-    def _start(self, store: render.Store, memory: Memory, keep: set[str], md: Obj, now: float) -> None:
-        spec = parse_spec(md)
-        assert spec is not None  # referenced() skipped unparsable specs
+    def _start(self, store: render.Store, memory: Memory, keep: set[str], mds: list[Obj], now: float) -> None:
+        spec = next((s for s in map(parse_spec, mds) if s is not None), None)
+        if spec is None:  # no spec to take the image and placement from: look again after a while
+            memory.young_until = now + max(self.grace_seconds, 300)
+            log.warning("store %s/%s: not collected, no ModelDeployment on it has a valid spec",
+                        store.namespace, store.claim)  # fmt: skip
+            return
         job = render.render_gc_job(store, keep, self.grace_seconds, spec, run=int(now))
         self.client.apply(kube.path_of(job), job)
         memory.job, memory.young_until, memory.pending = job["metadata"]["name"], None, set()

@@ -30,8 +30,9 @@ NS_GLOB = f"t-test-op-*{SESSION}"  # the namespace fixture: t-<test name>-<hex><
 class Operator:
     """`python -m conch` watching the operator tests' namespaces, restartable (kill -9)."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_dir: Path, args: tuple[str, ...] = ()) -> None:
         self.kubeconfig = kubeconfig
+        self.args = args  # more flags, e.g. a short --resync-seconds
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = free_port()
@@ -42,7 +43,7 @@ class Operator:
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         cmd = [sys.executable, "-m", "conch", "--namespace", NS_GLOB, "--metrics-port", str(self.port)]
-        cmd += ["--verbose"] if os.environ.get("CONCH_TEST_OPERATOR_VERBOSE") else []
+        cmd += [*self.args, *(["--verbose"] if os.environ.get("CONCH_TEST_OPERATOR_VERBOSE") else [])]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         wait_for("operator /metrics", lambda: self.metric("conch_reconciles_total") is not None, 30)
 
@@ -69,9 +70,14 @@ class Operator:
 @pytest.fixture(scope="module", name="operator")
 def operator_fixture(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """Fixture `operator`: the CRD installed and one operator per test module that imports this."""
+    yield from run_operator(cluster, tmp_path_factory)
+
+
+def run_operator(cluster: Any, tmp: pytest.TempPathFactory, *args: str) -> Iterator[Operator]:
+    """The CRD installed and an operator started with `args`, stopped when the generator resumes."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     cluster.wait_established("modeldeployments.serving.conch.dev")
-    op = Operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator"))
+    op = Operator(cluster.kubeconfig, tmp.mktemp("operator"), args)
     op.start()
     yield op
     op.stop()

@@ -121,6 +121,62 @@ def _m(id_: str, path: str, value: Any, blame: str | None = None, admission_only
     return Mutation(id_, {path: value}, blame or path, admission_only)
 
 
+# Image references in and out of distribution/reference's grammar (conch.api.imageref), for
+# spec.serving.image and spec.build.image; test_validation_cluster checks the apiserver agrees on each.
+HEX64 = "0123456789abcdef" * 4
+
+IMAGE_REFERENCES = [
+    "ubuntu",
+    "ubuntu:24.04",
+    "library/ubuntu",
+    "docker.io/library/ubuntu:latest",
+    types.DEFAULT_TRITON_IMAGE,
+    types.DEFAULT_BUILDER_IMAGE,
+    "nvcr.io/nvidia/tritonserver:25.12-py3",
+    "localhost/conch:dev",
+    "localhost:5000/conch/builder:0.1.0",
+    "registry.example.com:443/a/b/c/d:v1",
+    "192.168.1.10:5000/img",
+    "[::1]:5000/img:1",
+    "[2001:db8::1]/team/img",
+    "Registry.Example.com/img",  # the domain may hold capitals, the path may not
+    "my-image_name.v2__x---y:1",
+    "a:_",
+    "a:" + "x" * 128,
+    f"img@sha256:{HEX64}",
+    f"ghcr.io/conch-dev/tritonserver:25.12-py3@sha256:{HEX64}",
+    f"img@sha256+b64u.v2:{'a' * 32}",
+    "conch.local/missing:0",
+]
+BAD_IMAGE_REFERENCES = [
+    "",
+    "my image:1",
+    "Ubuntu",  # capitals outside the domain
+    "ubuntu/Image",
+    "ubuntu:",
+    "ubuntu:-1",
+    "ubuntu:.1",
+    "a:" + "x" * 129,
+    "ubuntu:tag:other",
+    "-ubuntu",
+    "ubuntu-",
+    "a..b",
+    "a___b",
+    "a/",
+    "/a",
+    "a//b",
+    "host:port/img",
+    "exa_mple.com:5000/img",
+    "img@sha256:abc",  # a digest has at least 32 hex digits
+    f"img@sha256:{'g' * 64}",
+    f"img@256:{HEX64}",
+    f"img@{HEX64}",
+    "img\n",
+    "ubuntu:latest ",
+    "ubuntu:tâg",
+    "https://registry.example.com/img",
+]
+
 _QUANTITIES = ["lots", "1.2.3", "-1", "1x", "", "1 Gi", "0x10", "1ki", "--1", -2]
 _QUANTITY_SPOTS = [("serving", "limits", "cpu"), ("serving", "requests", "memory"),
                    ("build", "limits", "memory"), ("build", "requests", "cpu")]  # fmt: skip
@@ -133,10 +189,18 @@ MUTATIONS: list[Mutation] = [
     Mutation("no-storage", {"spec.storage": None}, "spec.storage"),
     *[_m(f"claim-{i}", "spec.storage.claimName", v) for i, v in enumerate(["Bad_Name", "", "-x", "a" * 254])],
     _m("repo-abs", "spec.storage.repositoryPath", "/abs"),
+    # one folder, one spelling (the store GC tells stores apart by it): no '.'/'..' or empty segments
+    *[_m(f"repo-alias-{i}", "spec.storage.repositoryPath", v)
+      for i, v in enumerate(["..", "../outside", "x/../repositories", "repositories/..", ".", "./repositories",
+                             "repositories/./v2", "a//b", "repositories//"])],
     *[_m(f"gpus-{v}", "spec.serving.gpus", v) for v in (-1, 17)],
     *[_m(f"instances-{v}", "spec.serving.instances", v) for v in (0, 65)],
     *[_m(f"startup-{v}", "spec.serving.startupTimeoutSeconds", v) for v in (9, 7201)],
-    _m("serving-image", "spec.serving.image", ""),
+    *[
+        _m(f"{w}-image-{i}", f"spec.{w}.image", v)
+        for w in ("serving", "build")
+        for i, v in enumerate(["", "my image:1", "Ubuntu", "ubuntu:", "img@sha256:abc", "https://x.example/img"])
+    ],
     *[_m(f"max-batch-{v}", "spec.serving.maxBatchSize", v) for v in (-1, 4097)],
     _m("backend-enum", "spec.serving.backend", "triton"),
     *[
@@ -158,7 +222,6 @@ MUTATIONS: list[Mutation] = [
     *[_m(f"deadline-{v}", "spec.rollout.progressDeadlineSeconds", v) for v in (4, 86401)],
     *[_m(f"build-deadline-{v}", "spec.build.activeDeadlineSeconds", v) for v in (29, 86401)],
     *[_m(f"backoff-{v}", "spec.build.backoffLimit", v) for v in (-1, 11)],
-    _m("build-image", "spec.build.image", ""),
     *[_m(f"interval-{v}", "spec.monitoring.serviceMonitor.interval", v) for v in ("soon", "10", "1d")],
     *[
         Mutation(f"autoscaling-{i}", {"spec.replicas": None, "spec.autoscaling": a}, p, admission_only=i < 2)
@@ -196,6 +259,10 @@ MUTATIONS: list[Mutation] = [
             ("quantize.calibrationSamples", 0), ("export.opset", 16), ("export.opset", 24),
             ("validation.samples", 0), ("gate.minCosine", 1.5), ("triton.instanceKind", "KIND_TPU"),
             ("triton.maxBatchSize", 4097), ("triton.instanceCount", 0), ("export.format", "tflite"),
+            ("gate.minCosine", -1), ("gate.minCosine", -0.01), ("gate.minTop1Agreement", -0.1),
+            ("gate.minTop1Agreement", 1.01), ("gate.maxAccuracyDrop", -0.1), ("gate.maxAccuracyDrop", 1.5),
+            ("gate.minGreedyAgreement", -0.1), ("gate.minGreedyAgreement", 1.5), ("gate.maxAbsError", -1),
+            ("gate.meanAbsError", -1), ("gate.maxPerplexityRatio", 0.9),
         ])
     ],
     Mutation("smooth-over-one", {"spec.compression.quantize": {"mode": "int8-dynamic", "smoothAlpha": 1.5}},
@@ -280,6 +347,13 @@ MUTATIONS: list[Mutation] = [
              only="text-generation"),
     Mutation("encoder-quantize-for-generation", {"spec.compression.quantize": {"mode": "int8-dynamic"}},
              "spec.compression.quantize.mode", only="text-generation"),
+    *[
+        Mutation(f"quality-{k}-{v}", {"spec.rollout": {"strategy": "canary", "canary": {
+            "steps": [{"weight": 50}], "analysis": {"quality": {k: v}}}}},
+            f"spec.rollout.canary.analysis.quality.{k}")
+        for k, v in [("minCosine", -1), ("minCosine", -0.5), ("minCosine", 1.5), ("minTop1Agreement", -0.1),
+                     ("minTop1Agreement", 2), ("maxAbsError", -0.1)]
+    ],
     Mutation("quality-canary-for-generation", {"spec.rollout.canary.analysis": {"quality": {"minCosine": 0.99}}},
              "spec.rollout.canary.analysis.quality", only="text-generation"),
     _m("text-without-task", "spec.model.text", {"maxLength": 64}),

@@ -59,7 +59,7 @@ def _reconcile(monkeypatch: pytest.MonkeyPatch, w: tables.World) -> tuple[plan.P
         acted.append(decided)
         return []
 
-    monkeypatch.setattr(snapshot, "observe", lambda client, namespace, name, now: w.snap())
+    monkeypatch.setattr(snapshot, "observe", lambda client, namespace, name, now, recheck=(): w.snap())
     monkeypatch.setattr(snapshot, "measure", measure)
     monkeypatch.setattr(controller, "act", act)
     controller.reconcile(None, tables.NS, tables.NAME)  # type: ignore[arg-type]  # never read: observe is the world

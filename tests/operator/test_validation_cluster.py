@@ -229,3 +229,21 @@ def test_quantities_agree_with_the_apiserver(cluster: Any, namespace: str, crd: 
     apiserver = {q: errors[f"q{i}"] == "" for i, q in enumerate(QUANTITIES)}
     assert apiserver == {q: operator_admits(q) for q in QUANTITIES}
     assert not apiserver["lots"] and apiserver["500m"]
+
+
+def test_image_references_agree_with_the_apiserver(cluster: Any, namespace: str, crd: None) -> None:
+    """The CRD's image pattern (conch.api.imageref) reads the same in Go's RE2 as in pydantic: every
+    reference of specgen's tables is admitted or refused by the apiserver as the operator does, in both
+    spec.serving.image and spec.build.image, a refusal naming the field."""
+    refs = specgen.IMAGE_REFERENCES + specgen.BAD_IMAGE_REFERENCES
+    table = [(f"i{i}-{where}", where, ref) for i, ref in enumerate(refs) for where in ("serving", "build")]
+    spec = specgen.BASES["minimal"]
+    objs = [{**specgen.API, "metadata": {"name": n}, "spec": {**spec, w: {"image": r}}} for n, w, r in table]
+    errors = specgen.dry_run_all(cluster.kubectl, namespace, objs, workers=2)
+    wrong = [
+        f"{where}.image {ref!r}: {errors[name].strip()[:300] or 'admitted'}"
+        for name, where, ref in table
+        if (errors[name] == "") != (ref in specgen.IMAGE_REFERENCES)
+        or (errors[name] and f"spec.{where}.image:" not in errors[name])
+    ]
+    assert wrong == [], "\n".join(wrong)

@@ -45,6 +45,23 @@ def _inside_store(field: str) -> JsonValue:
     }
 
 
+# A folder on the model store named one way only: no '.' or '..' segment (x/../y, ./y) and no empty
+# one (a//b). A trailing slash is the one alias left (the operator strips it, conch.render.common).
+# CEL and Python read this pattern alike (RE2 and re; no backslashes to escape).
+FOLDER_ALIAS = "(^|/)[.][.]?(/|$)|//"
+FOLDER_MESSAGE = "must be a folder inside the model store: no '.' or '..' segments and no empty ones (a//b)"
+
+
+def _store_folder(field: str) -> JsonValue:
+    """The rule keeping a folder on the model store inside it and spelled one way (FOLDER_ALIAS);
+    stricter than _inside_store: '.' and empty segments name the same folder under another string."""
+    return {
+        "rule": f"!has(self.{field}) || !self.{field}.matches('{FOLDER_ALIAS}')",
+        "message": f"{field} {FOLDER_MESSAGE}",
+        "fieldPath": f".{field}",
+    }
+
+
 def _prometheus_checks(of: str) -> str:
     """CEL: the canary analysis at `of` has a check that reads Prometheus (as
     types.CanaryAnalysis.prometheus_checks says)."""
@@ -97,6 +114,8 @@ SOURCE: Rules = [
     },
     _inside_store("path"),
 ]
+
+STORAGE: Rules = [_store_folder("repositoryPath")]
 
 AUTOSCALING: Rules = [
     {

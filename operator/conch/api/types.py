@@ -8,12 +8,21 @@ not in the CRD, so a stored object shows what its author wrote and `status` show
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from conch.api import quantity, rules
+from conch.api import imageref, quantity, rules
 from model_repo_builder import recipe, tasknames
 
 GROUP = "serving.conch.dev"
@@ -131,7 +140,13 @@ class ModelRef(Model):
 class Build(Model):
     """How the builder Job runs: image, time limit and retries."""
 
-    image: str = Field(DEFAULT_BUILDER_IMAGE, max_length=512, min_length=1)
+    image: str = Field(
+        DEFAULT_BUILDER_IMAGE,
+        max_length=512,
+        min_length=1,
+        pattern=imageref.PATTERN,
+        description="Builder image: a container image reference (registry/path[:tag][@digest]).",
+    )
     active_deadline_seconds: int = Field(3600, ge=30, le=86400)
     backoff_limit: int = Field(1, ge=0, le=10)
     resources: Resources | None = None
@@ -151,6 +166,7 @@ class Serving(Model):
         DEFAULT_TRITON_IMAGE,
         max_length=512,
         min_length=1,
+        pattern=imageref.PATTERN,
         description="Triton image; it must hold what the python steps import (images/triton.Dockerfile).",
     )
     backend: recipe.Backend | None = Field(None, description="Overrides compression.export.backend.")
@@ -248,7 +264,7 @@ class QualityAnalysis(Model):
     """Answers of the canary vs the stable version on a probe set (the build gate's metrics)."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.QUALITY})
-    min_cosine: float | None = Field(None, ge=-1, le=1)
+    min_cosine: float | None = Field(None, ge=0, le=1)
     min_top1_agreement: float | None = Field(None, ge=0, le=1, alias="minTop1Agreement")
     max_abs_error: float | None = Field(None, ge=0)
     probe_path: str | None = Field(
@@ -361,10 +377,24 @@ class Monitoring(Model):
 class Storage(Model):
     """The model-store volume: sources are read from it, repositories are published to it."""
 
+    # repositoryPath names its folder one way only (rules.FOLDER_ALIAS): the store's garbage
+    # collector tells stores apart by that folder, so `x/../repositories` must not pass for another.
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.STORAGE})
     claim_name: str = Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     repository_path: str = Field(
-        "repositories", max_length=256, pattern=r"^[^/]", description="Folder of repositories in the store."
+        "repositories",
+        max_length=256,
+        pattern=r"^[^/]",
+        description="Folder of repositories in the store (no '.', '..' or empty segments).",
     )
+
+    @field_validator("repository_path")
+    @classmethod
+    def _one_spelling(cls, path: str) -> str:
+        """The twin of rules.STORAGE (the error's loc is spec.storage.repositoryPath)."""
+        if re.search(rules.FOLDER_ALIAS, path):
+            raise ValueError(f"repositoryPath {rules.FOLDER_MESSAGE}")
+        return path
 
 
 class ModelDeploymentSpec(Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,9 +77,17 @@ def store_volume(owner: Owner, read_only: bool) -> Obj:
     }
 
 
+def store_folder(repository_path: str) -> str:
+    """A repositoryPath as the one folder it names: `repositories/` and (admitted before the rule
+    against it) `x/../repositories` are `repositories`. Admission leaves only the trailing slash to
+    strip; normpath is for what was stored earlier. ("." or "../x" for a path naming the store's root
+    or outside it.)"""
+    return posixpath.normpath(repository_path.strip("/"))
+
+
 def repository_root(spec: types.ModelDeploymentSpec) -> str:
     """Where repositories are published inside the pods (`STORE/<buildKey>/` is one repository)."""
-    return f"{STORE_MOUNT}/{spec.storage.repository_path.strip('/')}"
+    return f"{STORE_MOUNT}/{store_folder(spec.storage.repository_path)}"
 
 
 def restricted_container_security() -> Obj:

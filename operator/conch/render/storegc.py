@@ -2,6 +2,8 @@
 
 One store is one (namespace, claim, repository folder): every ModelDeployment naming that claim and
 folder shares it, so what is referenced is the union over all of them (conch.storegc computes it).
+The folder is the normalised repositoryPath (common.store_folder): `repositories` and `repositories/`
+are one store, not two whose Jobs would each delete what only the other one keeps.
 The Job runs `model-repo-builder gc` (model_repo_builder/store/gc.py) in the builder image with the
 claim mounted read-write; its termination message is one JSON line:
 {"ok", "store", "removed": [key...], "removedCount", "freedBytes", "kept", "young": [key...],
@@ -29,7 +31,7 @@ RESOURCES: Obj = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"mem
 
 @dataclass(frozen=True, order=True)
 class Store:
-    """One model store as the pods see it."""
+    """One model store as the pods see it (repository_path: normalised, as `of` makes it)."""
 
     namespace: str
     claim: str
@@ -37,7 +39,7 @@ class Store:
 
     @property
     def root(self) -> str:
-        return f"{common.STORE_MOUNT}/{self.repository_path.strip('/')}"
+        return f"{common.STORE_MOUNT}/{self.repository_path}"
 
     @property
     def digest(self) -> str:
@@ -46,8 +48,8 @@ class Store:
         ]
 
     @staticmethod
-    def of(namespace: str, spec: types.ModelDeploymentSpec) -> Store:
-        return Store(namespace, spec.storage.claim_name, spec.storage.repository_path)
+    def of(namespace: str, claim: str, repository_path: str) -> Store:
+        return Store(namespace, claim, common.store_folder(repository_path))
 
 
 @dataclass(frozen=True)
