@@ -55,6 +55,8 @@ FreeForm = Annotated[
     dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
 ]
 Labels = Annotated[dict[str, str], Field(max_length=64)]
+# A container image reference (the distribution reference grammar: api/imageref), as pods take it.
+ImageRef = Annotated[str, Field(max_length=512, min_length=1, pattern=imageref.PATTERN)]
 NAME_PATTERN = r"^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?$"
 
 
@@ -140,11 +142,8 @@ class ModelRef(Model):
 class Build(Model):
     """How the builder Job runs: image, time limit and retries."""
 
-    image: str = Field(
+    image: ImageRef = Field(
         DEFAULT_BUILDER_IMAGE,
-        max_length=512,
-        min_length=1,
-        pattern=imageref.PATTERN,
         description="Builder image: a container image reference (registry/path[:tag][@digest]).",
     )
     active_deadline_seconds: int = Field(3600, ge=30, le=86400)
@@ -162,11 +161,8 @@ class Serving(Model):
     """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.SERVING})
-    image: str = Field(
+    image: ImageRef = Field(
         DEFAULT_TRITON_IMAGE,
-        max_length=512,
-        min_length=1,
-        pattern=imageref.PATTERN,
         description="Triton image; it must hold what the python steps import (images/triton.Dockerfile).",
     )
     backend: recipe.Backend | None = Field(None, description="Overrides compression.export.backend.")
