@@ -35,6 +35,8 @@ PKI=$STATE/pki
 KUBECONFIG_PATH=$STATE/kubeconfig
 PAUSE_IMAGE=conch.local/pause:3.10.2
 SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops"
+# the kubelet evicts pods (and admits none) below this much free disk; up refuses to start below twice it
+EVICT_DISK_FLOOR_MIB=1024
 
 in_ns() { nsenter --net="$NS_PATH" -- "$@"; }
 kubectl_() { in_ns "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
@@ -177,7 +179,9 @@ protectKernelDefaults: false
 makeIPTablesUtilChains: false
 resolvConf: $STATE/kubelet/resolv.conf
 clusterDomain: cluster.local
-evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
+# absolute disk floors: a percentage of a large shared disk (2% of 252 GiB = 5 GiB) put the node under
+# DiskPressure while GiBs were free, and the operator's pod then never started (helm --wait timed out)
+evictionHard: {memory.available: 100Mi, nodefs.available: ${EVICT_DISK_FLOOR_MIB}Mi, imagefs.available: ${EVICT_DISK_FLOOR_MIB}Mi, nodefs.inodesFree: 2%}
 # never garbage-collect images: they come only from `ctr image import` (a full disk once removed them all)
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -232,6 +236,12 @@ load_images() {  # the three Conch images, from hack/images.sh's daemon
   done
 }
 
+check_disk() {
+  local free_mib; free_mib=$(df -Pm "$STATE" | awk 'NR==2 {print $4}')
+  [ "$free_mib" -ge $((2 * EVICT_DISK_FLOOR_MIB)) ] \
+    || die "only ${free_mib} MiB free on the disk holding $STATE: the kubelet would report DiskPressure and start no pod (it needs ${EVICT_DISK_FLOOR_MIB} MiB; free some space, e.g. old clones or pytest's /tmp/pytest-of-\$USER)"
+}
+
 node_ready() {
   kubectl_ get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True
 }
@@ -262,6 +272,7 @@ up() {
   build_pause
   [ $images = 0 ] || load_images
   [ $dockerd = 0 ] || "$root/hack/images.sh" down
+  check_disk
   write_kubelet_config
   save_sysctls
   start_in_ns kubelet "$BIN/kubelet" --config "$STATE/kubelet/config.yaml" \

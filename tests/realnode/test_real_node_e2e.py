@@ -75,11 +75,14 @@ def release(realnode: Cluster, tmp_path: Path) -> Iterator[tuple[Ns, Path, torch
     for path in [tmp_path, store, *store.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o644)  # the builder runs as uid 1000
     name = "conch"
-    helmrun.helm(
-        "install", name, str(helmrun.CHART), "-n", ns, "--take-ownership",
-        "--set", f"watchNamespaces={{{ns}}}", "--wait", "--timeout", "180s",
-        kubeconfig=realnode.kubeconfig, timeout=240,
-    )  # fmt: skip
+    try:
+        helmrun.helm(
+            "install", name, str(helmrun.CHART), "-n", ns, "--take-ownership",
+            "--set", f"watchNamespaces={{{ns}}}", "--wait", "--timeout", "180s",
+            kubeconfig=realnode.kubeconfig, timeout=240,
+        )  # fmt: skip
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{why_nothing_started(realnode, ns)}") from None
     helmrun.model_store(realnode, ns, store)
     try:
         yield Ns(realnode, ns), store, model
@@ -87,6 +90,20 @@ def release(realnode: Cluster, tmp_path: Path) -> Iterator[tuple[Ns, Path, torch
         helmrun.helm("uninstall", name, "-n", ns, "--wait", kubeconfig=realnode.kubeconfig, check=False)
         realnode.kubectl("delete", "namespace", ns, "--wait=false", check=False)
         realnode.kubectl("delete", "pv", f"store-{ns}", "--wait=false", check=False)
+
+
+def why_nothing_started(realnode: Cluster, ns: str) -> str:
+    """What a failed `helm install --wait` leaves to read: the node's conditions that are not as they
+    should be (DiskPressure, MemoryPressure, not Ready) and the namespace's pods and Events."""
+    node = json.loads(realnode.kubectl("get", "node", "realnode", "-o", "json").stdout)
+    wrong = [
+        f"{c['type']}={c['status']} ({c.get('message', '')})"
+        for c in node["status"]["conditions"]
+        if (c["type"] == "Ready") != (c["status"] == "True")
+    ]
+    pods = realnode.kubectl("-n", ns, "get", "pods", "-o", "wide", check=False).stdout
+    events = realnode.kubectl("-n", ns, "get", "events", "--sort-by=.lastTimestamp", check=False).stdout
+    return f"node conditions: {wrong or 'all as expected'}\npods:\n{pods}\nevents:\n{events}"
 
 
 def memory_cgroup(pod: dict[str, Any]) -> Path:
