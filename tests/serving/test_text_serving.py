@@ -155,8 +155,9 @@ def test_bad_inputs_get_clear_answers_and_the_server_keeps_serving(triton: Trito
     empty = embed_http(triton, "minilm_fp32", ["", "hello"])
     assert np.isfinite(empty).all() and empty.shape == (2, 384)
 
-    with pytest.raises(InferenceServerException, match="not valid UTF-8"):
+    with pytest.raises(InferenceServerException, match="not valid UTF-8") as refused:
         embed_http(triton, "minilm", [b"fine", b"\xff\xfe broken"])
+    assert refused.value.status() == "400", refused.value.status()  # the client's fault, not a 500
 
     huge = "word " * 20_000  # 100k characters: truncated to maxLength tokens, not an error
     long_answer = embed_http(triton, "minilm_fp32", [huge])

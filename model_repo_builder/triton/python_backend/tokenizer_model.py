@@ -67,4 +67,7 @@ class TritonPythonModel:
 
 
 def _error(message: str) -> Any:
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+    """The request's own fault (bad UTF-8, too long): INVALID_ARG, which Triton answers as HTTP 400 (and
+    gRPC INVALID_ARGUMENT) instead of the 500 of an unclassified error."""
+    error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)
