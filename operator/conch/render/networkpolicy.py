@@ -1,10 +1,12 @@
 """The optional NetworkPolicy of the Triton pods (spec.serving.networkPolicy): ingress only to the
-inference ports (and a generative model's OpenAI port) from the selected callers, and to the metrics
-port from the selected scrapers."""
+inference ports (and a generative model's OpenAI port) from the selected callers, to the metrics
+port from the selected scrapers, and, when the canary has a quality analysis, to the HTTP port from
+the operator's own analysis Job (its pods in this namespace, selected by its labels): without that rule
+a policy whose callers are another team's pods blocked the analysis and the canary could never pass."""
 
 from __future__ import annotations
 
-from conch.render import common, deployment, gateway
+from conch.render import analysis, common, deployment, gateway
 from conch.render.common import Obj, Owner
 
 
@@ -18,6 +20,15 @@ def _peer(namespaces: dict[str, str] | None, pods: dict[str, str] | None) -> Obj
 
 def _ports(*numbers: int) -> list[Obj]:
     return [{"protocol": "TCP", "port": n} for n in numbers]
+
+
+def _analysis_rule(owner: Owner) -> list[Obj]:
+    """Ingress from the canary's quality-analysis Job to the HTTP port (none without one)."""
+    checks = owner.spec.rollout.canary_analysis()
+    if checks is None or checks.quality is None:
+        return []
+    job_pods = {common.LABEL_MD: owner.name, common.LABEL_COMPONENT: analysis.COMPONENT}
+    return [{"from": [_peer(None, job_pods)], "ports": _ports(deployment.HTTP_PORT)}]
 
 
 def render_networkpolicy(owner: Owner) -> Obj | None:
@@ -44,6 +55,7 @@ def render_networkpolicy(owner: Owner) -> Obj | None:
                     ),
                 },
                 {"from": [scrapers], "ports": _ports(deployment.METRICS_PORT)},
+                *_analysis_rule(owner),
             ],
         },
     }
