@@ -2,9 +2,10 @@
 
 The cluster suite (test_validation_cluster) sends all of them to the apiserver in a few server-side dry
 runs and checks each is rejected naming its path; the unit suite (test_specgen_unit) checks the
-generator itself. A mutation is kept on a base only where the operator (the pydantic models plus
-keys.effective_recipe) refuses the result too, so every case is a refusal the operator makes and the
-apiserver must twin; mutations marked admission-only are CEL rules without an operator twin.
+generator itself. Which (base, mutation) pairs are cases is declared (a mutation's `only` prefix and
+its `valid_on` bases), never decided by asking the operator: the unit suite then asserts that the
+operator (the pydantic models plus keys.effective_recipe) refuses every case, so a lost refusal fails a
+test instead of dropping its case; mutations marked admission-only are CEL rules without an operator twin.
 The unit suite also finds every `raise ValueError` in the recipe's validators (recipe.py and
 recipe_sections.py) and fails when no case is refused with that message: each refusal of the recipe
 has a case here, so an apiserver twin.
