@@ -102,7 +102,7 @@ class Canary:
         """The canary's pass: its step (or the scaling away of a leftover), both Deployments, and
         what status records (the stable stays current until the canary is promoted)."""
         flow = self._advance(ctx) if self.runs else self._settle(ctx)
-        flow.children += _deployments(ctx, flow.plan)
+        flow.children += [rolling.admin_secret(ctx, new_key), *_deployments(ctx, flow.plan)]
         decision = self._decision(ctx, flow)
         return passctx.Outcome(
             decision, flow.children, flow.absent, flow.metrics, flow.events,

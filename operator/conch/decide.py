@@ -113,8 +113,8 @@ def decide(source: Source, *, resync: float, new_key: str) -> plan.Plan:
     _claim(run)
     new = _new_status(run, served)
     _finish(run, new, served)
-    if served.requeue is not None:
-        run.out.requeue = served.requeue
+    if served.requeue is not None:  # a canary's pause or analysis interval, never longer than the resync
+        run.out.requeue = min(served.requeue, resync)
     else:
         run.out.requeue = BUSY_REQUEUE if new.phase in ("Building", "RollingOut") else resync
     if run.conflicts:

@@ -33,13 +33,19 @@ class Rolling:
         out = passctx.Outcome(decision, record=ctx.old.canary)
         if decision.serve is None:
             return out
-        key = secret.key_of(snap.admin_secret) or new_key  # generated once, then kept
-        out.children.append(plan.Child(secret.render_secret(ctx.owner, key), snap.admin_secret))
+        out.children.append(admin_secret(ctx, new_key))
         child = plan.Child(stable_deployment(ctx, decision.serve, decision.failed), snap.stable_deployment)
         out.children.append(child)
         if child.changes and ctx.state.version != decision.serve.version:
             out.metrics.append(plan.Metric("ROLLOUTS", ("started",)))
         return out
+
+
+def admin_secret(ctx: passctx.Context, new_key: str) -> plan.Child:
+    """The admin-key Secret every serving pod reads (`new_key` only when none exists yet: generated
+    once, then kept). Both strategies apply it, so one deleted by hand comes back mid-canary too."""
+    key = secret.key_of(ctx.snap.admin_secret) or new_key
+    return plan.Child(secret.render_secret(ctx.owner, key), ctx.snap.admin_secret)
 
 
 def stable_deployment(ctx: passctx.Context, served: deployment.Served, failed: str | None) -> Obj:

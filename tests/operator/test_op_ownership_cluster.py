@@ -129,3 +129,32 @@ def test_op_never_uses_a_secret_it_did_not_create_and_repairs_deleted_children(
 
         wait_for(f"{kind} {child} back", back, 3 * RESYNC if kind == "secret" else 20)
     wait_for("v1 serving", lambda: serving(k, name, "v1"), 60)
+
+
+def test_op_repairs_the_admin_secret_in_the_middle_of_a_canary(kube: Kube, operator: Operator) -> None:
+    """The canary strategy applies the admin-key Secret too (it used to leave it to the rolling one):
+    deleted by hand while a canary pauses at its step, it is back by the next resync."""
+    k, name = kube, "mid"
+    secret = f"{name}-triton-admin"
+    rollout = {"strategy": "canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 600}]}}
+    k.apply(md_object(name, replicas=2, rollout=rollout))
+    k.finish_build(name, "v1")
+    wait_for("v1 serving", lambda: serving(k, name, "v1"), 90)
+    k.apply(md_object(name, version="v2", replicas=2, rollout=rollout))
+    k.finish_build(name, "v2")
+
+    def at_step() -> bool:
+        canary = k.status(name).get("canary") or {}
+        return canary.get("phase") == "Progressing" and bool(canary.get("stepStartedAt"))
+
+    wait_for("the canary paused at its step", at_step, 60)
+    before = k.get("secret", secret)
+    assert before is not None
+    k.k("delete", "secret", secret, "--wait=true")
+
+    def back() -> bool:
+        now = k.get("secret", secret)
+        return now is not None and now["metadata"]["uid"] != before["metadata"]["uid"]
+
+    wait_for("the Secret back mid-canary", back, 3 * RESYNC)
+    assert at_step(), "the canary is still at its step"
