@@ -24,7 +24,7 @@ import tritonclient.http as triton_http
 from chart import helmrun
 from conftest import Cluster, NodeAgent, wait_for
 
-from tests.support import digits_model
+from tests.support import digits_model, readywatch
 
 pytestmark = pytest.mark.e2e
 
@@ -178,14 +178,24 @@ def serve_v1(run: Run) -> tuple[dict[str, Any], str]:
     return v1, ip
 
 
+def ready_watch(run: Run, version: str | None = None) -> readywatch.ReadyPods:
+    """A watch of the Ready serving pods (of one version, or all), every change from now on."""
+    selector = f"{LABEL},app.kubernetes.io/component=triton"
+    if version is not None:
+        selector += f",serving.conch.dev/version={version}"
+    return readywatch.ReadyPods(run.k.cluster.kubeconfig, run.k.ns, selector)
+
+
 def roll_out_v2(run: Run, ip_v1: str) -> str:
-    """v2 (fp32, no pruning): a new build, then a rolling update that never leaves zero Ready pods."""
-    run.k.apply(modeldeployment("v2", V2, run.agent))
-    ready_counts: list[int] = []
-    run.wait_serving(
-        "v2", lambda: ready_counts.append(len(ready_pod_ips(run.k, "v1") + ready_pod_ips(run.k, "v2")))
-    )
-    assert min(ready_counts) >= 1, f"the rollout left no Ready pod: {ready_counts}"
+    """v2 (fp32, no pruning): a new build, then a rolling update that never leaves zero Ready pods (a
+    watch of the pods: every transition the apiserver recorded, not samples)."""
+    with ready_watch(run) as watch:
+        run.k.apply(modeldeployment("v2", V2, run.agent))
+        run.wait_serving("v2")
+        wait_for("the v1 pod gone", lambda: not ready_pod_ips(run.k, "v1"), 90)
+    counts = watch.counts()
+    assert len(counts) > 3, f"the watch saw no rollout: {counts}"  # v2 pod added, Ready; v1 deleted
+    assert min(counts) >= 1, f"the rollout left no Ready pod: {counts}"
     ip = run.ready_ip("v2")
     assert np.abs(infer(ip, run.x) - run.original).max() < 1e-3
     wait_for("the v1 pod gone and its Triton stopped", lambda: closed(ip_v1), 90)
@@ -213,21 +223,26 @@ def failed_gpu_version_rolls_back(run: Run) -> None:
     last words in Degraded, and v1 keeps answering throughout."""
     v3 = modeldeployment("v3", V1, run.agent)
     v3["spec"]["serving"]["gpus"] = 1
-    run.k.apply(v3)
-    started, v1_ready = time.monotonic(), []
 
     def rolled_back() -> dict[str, Any] | None:
-        v1_ready.append(len(ready_pod_ips(run.k, "v1")))
         status: dict[str, Any] = run.k.get("md", MD).get("status", {})
         degraded = next((c for c in status.get("conditions", []) if c["type"] == "Degraded"), {})
         ok = status.get("failedVersion") == "v3" and status.get("currentVersion") == "v1"
         return status if ok and degraded.get("reason") == "RolloutFailed" else None
 
-    status = wait_for("v3 rolled back", rolled_back, 170, every=1)
-    elapsed = time.monotonic() - started
-    assert elapsed < 170, "crash-loop detection should beat the 180 s progress deadline"
+    with ready_watch(run, "v1") as v1_watch:
+        run.k.apply(v3)
+        started = time.monotonic()
+        # waits past the 180 s progress deadline, so the deadline's own rollback would be seen too and
+        # the time below tells the two apart
+        status = wait_for("v3 rolled back", rolled_back, 240, every=1)
+        elapsed = time.monotonic() - started
+    assert elapsed < 170, (
+        f"rolled back after {elapsed:.0f} s: crash-loop detection must beat the 180 s deadline"
+    )
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert "restarted 2 times" in degraded["message"] and "failed to load all models" in degraded["message"]
+    v1_ready = v1_watch.counts()
     assert min(v1_ready) >= 1, f"v1 stopped serving during the failed rollout: {v1_ready}"
     assert [h["result"] for h in status["history"] if h["version"] == "v3"] == ["Succeeded"]
     top1, _ = agreement(infer(run.ready_ip("v1"), run.x), run.original)
