@@ -15,9 +15,10 @@ One ModelDeployment, canaries in a row:
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,20 +79,29 @@ def ready_ips(k: Kube) -> dict[str, str]:
 
 
 class Traffic:
-    """Requests to every ready pod in turn (what the Service's split does), from 2 threads, bounded."""
+    """Requests to every ready pod in turn (what the Service's split does), from 2 threads, bounded.
+
+    The threads count and never assert (an assert in a thread only ends that thread): successes by
+    version, failures by version and kind, and anything else that went wrong; `check` asserts on them
+    in the test's own thread."""
 
     def __init__(self, k: Kube) -> None:
         self.k, self.stop = k, threading.Event()
-        self.ips: list[str] = []
-        self.sent: dict[str, int] = {}
-        self.threads = [threading.Thread(target=self._send, daemon=True) for _ in range(2)]
+        self.versions: dict[str, str] = {}  # ready pod IP -> its version
+        self.sent: collections.Counter[str] = collections.Counter()
+        self.failed: collections.Counter[str] = collections.Counter()
+        self.problems: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._guarded, args=(self._send,), daemon=True) for _ in range(2)
+        ]
+        self.threads.append(threading.Thread(target=self._guarded, args=(self._watch,), daemon=True))
         self.started = time.monotonic()
 
     def __enter__(self) -> Traffic:
         self._refresh()
         for t in self.threads:
             t.start()
-        threading.Thread(target=self._watch, daemon=True).start()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -99,13 +109,36 @@ class Traffic:
         for t in self.threads:
             t.join(15)
 
+    def check(self, min_sent: dict[str, int], max_failed_share: float) -> str:
+        """Nothing went wrong in a thread, each version answered at least `min_sent[version]` requests,
+        and failures (pods going away between two refreshes) are at most that share of all sent."""
+        assert self.problems == [], self.problems
+        short = {v: self.sent[v] for v, n in min_sent.items() if self.sent[v] < n}
+        assert short == {}, f"too few answered requests: {short} (wanted {min_sent})"
+        total, failed = sum(self.sent.values()), sum(self.failed.values())
+        assert failed <= max_failed_share * (total + failed), (
+            f"{failed} of {total + failed} failed: {self.failed}"
+        )
+        return f"sent {dict(self.sent)}, failed {dict(self.failed)}"
+
     def _live(self) -> bool:
         return not self.stop.is_set() and time.monotonic() - self.started < TRAFFIC_S
 
+    def _guarded(self, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except BaseException as exc:  # kept for check(), in the test's thread
+            self.problems.append(f"{loop.__name__}: {exc!r}")
+            self.stop.set()
+
     def _refresh(self) -> None:
         found = ready_ips(self.k)
-        assert all(ip.startswith("127.") for ip in found), found  # loopback only
-        self.ips = sorted(found)
+        outside = [ip for ip in found if not ip.startswith("127.")]
+        if outside:  # loopback only: stop sending at once
+            self.problems.append(f"pod addresses outside 127.0.0.0/8: {outside}")
+            self.stop.set()
+            return
+        self.versions = found
 
     def _watch(self) -> None:
         while self._live():
@@ -117,11 +150,11 @@ class Traffic:
         clients: dict[str, triton_http.InferenceServerClient] = {}
         i = 0
         while self._live():
-            ips = list(self.ips)
-            if not ips:
+            pods = sorted(self.versions.items())
+            if not pods:
                 time.sleep(0.2)
                 continue
-            ip = ips[i % len(ips)]
+            ip, version = pods[i % len(pods)]
             i += 1
             try:
                 if ip not in clients:
@@ -129,8 +162,11 @@ class Traffic:
                 request = triton_http.InferInput(digits_model.INPUT, list(x.shape), "FP32")
                 request.set_data_from_numpy(x)
                 clients[ip].infer("digits", [request])
-                self.sent[ip] = self.sent.get(ip, 0) + 1
-            except Exception:  # a pod going away mid-request: the next one is elsewhere
+                with self.lock:
+                    self.sent[version] += 1
+            except Exception as exc:  # a pod going away mid-request: counted, the next one is elsewhere
+                with self.lock:
+                    self.failed[f"{version}: {type(exc).__name__}"] += 1
                 clients.pop(ip, None)
                 time.sleep(0.1)
 
@@ -250,14 +286,17 @@ def test_op_canary_analysis_aborts_pauses_and_promotes(
     k.apply(modeldeployment("v1", node_agent, prom.url))
     wait_for("v1 serving", lambda: k.status(MD).get("phase") == "Serving", 300, every=1)
     t_v1 = time.monotonic() - started
-    with Traffic(k):
+    with Traffic(k) as traffic:
         v1_series = f'nv_inference_request_success{{namespace="{k.ns}",serving_conch_dev_version="v1"}}'
         prom.wait_for_series(v1_series, 60)
         t_slow = slow_canary_is_aborted(k, node_agent, prom)
         t_paused = canary_pauses_without_prometheus(k, node_agent, prom)
         t_quality = other_weights_are_aborted_by_quality(k, node_agent, prom)
+    # each version answered traffic (v2 and v4 only as canaries; the analysis needs minRequests 20),
+    # and failures are only the pods that went away between two refreshes of the ready list
+    counts = traffic.check({"v1": 100, "v2": 20, "v3": 100, "v4": 20}, max_failed_share=0.02)
     print(
-        f"canary seconds: v1 serving {t_v1:.1f}, slow v2 aborted {t_slow:.1f}, "
+        f"canary traffic: {counts}; canary seconds: v1 serving {t_v1:.1f}, slow v2 aborted {t_slow:.1f}, "
         f"paused without Prometheus {t_paused:.1f}, v4 aborted by quality {t_quality:.1f}, "
         f"total {time.monotonic() - started:.1f}"
     )
