@@ -1,0 +1,202 @@
+"""The auth proxy in front of a real tritonserver: tokens required for inference, metadata, statistics
+and config over HTTP and gRPC (streaming too), health left open for probes, refusals counted, rotation
+by editing the token files with both tokens valid meanwhile, and no token in the proxy's log."""
+
+from __future__ import annotations
+
+import json
+import queue
+import secrets
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from conch.render import secret
+from tests.support.authproxy import DOUBLE_MODEL, Proxy, double_repository, run_auth_proxy
+from tests.support.triton import run_triton
+
+pytestmark = pytest.mark.serving
+ADMIN_KEY = secret.new_key()
+FIRST, SECOND = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+X = np.arange(8, dtype=np.float32).reshape(2, 4)
+INFER = {"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32", "data": X.ravel().tolist()}]}
+ROTATION_TIMEOUT_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def tokens_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tokens")
+    (folder / "token").write_text(FIRST + "\n")
+    (folder / ".hidden").write_text("not-a-token")  # the kubelet's own entries start with a dot
+    return folder
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, tokens_dir: Path) -> Iterator[Proxy]:
+    work = tmp_path_factory.mktemp("authproxy")
+    repo = double_repository(work / "repo")
+    with (
+        run_triton(repo, work, secret.hardening_args(ADMIN_KEY)) as triton,
+        run_auth_proxy(triton, tokens_dir, work) as front,
+    ):
+        yield front
+
+
+def _http(
+    proxy: Proxy, path: str, headers: dict[str, str] | None = None, body: Any = None
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{proxy.http}{path}", data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _refusals(proxy: Proxy, api: str, reason: str) -> float:
+    label = f'conch_auth_refusals_total{{api="{api}",reason="{reason}"}}'
+    values = [float(line.split()[-1]) for line in proxy.metric_lines(label)]
+    return values[0] if values else 0.0
+
+
+PROTECTED = [
+    f"/v2/models/{DOUBLE_MODEL}/infer",
+    "/v2",
+    f"/v2/models/{DOUBLE_MODEL}",
+    f"/v2/models/{DOUBLE_MODEL}/config",
+    f"/v2/models/{DOUBLE_MODEL}/stats",
+]
+
+
+def test_http_needs_a_token_except_for_health(proxy: Proxy) -> None:
+    missing = _refusals(proxy, "http", "missing")
+    for path in PROTECTED:
+        body = INFER if path.endswith("/infer") else None
+        status, answer = _http(proxy, path, body=body)
+        assert status == 401, path
+        assert answer["error"]["code"] == "invalid_api_key"
+        assert _http(proxy, path, _bearer("wrong"), body)[0] == 401, path
+        assert _http(proxy, path, _bearer(FIRST), body)[0] == 200, path
+    assert _refusals(proxy, "http", "missing") == missing + len(PROTECTED)
+    assert _refusals(proxy, "http", "invalid") >= len(PROTECTED)
+    for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{DOUBLE_MODEL}/ready"):
+        assert _http(proxy, path)[0] == 200, path  # kubelet probes carry no token
+
+
+def test_http_inference_through_the_proxy_is_triton_s_answer(proxy: Proxy) -> None:
+    status, answer = _http(proxy, f"/v2/models/{DOUBLE_MODEL}/infer", {"conch-api-key": FIRST}, INFER)
+    assert status == 200
+    assert answer["outputs"][0]["data"] == (X * 2).ravel().tolist()
+
+
+def test_admin_apis_need_the_token_and_the_admin_key(proxy: Proxy) -> None:
+    index = "/v2/repository/index"
+    assert _http(proxy, index, {"conch-admin-key": ADMIN_KEY}, {})[0] == 401  # the admin key is no token
+    assert _http(proxy, index, _bearer(FIRST), {})[0] == 403  # Triton's own restriction still holds
+    status, answer = _http(proxy, index, {**_bearer(FIRST), "conch-admin-key": ADMIN_KEY}, {})
+    assert status == 200 and answer[0]["name"] == DOUBLE_MODEL
+
+
+def _grpc(proxy: Proxy) -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(f"127.0.0.1:{proxy.grpc}")
+
+
+def _inputs() -> list[grpcclient.InferInput]:
+    x = grpcclient.InferInput("X", [2, 4], "FP32")
+    x.set_data_from_numpy(X)
+    return [x]
+
+
+def _unauthenticated(call: Callable[[], object]) -> None:
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
+
+
+def test_grpc_needs_a_token_except_for_health(proxy: Proxy) -> None:
+    client = _grpc(proxy)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(DOUBLE_MODEL)
+    before = _refusals(proxy, "grpc", "missing")
+    _unauthenticated(lambda: client.infer(DOUBLE_MODEL, _inputs()))
+    _unauthenticated(lambda: client.get_model_metadata(DOUBLE_MODEL))
+    _unauthenticated(lambda: client.get_model_config(DOUBLE_MODEL))
+    _unauthenticated(lambda: client.get_inference_statistics(DOUBLE_MODEL))
+    _unauthenticated(lambda: client.infer(DOUBLE_MODEL, _inputs(), headers={"authorization": "Bearer x"}))
+    assert _refusals(proxy, "grpc", "missing") == before + 4
+    result = client.infer(DOUBLE_MODEL, _inputs(), headers={"authorization": f"Bearer {FIRST}"})
+    np.testing.assert_array_equal(result.as_numpy("Y"), X * 2)
+    meta = client.get_model_metadata(DOUBLE_MODEL, headers={"conch-api-key": FIRST}, as_json=True)
+    assert meta["name"] == DOUBLE_MODEL
+    stats = client.get_inference_statistics(DOUBLE_MODEL, headers={"conch-api-key": FIRST}, as_json=True)
+    assert int(stats["model_stats"][0]["inference_count"]) >= 2
+
+
+def _stream(proxy: Proxy, headers: dict[str, str], n: int) -> list[Any]:
+    """`n` requests on one ModelStreamInfer stream; the answers (or the stream's error) as they came."""
+    client = _grpc(proxy)
+    answers: queue.Queue[Any] = queue.Queue()
+    client.start_stream(
+        lambda result, error: answers.put(error if error is not None else result), headers=headers
+    )
+    try:
+        for i in range(n):
+            try:
+                client.async_stream_infer(DOUBLE_MODEL, _inputs(), request_id=str(i))
+            except InferenceServerException:  # the stream already failed: its error is in the queue
+                break
+        first = answers.get(timeout=30)
+        if isinstance(first, InferenceServerException):
+            return [first]
+        return [first, *(answers.get(timeout=30) for _ in range(n - 1))]
+    finally:
+        client.stop_stream()
+
+
+def test_grpc_streaming_passes_through_with_a_token_only(proxy: Proxy) -> None:
+    results = _stream(proxy, {"authorization": f"Bearer {FIRST}"}, 5)
+    assert sorted(r.get_response().id for r in results) == [str(i) for i in range(5)]
+    for r in results:
+        np.testing.assert_array_equal(r.as_numpy("Y"), X * 2)
+    [refused] = _stream(proxy, {}, 1)
+    assert isinstance(refused, InferenceServerException) and "UNAUTHENTICATED" in str(refused.status())
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + ROTATION_TIMEOUT_S
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)  # the proxy re-reads its token files every 2 s
+
+
+def test_rotation_keeps_both_tokens_valid_then_drops_the_old(proxy: Proxy, tokens_dir: Path) -> None:
+    path = f"/v2/models/{DOUBLE_MODEL}"
+    (tokens_dir / "token-2").write_text(SECOND)
+    _until(lambda: _http(proxy, path, _bearer(SECOND))[0] == 200, "the second token is accepted")
+    assert _http(proxy, path, _bearer(FIRST))[0] == 200  # both valid during the rollover
+    (tokens_dir / "token").unlink()
+    _until(lambda: _http(proxy, path, _bearer(FIRST))[0] == 401, "the old token is refused")
+    assert _http(proxy, path, _bearer(SECOND))[0] == 200
+    assert proxy.metric_lines("conch_auth_tokens ") == ["conch_auth_tokens 1.0"]
+    (tokens_dir / "token").write_text(FIRST)  # as the module's other tests expect
+    _until(lambda: _http(proxy, path, _bearer(FIRST))[0] == 200, "the first token is back")
+
+
+def test_no_token_in_the_proxy_log(proxy: Proxy) -> None:
+    assert _http(proxy, "/v2", _bearer(FIRST + "x"))[0] == 401
+    log = proxy.log.read_text()
+    assert "refused a http request" in log and "invalid token" in log
+    for token in (FIRST, SECOND, ADMIN_KEY):
+        assert token not in log
