@@ -81,6 +81,15 @@ def refuse(api: str, reason: str, peer: str | None) -> None:
 # ---- HTTP -------------------------------------------------------------------------------------------
 
 
+def refusal_body(api: str, reason: str) -> dict[str, object]:
+    """A 401's body as the listener's clients parse errors: OpenAI's error object on the openai port,
+    Triton's `{"error": "<message>"}` (which tritonclient reads) on Triton's."""
+    message = f"{reason} inference token"
+    if api == "openai":
+        return {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}
+    return {"error": message}
+
+
 def http_app(route: Route, tokenset: tokens.TokenSet) -> web.Application:
     """The aiohttp app relaying `route` (the client session lives and dies with the app)."""
     app = web.Application(client_max_size=0)  # no body limit here: the upstream has its own
@@ -99,10 +108,8 @@ def http_app(route: Route, tokenset: tokens.TokenSet) -> web.Application:
             if reason is not None:
                 refuse(route.api, reason, request.remote)
                 return web.json_response(
-                    {"error": {"message": f"{reason} inference token", "type": "invalid_request_error",
-                               "code": "invalid_api_key"}},
-                    status=401, headers={"WWW-Authenticate": "Bearer"},
-                )  # fmt: skip
+                    refusal_body(route.api, reason), status=401, headers={"WWW-Authenticate": "Bearer"}
+                )
         headers = {
             k: v
             for k, v in request.headers.items()

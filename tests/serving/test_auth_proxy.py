@@ -20,6 +20,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from conch.render import secret
+from model_repo_builder.gate import probes, tritonhttp
 from tests.support.authproxy import DOUBLE_MODEL, Proxy, double_repository, run_auth_proxy
 from tests.support.triton import run_triton
 
@@ -87,7 +88,7 @@ def test_http_needs_a_token_except_for_health(proxy: Proxy) -> None:
         body = INFER if path.endswith("/infer") else None
         status, answer = _http(proxy, path, body=body)
         assert status == 401, path
-        assert answer["error"]["code"] == "invalid_api_key"
+        assert answer == {"error": "missing inference token"}  # Triton's error shape
         assert _http(proxy, path, _bearer("wrong"), body)[0] == 401, path
         assert _http(proxy, path, _bearer(FIRST), body)[0] == 200, path
     assert _refusals(proxy, "http", "missing") == missing + len(PROTECTED)
@@ -200,3 +201,15 @@ def test_no_token_in_the_proxy_log(proxy: Proxy) -> None:
     assert "refused a http request" in log and "invalid token" in log
     for token in (FIRST, SECOND, ADMIN_KEY):
         assert token not in log
+
+
+def test_the_quality_analysis_client_asks_with_the_mounted_token(proxy: Proxy, tokens_dir: Path) -> None:
+    token = tritonhttp.read_token(tokens_dir)
+    assert token == FIRST
+    probe_set = probes.ProbeSet(model=DOUBLE_MODEL, kind="tensor", inputs={"X": np.ones((5, 4), np.float32)})
+    budget = tritonhttp.Budget(tritonhttp.Limits())
+    address = f"127.0.0.1:{proxy.http}"
+    answers = tritonhttp.ask(tritonhttp.Target("canary", address, DOUBLE_MODEL, token), probe_set, budget, 2)
+    np.testing.assert_array_equal(answers["Y"], np.full((5, 4), 2, np.float32))
+    with pytest.raises(tritonhttp.NotServedError, match="missing inference token"):
+        tritonhttp.ask(tritonhttp.Target("canary", address, DOUBLE_MODEL), probe_set, budget, 2)

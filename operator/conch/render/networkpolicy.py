@@ -4,7 +4,7 @@ port from the selected scrapers."""
 
 from __future__ import annotations
 
-from conch.render import common, deployment, gateway
+from conch.render import authproxy, common, deployment, gateway
 from conch.render.common import Obj, Owner
 
 
@@ -43,7 +43,10 @@ def render_networkpolicy(owner: Owner) -> Obj | None:
                         *(p for _, p in gateway.service_ports(owner)),
                     ),
                 },
-                {"from": [scrapers], "ports": _ports(deployment.METRICS_PORT)},
+                {
+                    "from": [scrapers],
+                    "ports": _ports(deployment.METRICS_PORT, *(p for _, p in authproxy.service_ports(owner))),
+                },
             ],
         },
     }
