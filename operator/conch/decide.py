@@ -183,10 +183,11 @@ def _serve_step(run: _Pass, served: passctx.Outcome) -> None:
 
 def _token_secret(run: _Pass, new_token: str) -> None:
     """The generated inference-token Secret: applied (its token generated once, then read back) while
-    spec.auth wants it, removed when it no longer does (auth off, or the user names a Secret)."""
+    spec.auth wants it. Left as it is when auth is turned off or a named Secret takes over (the RBAC
+    never deletes Secrets; garbage collection follows the owner), so turning auth back on brings the
+    same token back and the clients that hold it keep working."""
     owner, live = run.ctx.owner, run.ctx.snap.token_secret
     if not authproxy.generated(owner):
-        _absent(run, live)
         return
     token = authproxy.token_of(live) or new_token
     assert token, "the controller passes a fresh token whenever the snapshot holds none"
