@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ from . import tokens
 
 log = logging.getLogger("conch_gateway.authproxy")
 REFRESH_SECONDS = 2.0
+DRAIN_SECONDS = 5.0
+"""After SIGTERM: keep answering this long (endpoint removal is not instant), then let requests in
+flight finish for up to this long (within the pod's 30 s grace period)."""
 """How often the token files are re-read: a rotated Secret is honoured within the kubelet's sync
 period plus this."""
 OPEN_PATH = re.compile(
@@ -189,9 +193,11 @@ class GrpcRelay(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no 
 # ---- the process ------------------------------------------------------------------------------------
 
 
-async def refresh_forever(tokenset: tokens.TokenSet) -> None:
-    while True:
-        await asyncio.sleep(REFRESH_SECONDS)
+async def refresh_until(tokenset: tokens.TokenSet, stop: asyncio.Event) -> None:
+    """Re-read the token files every REFRESH_SECONDS until `stop` is set."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
         tokenset.refresh()
         TOKENS.set(len(tokenset))
 
@@ -201,7 +207,7 @@ async def serve(host: str, http: list[Route], grpc_routes: list[Route], tokenset
     TOKENS.set(len(tokenset))
     runners = []
     for route in http:
-        runner = web.AppRunner(http_app(route, tokenset), access_log=None)
+        runner = web.AppRunner(http_app(route, tokenset), access_log=None, shutdown_timeout=DRAIN_SECONDS)
         await runner.setup()
         await web.TCPSite(runner, host, route.port, backlog=1024).start()
         runners.append(runner)
@@ -217,13 +223,19 @@ async def serve(host: str, http: list[Route], grpc_routes: list[Route], tokenset
     log.warning(
         "auth proxy up: %s", ", ".join(f"{r.api} {r.port} -> {r.upstream}" for r in http + grpc_routes)
     )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        await refresh_forever(tokenset)
+        await refresh_until(tokenset, stop)
+        # SIGTERM: the pod is leaving the Service's endpoints meanwhile; requests still arriving are
+        # served for DRAIN_SECONDS, then the listeners close, letting requests in flight finish
+        log.warning("SIGTERM: serving %g s more, then draining", DRAIN_SECONDS)
+        await asyncio.sleep(DRAIN_SECONDS)
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.gather(*(s.stop(5) for s in servers))
-            await asyncio.gather(*(c.close() for c in channels))
+            await asyncio.gather(*(s.stop(DRAIN_SECONDS) for s in servers))
             await asyncio.gather(*(r.cleanup() for r in runners))
+            await asyncio.gather(*(c.close() for c in channels))
 
 
 def main(argv: list[str]) -> None:
