@@ -4,9 +4,12 @@ by editing the token files with both tokens valid meanwhile, and no token in the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import secrets
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openai
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -22,7 +26,8 @@ from tritonclient.utils import InferenceServerException
 from conch.render import secret
 from model_repo_builder.gate import probes, tritonhttp
 from tests.support.authproxy import DOUBLE_MODEL, Proxy, double_repository, run_auth_proxy
-from tests.support.triton import run_triton
+from tests.support.processes import free_port, stop_process
+from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
 ADMIN_KEY = secret.new_key()
@@ -40,13 +45,37 @@ def tokens_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def run_gateway(triton: Triton, work: Path) -> Iterator[str]:
+    """The real OpenAI gateway (conch-gateway) on a free loopback port, for `double` (its /v1/models
+    reads the model's config over Triton's gRPC; no generation is asked of it)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "conch_gateway", f"--triton-grpc={triton.grpc_url}",
+           f"--model={DOUBLE_MODEL}", "--host=127.0.0.1", f"--port={port}"]  # fmt: skip
+    with (work / "gateway.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the gateway did not come up"
+                time.sleep(0.1)  # polling interval, bounded by the deadline
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process(proc, 10)
+
+
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, tokens_dir: Path) -> Iterator[Proxy]:
     work = tmp_path_factory.mktemp("authproxy")
     repo = double_repository(work / "repo")
     with (
         run_triton(repo, work, secret.hardening_args(ADMIN_KEY)) as triton,
-        run_auth_proxy(triton, tokens_dir, work) as front,
+        run_gateway(triton, work) as gateway,
+        run_auth_proxy(triton, tokens_dir, work, openai_upstream=gateway) as front,
     ):
         yield front
 
@@ -193,6 +222,20 @@ def test_rotation_keeps_both_tokens_valid_then_drops_the_old(proxy: Proxy, token
     assert proxy.metric_lines("conch_auth_tokens ") == ["conch_auth_tokens 1.0"]
     (tokens_dir / "token").write_text(FIRST)  # as the module's other tests expect
     _until(lambda: _http(proxy, path, _bearer(FIRST))[0] == 200, "the first token is back")
+
+
+def test_the_openai_port_takes_the_openai_client_s_api_key(proxy: Proxy) -> None:
+    assert proxy.openai is not None
+    base = f"http://127.0.0.1:{proxy.openai}/v1"
+    before = _refusals(proxy, "openai", "invalid")
+    with pytest.raises(openai.AuthenticationError) as refused:
+        openai.OpenAI(base_url=base, api_key="wrong", max_retries=0).models.list()
+    assert refused.value.status_code == 401 and refused.value.code == "invalid_api_key"
+    assert _refusals(proxy, "openai", "invalid") == before + 1
+    models = openai.OpenAI(base_url=base, api_key=FIRST, max_retries=0).models.list()
+    assert [m.id for m in models.data] == [DOUBLE_MODEL]
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.openai}/health/live", timeout=5) as resp:
+        assert resp.status == 200  # the gateway's probes carry no token
 
 
 def test_no_token_in_the_proxy_log(proxy: Proxy) -> None:

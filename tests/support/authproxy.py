@@ -61,6 +61,7 @@ class Proxy:
     grpc: int
     metrics: int
     log: Path
+    openai: int | None = None
 
     def metric_lines(self, name: str) -> list[str]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=5) as resp:
@@ -77,14 +78,20 @@ def _up(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def run_auth_proxy(triton: Triton, tokens_dir: Path, workdir: Path) -> Iterator[Proxy]:
-    """The proxy on free loopback ports in front of `triton`, up (its health relayed) before yielding."""
+def run_auth_proxy(
+    triton: Triton, tokens_dir: Path, workdir: Path, openai_upstream: str | None = None
+) -> Iterator[Proxy]:
+    """The proxy on free loopback ports in front of `triton` (and an OpenAI gateway at host:port
+    `openai_upstream`), up (its health relayed) before yielding."""
     proxy = Proxy(free_port(), free_port(), free_port(), workdir / "auth-proxy.log")
     cmd = [
         sys.executable, "-m", "conch_gateway", "auth-proxy", f"--tokens={tokens_dir}", "--host=127.0.0.1",
         f"--http={proxy.http}={triton.http_url}", f"--grpc={proxy.grpc}={triton.grpc_url}",
         f"--metrics-port={proxy.metrics}",
     ]  # fmt: skip
+    if openai_upstream is not None:
+        proxy.openai = free_port()
+        cmd.append(f"--openai={proxy.openai}={openai_upstream}")
     with proxy.log.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         try:
