@@ -119,6 +119,14 @@ def claimed(snap: Snapshot) -> Snapshot:
     return dataclasses.replace(snap, taken=snap.taken + tuple(foreign.values()), **emptied)
 
 
+def _generates(md: Obj) -> bool:
+    """Whether the spec (as stored, before parsing) has Conch generate a token Secret: only then is
+    that name read (a GET per pass and model otherwise, for a Secret that does not exist)."""
+    auth = (md.get("spec") or {}).get("auth")
+    mode = DEFAULT_AUTH_MODE[0] if auth is None else auth.get("mode", "token")
+    return mode == "token" and not (auth or {}).get("secretName")
+
+
 def observe(
     client: kube.Kube, namespace: str, name: str, now: float, recheck: Collection[str] = ()
 ) -> Snapshot | None:
@@ -153,7 +161,7 @@ def observe(
         network_policy=one(kinds.NETWORK_POLICY, name),
         service_monitor=one(kinds.SERVICE_MONITOR, name) if served else None,
         admin_secret=one(kinds.SECRET, f"{name}{secret.NAME_SUFFIX}"),
-        token_secret=one(kinds.SECRET, f"{name}{authproxy.GENERATED_SUFFIX}"),
+        token_secret=one(kinds.SECRET, f"{name}{authproxy.GENERATED_SUFFIX}") if _generates(md) else None,
         default_auth=DEFAULT_AUTH_MODE[0],
         monitors_served=served,
     )

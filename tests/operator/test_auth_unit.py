@@ -11,6 +11,7 @@ import pytest
 from test_decide_unit import NAME, World, md_obj  # tests/operator is on the path (pytest rootdir)
 from test_render_unit import owner as example_owner
 
+from conch import snapshot
 from conch.api import types
 from conch.render import analysis, authproxy, common, deployment, networkpolicy, service, servicemonitor
 
@@ -213,3 +214,22 @@ def test_a_taken_token_secret_name_holds_back_the_deployment() -> None:
     assert not [c for c in p.children if c.desired["kind"] == "Deployment"]
     degraded = next(c for c in w.md["status"]["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "OwnershipConflict" and "inference-token Secret" in degraded["message"]
+
+
+@pytest.mark.parametrize(
+    ("auth", "default", "reads"),
+    [
+        (None, "none", False),
+        (None, "token", True),
+        ({"mode": "token"}, "none", True),
+        ({}, "none", True),  # mode defaults to token
+        ({"mode": "token", "secretName": "team"}, "token", False),
+        ({"mode": "none"}, "token", False),
+    ],
+)  # fmt: skip
+def test_the_generated_secret_is_read_only_when_the_spec_generates_one(
+    auth: dict[str, Any] | None, default: types.AuthMode, reads: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot, "DEFAULT_AUTH_MODE", [default])
+    md = md_obj() if auth is None else md_obj(auth=auth)
+    assert snapshot._generates(md) is reads
