@@ -10,7 +10,7 @@ STATE ?= $(HOME)/.local/state/conch/cluster
 export KUBECONFIG ?= $(STATE)/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(CACHE)/bin:$(PATH)
 
-.PHONY: monitoring-up monitoring-down bench-batching
+.PHONY: monitoring-up monitoring-down bench-batching bench-auth
 .PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving test-e2e demo bench bench-text bench-distill bench-generation clean
 
 help:
@@ -24,6 +24,7 @@ help:
 	@echo "make bench        run the benchmarks (JSON under bench/results/)"
 	@echo "make bench-text   only the text (MiniLM offline + served) benchmark"
 	@echo "make bench-distill only the distillation (digits CNN x 5 seeds, MiniLM 6 -> 3 layers) benchmark"
+	@echo "make bench-auth   auth proxy overhead: p50/p99 direct vs through the proxy at concurrency 8"
 	@echo "make bench-scale  N ModelDeployments vs raw applies on the local cluster (BENCH_SCALE_N=1000)"
 
 $(VENV)/.stamp: pyproject.toml
@@ -81,6 +82,7 @@ bench: venv
 	$(VPY) -m bench.bench_distill
 	$(VPY) -m bench.bench_batching
 	$(VPY) -m bench.bench_generation
+	$(VPY) -m bench.bench_auth
 
 bench-text: venv
 	$(VPY) -m bench.bench_text
@@ -91,6 +93,9 @@ bench-distill: venv
 BENCH_SCALE_N ?= 1000
 bench-scale: venv cluster-up  ## not in `make bench`: minutes of load on the shared control plane
 	$(VPY) -m bench.bench_scale $(foreach n,$(BENCH_SCALE_N),--n $(n))
+
+bench-auth: venv
+	$(VPY) -m bench.bench_auth
 
 bench-batching: venv tools  ## Triton dynamic batching vs none at concurrency 16; time to the HPA's scale-up
 	$(VPY) -m bench.bench_batching

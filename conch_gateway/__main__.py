@@ -1,10 +1,12 @@
 """`conch-gateway --triton-grpc 127.0.0.1:8001 --model NAME --port 9000` (or `python -m conch_gateway`): the
-gateway process."""
+gateway process; `conch-gateway auth-proxy ...`: the serving pod's token-checking front door (authproxy.py),
+a subcommand so the serving image needs no second launcher."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import uvicorn
 
@@ -13,6 +15,11 @@ from .triton import Triton
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["auth-proxy"]:
+        from . import authproxy
+
+        authproxy.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(prog="conch_gateway", description=__doc__)
     parser.add_argument("--triton-grpc", default=os.environ.get("CONCH_TRITON_GRPC", "127.0.0.1:8001"))
     parser.add_argument(

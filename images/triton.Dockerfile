@@ -3,7 +3,9 @@
 # ensemble), onnxruntime (export.backend "python", the CPU path) and onnxruntime-genai (a generative
 # model's streaming step; it needs onnxruntime >= 1.31); and Conch's OpenAI-compatible gateway
 # (`conch-gateway`, package conch_gateway: starlette, uvicorn, pydantic, tritonclient[grpc]), the second
-# container of a generative model's serving pod, which runs this same image. The operator's default
+# container of a generative model's serving pod, which runs this same image, as does the auth proxy
+# (`conch-gateway auth-proxy`, spec.auth: aiohttp, grpcio, prometheus-client; aiohttp 3.14.5 has cp311
+# and cp312 manylinux_2_28 wheels, prometheus-client is pure python). The operator's default
 # serving image (spec.serving.image; conch.api.types.DEFAULT_TRITON_IMAGE). Build from the repository root:
 #   docker build -f images/triton.Dockerfile -t ghcr.io/conch-dev/tritonserver:25.12-py3-conch0.1.0 .
 # (`make images` builds it offline on a local stand-in for the NGC base: images/tritonserver-standin.Dockerfile.)
@@ -41,7 +43,9 @@ RUN --mount=type=bind,source=images/wheels,target=/wheels \
       "uvicorn==0.54.0" \
       "pydantic==2.14.4" \
       "tritonclient[grpc]==2.73.0" \
-      "grpcio==1.85.3"
+      "grpcio==1.85.3" \
+      "aiohttp==3.14.5" \
+      "prometheus-client==0.26.0"
 # The gateway's package alone, as plain files in /opt/conch, with pyproject's console script
 # (conch-gateway = conch_gateway.__main__:main) as a small launcher that puts /opt/conch on sys.path.
 # Why not `pip install .`: the project's wheel is every Conch package (operator, builder), needs a
@@ -63,7 +67,8 @@ RUN printf '%s\n' '#!/usr/bin/env python3' \
 RUN --mount=type=bind,source=model_repo_builder/triton/python_backend,target=/tmp/conch-steps \
     cd /tmp/conch-steps \
  && python3 -c "import textproc, numpy, tokenizers, onnxruntime, onnxruntime_genai; assert numpy.__version__.startswith('1.')" \
- && conch-gateway --help | grep -q -- --triton-grpc
+ && conch-gateway --help | grep -q -- --triton-grpc \
+ && conch-gateway auth-proxy --help | grep -q -- --tokens
 # Triton's image user (uid/gid 1000), the uid the operator's serving pods run as.
 USER 1000:1000
 WORKDIR /tmp

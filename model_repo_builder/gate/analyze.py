@@ -149,6 +149,7 @@ class Request:
     limits: tritonhttp.Limits = field(default_factory=tritonhttp.Limits)
     model: str | None = None
     canary_model: str | None = None
+    token: str | None = field(default=None, repr=False)  # for pods that require one (spec.auth)
 
 
 def analyse(req: Request) -> dict[str, Any]:
@@ -167,8 +168,8 @@ def analyse(req: Request) -> dict[str, Any]:
         stable, out["stable"] = _stable_answers(req, model, probe_set, budget, batch)
         per_pod, vs_reference = [], []
         for address in req.canary:
-            answers = _canary_answers(tritonhttp.Target("canary", address, req.canary_model or model),
-                                      probe_set, budget, batch)  # fmt: skip
+            target = tritonhttp.Target("canary", address, req.canary_model or model, req.token)
+            answers = _canary_answers(target, probe_set, budget, batch)
             per_pod.append(compare_answers(stable, answers))
             vs_reference.append(_vs_reference(probe_set.reference, answers))
         out |= _verdict(worst(per_pod), req.thresholds, req, out["stable"])
@@ -214,7 +215,7 @@ def _stable_answers(
     for address in req.stable:
         try:
             return tritonhttp.ask(
-                tritonhttp.Target("stable", address, model), probe_set, budget, batch
+                tritonhttp.Target("stable", address, model, req.token), probe_set, budget, batch
             ), address
         except tritonhttp.UnreachableError as exc:
             unreachable.append(str(exc))
@@ -285,6 +286,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--deadline-seconds", type=float, default=limits.deadline, help="no request starts after it")
     add("--max-requests", type=int, default=limits.max_requests, help="inference requests in all")
     add("--summary-file", help="also write the one-line result here (/dev/termination-log)")
+    add("--tokens-dir", type=Path, help="a mounted inference-token Secret, for pods that require a token")
 
 
 def _bound(text: str) -> float | None:
@@ -303,6 +305,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         model=args.model_name,
         canary_model=args.canary_model_name,
+        token=tritonhttp.read_token(args.tokens_dir) if args.tokens_dir else None,
     )
     result = analyse(req)
     sys.stderr.write(f"[analyze] {result['result']}: {result.get('reason', '')}\n")

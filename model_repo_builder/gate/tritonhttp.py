@@ -3,13 +3,16 @@
 Used by `analyze`. Each pod is asked for its model's metadata (input and output names and types) and
 config (max batch size), then the probes go in batches. One client per pod with connect and network
 timeouts; every inference request is counted against a shared Budget (at most ``max_requests``, none
-started after ``deadline`` seconds). Errors say which pod (role and address) and which probes.
+started after ``deadline`` seconds). Errors say which pod (role and address) and which probes. Pods
+that require inference tokens (spec.auth) get the Target's token as `Authorization: Bearer`; it is in
+no message.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,6 +79,18 @@ class Target:
     role: str  # "canary" | "stable"
     address: str  # host:port of the HTTP endpoint
     model: str
+    token: str | None = field(default=None, repr=False)  # an inference token, when the pods need one
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else None
+
+
+def read_token(directory: Path) -> str | None:
+    """A token from a mounted token Secret (every value is a valid one: the first file, by name)."""
+    for entry in sorted(directory.iterdir()):
+        if not entry.name.startswith(".") and entry.is_file() and entry.read_text().strip():
+            return entry.read_text().strip()
+    return None
 
 
 def _describe(client: Any, target: Target) -> tuple[dict[str, Any], int]:
@@ -83,8 +98,9 @@ def _describe(client: Any, target: Target) -> tuple[dict[str, Any], int]:
     from tritonclient.utils import InferenceServerException
 
     try:
-        metadata = client.get_model_metadata(target.model)
-        return metadata, int(client.get_model_config(target.model).get("max_batch_size", 0))
+        metadata = client.get_model_metadata(target.model, headers=target.headers())
+        config = client.get_model_config(target.model, headers=target.headers())
+        return metadata, int(config.get("max_batch_size", 0))
     except InferenceServerException as exc:
         raise NotServedError(f"{target.role} {target.address}: model {target.model!r}: {exc}") from exc
     except Exception as exc:  # connection refused, timeouts: the transport's own errors
@@ -137,7 +153,7 @@ def ask(target: Target, probe_set: probes.ProbeSet, budget: Budget, batch: int |
                 request.append(item)
             wanted = [triton_http.InferRequestedOutput(n, binary_data=True) for n in names]
             try:
-                result = client.infer(target.model, request, outputs=wanted)
+                result = client.infer(target.model, request, outputs=wanted, headers=target.headers())
             except InferenceServerException as exc:
                 last = min(start + size, probe_set.count) - 1
                 raise RefusedError(

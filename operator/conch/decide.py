@@ -1,12 +1,12 @@
 """Decide: one reconcile pass as a pure function of the observed snapshot.
 
-`decide(snapshot, resync=..., new_key=...)` runs the build step and the chosen rollout strategy on
-what `snapshot.observe` read, and returns a `plan.Plan`: the children to apply with the live objects
-they are compared with, the owned children to delete, the new status (None when unchanged), the
-Events, the metric increments and the requeue delay. No client, no clock, no randomness: the time is
-the snapshot's, the resync jitter and a fresh admin key come in as arguments. So every decision can
-be checked in a table test without a cluster, and the controller's act step is the only place that
-writes.
+`decide(snapshot, resync=..., new_key=..., new_token=...)` runs the build step and the chosen rollout
+strategy on what `snapshot.observe` read, and returns a `plan.Plan`: the children to apply with the
+live objects they are compared with, the owned children to delete, the new status (None when
+unchanged), the Events, the metric increments and the requeue delay. No client, no clock, no
+randomness: the time is the snapshot's, the resync jitter, a fresh admin key and a fresh inference
+token come in as arguments. So every decision can be checked in a table test without a cluster, and
+the controller's act step is the only place that writes.
 
 A pass' facts are worked out once (`prepare`: `passctx.gather` and `strategy.choose`); the
 controller hands the one prepared pass to `analysis_query`, then (with the Prometheus answer,
@@ -40,7 +40,7 @@ from conch import (
     strategy,
 )
 from conch.api import types
-from conch.render import common, hpa, networkpolicy, pdb, secret, service, servicemonitor
+from conch.render import authproxy, common, hpa, networkpolicy, pdb, secret, service, servicemonitor
 
 # Between passes while a build runs or pods move: a safety net only. Progress arrives as events (the
 # Job, its pod, the Deployment and its pods are watched; a missed one is relisted), and the deadline
@@ -97,9 +97,10 @@ def analysis_query(source: Source) -> snapshot.Query | None:
     return prepared.strategy.analysis_query(prepared.ctx)
 
 
-def decide(source: Source, *, resync: float, new_key: str) -> plan.Plan:
+def decide(source: Source, *, resync: float, new_key: str, new_token: str) -> plan.Plan:
     """The plan of one pass. `resync`: the idle requeue (jitter applied); `new_key`: the admin key to
-    use when the snapshot holds no admin-key Secret."""
+    use when the snapshot holds no admin-key Secret; `new_token`: the inference token to generate when
+    spec.auth wants a generated token Secret and the snapshot holds none."""
     prepared = _prepared(source)
     if isinstance(prepared, passctx.Invalid):
         return _invalid(prepared)
@@ -110,6 +111,7 @@ def decide(source: Source, *, resync: float, new_key: str) -> plan.Plan:
     run.out.metrics += built.metrics
     served = prepared.strategy.serve(run.ctx, new_key=new_key)
     _serve_step(run, served)
+    _token_secret(run, new_token)
     _claim(run)
     new = _new_status(run, served)
     _finish(run, new, served)
@@ -179,6 +181,19 @@ def _serve_step(run: _Pass, served: passctx.Outcome) -> None:
         out.metrics += [plan.Metric("ROLLBACKS"), plan.Metric("ROLLOUTS", ("failed",))]
 
 
+def _token_secret(run: _Pass, new_token: str) -> None:
+    """The generated inference-token Secret: applied (its token generated once, then read back) while
+    spec.auth wants it. Left as it is when auth is turned off or a named Secret takes over (the RBAC
+    never deletes Secrets; garbage collection follows the owner), so turning auth back on brings the
+    same token back and the clients that hold it keep working."""
+    owner, live = run.ctx.owner, run.ctx.snap.token_secret
+    if not authproxy.generated(owner):
+        return
+    token = authproxy.token_of(live) or new_token
+    assert token, "the controller passes a fresh token whenever the snapshot holds none"
+    run.out.children.insert(0, plan.Child(authproxy.render_secret(owner, token), live))
+
+
 def _optional(run: _Pass, desired: common.Obj | None, live: common.Obj | None) -> None:
     """A child that may be wanted: applied when it is, removed when it is not."""
     if desired is not None:
@@ -193,16 +208,21 @@ def _claim(run: _Pass) -> None:
     else's key. What is left out is said in the Degraded condition (OwnershipConflict)."""
     snap, out = run.ctx.snap, run.out
     taken = {kube.path_of(o): o for o in snap.taken}
-    secret_url = kinds.SECRET.path(run.ctx.owner.namespace, secret.name(run.ctx.owner))
+    owner = run.ctx.owner
+    secret_urls = {kinds.SECRET.path(owner.namespace, secret.name(owner))}
+    if authproxy.generated(owner):
+        secret_urls.add(kinds.SECRET.path(owner.namespace, authproxy.generated_name(owner)))
+    held = sorted(secret_urls & set(taken))
     kept: list[plan.Child] = []
     for child in out.children:
         url = kube.path_of(child.desired)
         if url in taken:
             run.conflicts.append(apply.taken(child.desired, taken[url]))
-        elif child.desired["kind"] == "Deployment" and secret_url in taken:
+        elif child.desired["kind"] == "Deployment" and held:
             meta = child.desired["metadata"]
+            which = "admin-key" if secret.name(owner) in held[0].rsplit("/", 1)[-1] else "inference-token"
             run.conflicts.append(
-                f"Deployment {meta['namespace']}/{meta['name']} is not applied while its admin-key Secret's "
+                f"Deployment {meta['namespace']}/{meta['name']} is not applied while its {which} Secret's "
                 "name is taken: its pods would read that Secret"
             )
         else:
@@ -252,8 +272,16 @@ def _new_status(run: _Pass, served: passctx.Outcome) -> types.ModelDeploymentSta
         ready_replicas=state.ready if state.exists else 0,
         selector=",".join(f"{k}={v}" for k, v in common.selector(owner).items()),
         endpoints=types.Endpoints.model_validate(service.endpoints(owner)),
+        auth=_auth_status(owner),
         canary=served.record,
     )
+
+
+def _auth_status(owner: common.Owner) -> types.AuthStatus:
+    """Which Secret holds the tokens (never a token), or the loud word that nothing is checked."""
+    if authproxy.enabled(owner):
+        return types.AuthStatus(mode="token", secret_name=authproxy.secret_name(owner))
+    return types.AuthStatus(mode="none", message=types.AUTH_OFF_WARNING)
 
 
 def prune(history: list[types.HistoryEntry], limit: int, keep: set[str | None]) -> list[types.HistoryEntry]:
@@ -277,6 +305,12 @@ def _finish(run: _Pass, new: types.ModelDeploymentStatus, served: passctx.Outcom
         events.append(
             status.Event("Warning", "RolledBack", f"rolled back to {decision.current}: {decision.reason}")
         )
+    if (
+        new.auth is not None
+        and new.auth.mode == "none"
+        and (ctx.old.auth is None or ctx.old.auth.mode != "none")
+    ):
+        events.append(status.Event("Warning", "AuthDisabled", types.AUTH_OFF_WARNING))
     run.out.events = events
     started = clock.parse_time(ctx.old.rollout_started_at)
     if new.current_version == ctx.wanted != ctx.old.current_version and started is not None:

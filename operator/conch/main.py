@@ -15,7 +15,7 @@ import uuid
 
 import kopf
 
-from conch import controller, handlers, leader, metrics
+from conch import controller, handlers, leader, metrics, snapshot
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +31,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
+    parser.add_argument(
+        "--default-auth-mode", choices=("none", "token"), default="none",
+        help="spec.auth.mode of a ModelDeployment that sets none (the chart passes token; default none)",
+    )  # fmt: skip
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="log line format")
     parser.add_argument("--workers", type=int, default=4, help="reconcile passes at once (default 4)")
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run until interrupted."""
     args = parse(argv)
     check(args)
+    snapshot.DEFAULT_AUTH_MODE[0] = args.default_auth_mode
     # kopf.configure sets the root level (DEBUG with -v, else INFO) and installs the one root handler;
     # a second (basicConfig's) would print every line twice.
     json_logs = args.log_format == "json"

@@ -101,6 +101,8 @@ def _gather(
     meta = snap.md["metadata"]
     spec = types.ModelDeploymentSpec.model_validate(snap.md.get("spec") or {})
     key = keys.spec_key(spec)
+    if spec.auth is None:  # after the key: auth never rebuilds
+        spec = spec.model_copy(update={"auth": types.Auth(mode=snap.default_auth)})
     owner = common.Owner(meta["name"], meta["namespace"], meta["uid"], spec)
     built = buildflow.step(snap, owner, key, timestamp, old)
     ready = rollout.built(built.history)

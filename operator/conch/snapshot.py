@@ -34,7 +34,7 @@ from typing import Any
 
 from conch import apply, canary, kinds, kube, prometheus, promql
 from conch.api import types
-from conch.render import common, deployment, secret
+from conch.render import authproxy, common, deployment, secret
 
 Obj = dict[str, Any]
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -42,6 +42,11 @@ NO_PROMETHEUS = (
     "no Prometheus configured: set spec.rollout.canary.analysis.prometheusUrl or the operator's "
     f"{prometheus.ENV_URL}"
 )
+
+
+DEFAULT_AUTH_MODE: list[types.AuthMode] = ["none"]
+"""The operator's --default-auth-mode (main sets it; the chart passes token): what an unset spec.auth
+means. Tests and the demo run the operator in process and get none, which status and an Event say."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class Snapshot:
     network_policy: Obj | None = None
     service_monitor: Obj | None = None
     admin_secret: Obj | None = None
+    token_secret: Obj | None = None  # <name>-inference-tokens, the generated inference-token Secret
+    default_auth: types.AuthMode = "none"  # the operator's --default-auth-mode, for an unset spec.auth
     taken: tuple[Obj, ...] = ()  # objects under a child's name that this ModelDeployment does not control
     monitors_served: bool = False  # monitoring.coreos.com/v1 is served
     measured: canary.Measurement | None = None  # the due canary analysis' answer (see `measure`)
@@ -94,7 +101,7 @@ def md_url(namespace: str, name: str) -> str:
 
 SLOTS = (
     "stable_deployment", "canary_deployment", "service", "hpa", "pdb", "network_policy", "service_monitor",
-    "admin_secret",
+    "admin_secret", "token_secret",
 )  # fmt: skip
 
 
@@ -110,6 +117,14 @@ def claimed(snap: Snapshot) -> Snapshot:
         return snap
     emptied: dict[str, Any] = dict.fromkeys(foreign)
     return dataclasses.replace(snap, taken=snap.taken + tuple(foreign.values()), **emptied)
+
+
+def _generates(md: Obj) -> bool:
+    """Whether the spec (as stored, before parsing) has Conch generate a token Secret: only then is
+    that name read (a GET per pass and model otherwise, for a Secret that does not exist)."""
+    auth = (md.get("spec") or {}).get("auth")
+    mode = DEFAULT_AUTH_MODE[0] if auth is None else auth.get("mode", "token")
+    return mode == "token" and not (auth or {}).get("secretName")
 
 
 def observe(
@@ -146,6 +161,8 @@ def observe(
         network_policy=one(kinds.NETWORK_POLICY, name),
         service_monitor=one(kinds.SERVICE_MONITOR, name) if served else None,
         admin_secret=one(kinds.SECRET, f"{name}{secret.NAME_SUFFIX}"),
+        token_secret=one(kinds.SECRET, f"{name}{authproxy.GENERATED_SUFFIX}") if _generates(md) else None,
+        default_auth=DEFAULT_AUTH_MODE[0],
         monitors_served=served,
     )
     others = (client.read(url) for url in sorted(set(recheck) - seen))  # e.g. a build Job's name

@@ -87,6 +87,8 @@ class Api:
             return self.ensure_dir(Path(volume["hostPath"]["path"]))
         if "persistentVolumeClaim" in volume:
             return self.claim_path(p, volume)
+        if "secret" in volume:
+            return self.secret_files(p, volume["secret"]["secretName"], scratch)
         if "configMap" in volume:
             cm = self.core.read_namespaced_config_map(volume["configMap"]["name"], p["metadata"]["namespace"])
             scratch.mkdir(parents=True, exist_ok=True)
@@ -97,6 +99,30 @@ class Api:
         raise runtime.UnsupportedPodError(
             f"volume {volume['name']!r}: type {kinds} is not supported by the node agent"
         )
+
+    def secret_files(self, p: Obj, name: str, folder: Path) -> Path:
+        """A Secret volume: one file per key, kept equal to the Secret (PodWorker calls this again every
+        few seconds, as a kubelet re-syncs Secret volumes, so a rotated Secret reaches running pods).
+        Each file is replaced by a rename, so a reader never sees half a value."""
+        try:
+            secret = self.core.read_namespaced_secret(name, p["metadata"]["namespace"])
+        except ApiException as exc:
+            if exc.status == 404:
+                raise runtime.UnsupportedPodError(f"secret volume: Secret {name!r} not found") from exc
+            raise
+        data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, value in data.items():
+            path = folder / key
+            if not path.exists() or path.read_bytes() != value:
+                staged = folder / f".{key}.staged"
+                staged.write_bytes(value)
+                staged.chmod(0o644)
+                staged.replace(path)
+        for old in folder.iterdir():
+            if not old.name.startswith(".") and old.name not in data:
+                old.unlink()
+        return folder
 
     def claim_path(self, p: Obj, volume: Obj) -> Path:
         """A PVC's bound PV as a local directory (hostPath or local PVs: the only kinds a laptop has)."""

@@ -6,12 +6,15 @@ Shared by the node agent and the serving tests, which start the same binary the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import sysconfig
 from pathlib import Path
 
 from testenv.nodeagent import runtime
+
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def toolchain(state: Path) -> runtime.Toolchain:
@@ -33,6 +36,8 @@ def toolchain(state: Path) -> runtime.Toolchain:
         venv_bin=Path(sys.executable).parent,
         triton_bin=bundle / "bin" / "tritonserver",
         backend_dir=backends,
-        python_path=sysconfig.get_paths()["purelib"],
+        # this checkout's packages first (the images are built from it), then the venv's: a venv with an
+        # editable install of another checkout would otherwise run that one's builder and gateway
+        python_path=os.pathsep.join([str(CHECKOUT), sysconfig.get_paths()["purelib"]]),
         library_path=str(bundle.parent.parent / "nvidia_pytriton.libs"),
     )

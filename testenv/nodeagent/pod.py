@@ -20,6 +20,7 @@ from testenv.nodeagent import probes, runtime, status
 
 Obj = dict[str, Any]
 TICK = 0.5
+SECRET_SYNC = 2.0  # seconds between re-reads of Secret volumes (a kubelet's period is about a minute)
 BACKOFF_START, BACKOFF_CAP = 10.0, 300.0
 log = logging.getLogger("nodeagent.pod")
 # readOnly mounts are enforced in a private mount namespace when the agent may create one (root + unshare)
@@ -203,6 +204,7 @@ class PodWorker(threading.Thread):
         return port
 
     def loop(self, mounts: dict[str, runtime.Mounts | None]) -> None:
+        synced = time.monotonic()
         while True:
             with self.lock:
                 stopping = self.stop_grace is not None
@@ -212,7 +214,19 @@ class PodWorker(threading.Thread):
             for c in self.containers:
                 self.tick(c, mounts.get(c.spec["name"]), now)
             self.report()
+            if now - synced >= SECRET_SYNC:
+                self.sync_secrets()
+                synced = now
             time.sleep(TICK)
+
+    def sync_secrets(self) -> None:
+        """Secret volumes follow their Secret while the pod runs (a deleted Secret keeps the last files)."""
+        for volume in self.pod["spec"].get("volumes") or []:
+            if "secret" in volume:
+                try:
+                    self.api.volume_path(self.pod, volume, self.dir / "volumes" / volume["name"])
+                except Exception as exc:  # an apiserver hiccup must not end the pod: the next sync retries
+                    log.warning("pod %s: secret volume %s not synced: %s", self.name, volume["name"], exc)
 
     def tick(self, c: Container, mounts: runtime.Mounts | None, now: float) -> None:
         if c.proc is not None and c.proc.poll() is not None:

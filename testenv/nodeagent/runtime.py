@@ -3,7 +3,8 @@
 There are no images here, so a container is matched by its command: `model-repo-builder` runs the
 project's venv entry point, `tritonserver` runs the binary bundled with nvidia-pytriton (python
 backend) bound to the pod's own IP, and `conch-gateway` (a generative model's OpenAI API) runs the
-venv's entry point on that IP, talking to its Triton there. Container paths (volume mounts, the
+venv's entry point on that IP, talking to its Triton there (`conch-gateway auth-proxy`, the token
+check in front of both, too). Container paths (volume mounts, the
 termination-message file) are rewritten to the pod's local directories in argv and env, and mapped
 back in what the process reports, so the API shows the same paths a real kubelet's pod would. Pure
 code: no I/O but path arithmetic.
@@ -126,12 +127,20 @@ def local_argv(container: Obj, tools: Toolchain, mounts: Mounts, pod_ip: str) ->
     return argv
 
 
+_LOOPBACK = ("127.0.0.1:", "localhost:")
+_PROXY_LISTENERS = ("--http", "--grpc", "--openai")  # `conch-gateway auth-proxy`: PORT=HOST:PORT
+
+
 def _on_pod_ip(arg: str, pod_ip: str) -> str:
-    """The gateway's Triton address on the pod's own IP: containers of one pod share a loopback under a
-    kubelet, but here each pod's processes bind its 127.64/16 address."""
+    """The gateway's Triton address, and the auth proxy's upstreams, on the pod's own IP: containers of
+    one pod share a loopback under a kubelet, but here each pod's processes bind its 127.64/16 address
+    (Triton's and the gateway's loopback binds are overridden by the flags the agent appends)."""
     flag, eq, address = arg.partition("=")
-    if flag == "--triton-grpc" and eq and address.startswith(("127.0.0.1:", "localhost:")):
+    if flag == "--triton-grpc" and eq and address.startswith(_LOOPBACK):
         return f"{flag}={pod_ip}:{address.rsplit(':', 1)[1]}"
+    port, eq2, upstream = address.partition("=")
+    if flag in _PROXY_LISTENERS and eq and eq2 and upstream.startswith(_LOOPBACK):
+        return f"{flag}={port}={pod_ip}:{upstream.rsplit(':', 1)[1]}"
     return arg
 
 

@@ -95,7 +95,7 @@ def test_name_overrides_extra_args_env_json_logs_and_readiness() -> None:
     "bad",
     [
         "replicaCount=11", "logFormat=xml", "leaderElection.retryPeriodSeconds=0", "workers=0",
-        "kubeApi.qps=0", "kubeApi.burst=0", "resyncSeconds=1",
+        "kubeApi.qps=0", "kubeApi.burst=0", "resyncSeconds=1", "defaultAuthMode=open",
     ],
 )  # fmt: skip
 def test_schema_rejects_bad_production_values(bad: str) -> None:
@@ -114,6 +114,13 @@ def test_throughput_settings_reach_the_operator() -> None:
         200,
         300,
     )
+
+
+def test_inference_needs_tokens_by_default_and_may_be_opened() -> None:
+    parse = lambda args: main.parse([a for a in args if a.startswith("--default-auth")])  # noqa: E731
+    assert parse(container(objects(template()))["args"]).default_auth_mode == "token"
+    opened = container(objects(template("--set", "defaultAuthMode=none")))["args"]
+    assert parse(opened).default_auth_mode == "none"
 
 
 def test_store_gc_grace_and_opt_out_reach_the_operator() -> None:

@@ -107,13 +107,15 @@ def ready_pod_ips(k: Ns, version: str, md: str = MD) -> list[str]:
     return ips
 
 
-def infer(ip: str, x: np.ndarray) -> np.ndarray:
-    """One HTTP inference against the pod's Triton (the model's first output)."""
+def infer(ip: str, x: np.ndarray, token: str | None = None) -> np.ndarray:
+    """One HTTP inference against the pod's Triton (the model's first output); `token`: for a pod
+    whose ModelDeployment requires one (spec.auth)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     client = triton_http.InferenceServerClient(f"{ip}:8000", connection_timeout=10, network_timeout=30)
-    output = client.get_model_metadata(MD)["outputs"][0]["name"]
+    output = client.get_model_metadata(MD, headers=headers)["outputs"][0]["name"]
     request = triton_http.InferInput(digits_model.INPUT, list(x.shape), "FP32")
     request.set_data_from_numpy(x)
-    result = client.infer(MD, [request], outputs=[triton_http.InferRequestedOutput(output)])
+    result = client.infer(MD, [request], outputs=[triton_http.InferRequestedOutput(output)], headers=headers)
     logits: np.ndarray = result.as_numpy(output).astype(np.float32)
     client.close()
     return logits

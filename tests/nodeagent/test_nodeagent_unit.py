@@ -70,6 +70,19 @@ def test_the_gateway_binds_the_pod_ip_and_reaches_its_triton_there() -> None:
     )  # argparse: the last wins
 
 
+def test_the_auth_proxy_listens_on_the_pod_ip_and_relays_to_its_loopback_twins_there() -> None:
+    args = ["auth-proxy", "--tokens=/t", "--host=0.0.0.0", "--http=8000=127.0.0.1:18000",
+            "--grpc=8001=127.0.0.1:18001", "--openai=9000=localhost:19000",
+            "--metrics-port=8003"]  # fmt: skip
+    argv = runtime.local_argv(
+        {"name": "auth-proxy", "command": ["conch-gateway"], "args": args}, TOOLS, MOUNTS, "127.65.0.9"
+    )
+    assert argv[:2] == ["/venv/bin/conch-gateway", "auth-proxy"]
+    assert {"--http=8000=127.65.0.9:18000", "--grpc=8001=127.65.0.9:18001",
+            "--openai=9000=127.65.0.9:19000", "--metrics-port=8003"} <= set(argv)  # fmt: skip
+    assert argv[-1] == "--host=127.65.0.9"
+
+
 @pytest.mark.parametrize(
     ("container", "message"),
     [

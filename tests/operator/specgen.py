@@ -192,6 +192,10 @@ MUTATIONS: list[Mutation] = [
     Mutation("no-version", {"spec.version": None}, "spec.version"),
     *[_m(f"model-name-{i}", "spec.model.name", v) for i, v in enumerate(["", "a/b", "x" * 64, "-a", "a b"])],
     Mutation("no-storage", {"spec.storage": None}, "spec.storage"),
+    # spec.auth: the mode is one of two, a secretName is a Secret's name and only with tokens
+    *[_m(f"auth-mode-{i}", "spec.auth.mode", v) for i, v in enumerate(["basic", "", "TOKEN"])],
+    *[_m(f"auth-secret-{i}", "spec.auth.secretName", v) for i, v in enumerate(["Bad_Name", "", "-x", "a" * 254])],
+    Mutation("auth-secret-without-tokens", {"spec.auth": {"mode": "none", "secretName": "tokens"}}, "spec.auth.secretName"),
     *[_m(f"claim-{i}", "spec.storage.claimName", v) for i, v in enumerate(["Bad_Name", "", "-x", "a" * 254])],
     _m("repo-abs", "spec.storage.repositoryPath", "/abs"),
     # one folder, one spelling (the store GC tells stores apart by it): no '.'/'..' or empty segments

@@ -67,6 +67,7 @@ class World:
         self.served = False
         self.measured: canary.Measurement | None = None
         self.settling = True  # Deployments roll out at once
+        self.default_auth: types.AuthMode = "none"  # the operator's --default-auth-mode
 
     def get(self, kind: str, name: str) -> Obj | None:
         return self.objects.get((kind, name))
@@ -81,11 +82,12 @@ class World:
             pdb=self.get("PodDisruptionBudget", NAME), network_policy=self.get("NetworkPolicy", NAME),
             service_monitor=self.get("ServiceMonitor", NAME),
             admin_secret=self.get("Secret", f"{NAME}-triton-admin"),
+            token_secret=self.get("Secret", f"{NAME}-inference-tokens"), default_auth=self.default_auth,
             monitors_served=self.served, measured=self.measured,
         )  # fmt: skip
 
     def decide(self) -> plan.Plan:
-        return decide.decide(self.snap(), resync=RESYNC, new_key="admin-key")
+        return decide.decide(self.snap(), resync=RESYNC, new_key="admin-key", new_token="fresh-t0ken-9f2a")
 
     def act(self, p: plan.Plan) -> None:
         self.objects = {k: v for k, v in self.objects.items() if kube.path_of(v) not in p.absent}

@@ -8,6 +8,7 @@ Runs inside testenv/realnode.sh's network namespace (make test-realnode); pod ad
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
@@ -20,6 +21,7 @@ import torch
 from chart import helmrun
 from conftest import Cluster, wait_for
 from e2e import test_end_to_end as e2e
+from tritonclient.utils import InferenceServerException
 
 from tests.support import digits_model
 
@@ -160,10 +162,16 @@ def test_operator_builder_and_triton_run_in_their_containers(
     x = digits_model.dataset()[0][:64].numpy()
     with torch.no_grad():
         original = model(torch.from_numpy(x)).numpy()
-    top1, cosine = e2e.agreement(e2e.infer(triton["status"]["podIP"], x), original)
+    # the chart's default: inference needs the token of the generated Secret
+    assert status["auth"] == {"mode": "token", "secretName": "digits-inference-tokens"}
+    secret = k.get("secret", "digits-inference-tokens")
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    with pytest.raises(InferenceServerException, match="missing inference token"):
+        e2e.infer(triton["status"]["podIP"], x)
+    top1, cosine = e2e.agreement(e2e.infer(triton["status"]["podIP"], x, token), original)
     assert top1 >= 0.9 and cosine >= 0.99, (top1, cosine)
 
-    logs = k.cluster.kubectl("-n", k.ns, "logs", triton["metadata"]["name"]).stdout
+    logs = k.cluster.kubectl("-n", k.ns, "logs", triton["metadata"]["name"], "-c", "triton").stdout
     assert "Started HTTPService" in logs, logs[-2000:]
     operator_logs = k.cluster.kubectl("-n", k.ns, "logs", operator[0]["metadata"]["name"]).stdout
     assert "digits" in operator_logs, operator_logs[-2000:]

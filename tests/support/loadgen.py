@@ -63,8 +63,10 @@ def run(
     max_requests: int = 1_000_000,
     port: int = 8000,
     stop: threading.Event | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Result:
-    """Send `batch` (FP32) to `model` at host:port from `concurrency` threads until a bound is hit."""
+    """Send `batch` (FP32) to `model` at host:port from `concurrency` threads until a bound is hit
+    (`headers` go with every request: an inference token)."""
     check_loopback(host)
     stop = stop or threading.Event()
     result = Result()
@@ -85,7 +87,7 @@ def run(
                     result.requests += 1
                 t0 = time.perf_counter()
                 try:
-                    client.infer(model, [request])
+                    client.infer(model, [request], headers=headers)
                 except Exception as exc:
                     with lock:
                         result.errors += 1

@@ -393,3 +393,10 @@ SPEC: Rules = [
     *TEXT,
     *CANARY_SPEC,
 ]
+
+
+AUTH_MESSAGE = "secretName holds inference tokens: it needs mode: token"
+AUTH: Rules = [
+    {"rule": "!has(self.secretName) || !has(self.mode) || self.mode == 'token'", "message": AUTH_MESSAGE,
+     "fieldPath": ".secretName"},
+]  # fmt: skip

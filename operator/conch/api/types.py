@@ -370,6 +370,41 @@ class Monitoring(Model):
     service_monitor: ServiceMonitorSpec = ServiceMonitorSpec()
 
 
+AuthMode = Literal["none", "token"]
+AUTH_OFF_WARNING = (
+    "inference is NOT authenticated: anyone who reaches the Service can call the model, read its "
+    "metadata and statistics (set spec.auth.mode: token)"
+)
+
+
+class Auth(Model):
+    """Who may call the model: with `token`, every inference, metadata, statistics and model-config
+    request (HTTP, gRPC and the OpenAI-compatible API) must carry a token from the Secret, as
+    `Authorization: Bearer <token>` or the header (gRPC: metadata) `conch-api-key`. Health checks
+    and the metrics port stay open (kubelet probes, Prometheus).
+
+    Every value of the Secret is a valid token, re-read while the pods run: to rotate, add a second
+    key, move the clients, remove the old key (no restart). Unset secretName: Conch generates
+    `<name>-inference-tokens` with one random token, and never overwrites a Secret of that name it
+    does not own."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.AUTH})
+    mode: AuthMode = Field("token", description="token: tokens required; none: open (not for production).")
+    secret_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="The Secret holding the tokens (each value one token); unset: Conch generates one.",
+    )
+
+    @model_validator(mode="after")
+    def _secret_needs_tokens(self) -> Auth:
+        """The twin of rules.AUTH."""
+        if self.mode == "none" and self.secret_name is not None:
+            raise ValueError(rules.AUTH_MESSAGE)
+        return self
+
+
 class Storage(Model):
     """The model-store volume: sources are read from it, repositories are published to it."""
 
@@ -408,6 +443,10 @@ class ModelDeploymentSpec(Model):
     revision_history_limit: int = Field(10, ge=1, le=100)
     monitoring: Monitoring = Monitoring()
     storage: Storage
+    auth: Auth | None = Field(
+        None,
+        description="Inference authentication; unset: the operator's --default-auth-mode (chart: token).",
+    )
 
     @model_validator(mode="after")
     def _analysis_needs_metrics(self) -> ModelDeploymentSpec:
@@ -513,6 +552,14 @@ class Endpoints(Model):
     openai: str | None = Field(None, description="A text-generation model's OpenAI-compatible base URL.")
 
 
+class AuthStatus(Model):
+    """Inference authentication in effect: the mode and where the tokens are (never a token)."""
+
+    mode: AuthMode
+    secret_name: str | None = None
+    message: str | None = Field(None, max_length=1024)
+
+
 class AnalysisValue(Model):
     """One measured check of a canary analysis: its value against its bound."""
 
@@ -561,6 +608,7 @@ class ModelDeploymentStatus(Model):
     ready_replicas: int | None = None
     selector: str | None = None
     endpoints: Endpoints | None = None
+    auth: AuthStatus | None = None
     canary: CanaryStatus | None = None
 
     def entry(self, version: str) -> HistoryEntry | None:

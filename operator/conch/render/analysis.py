@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from conch.api import types
-from conch.render import common, deployment, oneshot
+from conch.render import authproxy, common, deployment, oneshot
 from conch.render.common import Obj, Owner
 
 CONTAINER = "analysis"
@@ -152,6 +152,8 @@ def command(owner: Owner, req: AnalysisRequest) -> list[str]:
         "--deadline-seconds", str(req.deadline_seconds),
         "--summary-file", oneshot.SUMMARY_FILE,
     ]  # fmt: skip
+    if authproxy.enabled(owner):  # the pods require a token: the Job reads one from the mounted Secret
+        cmd += ["--tokens-dir", authproxy.TOKENS_MOUNT]
     return cmd
 
 
@@ -174,15 +176,21 @@ def render_analysis_job(owner: Owner, req: AnalysisRequest) -> Obj:
     labels = {**common.labels(owner, COMPONENT), common.LABEL_VERSION: req.canary_version,
               LABEL_STEP: str(req.step)}  # fmt: skip
     annotations = {ANNOTATION_STABLE_BUILD_KEY: req.stable_build_key}
+    tokens = [{"name": authproxy.TOKENS_VOLUME, "mountPath": authproxy.TOKENS_MOUNT, "readOnly": True}]
     container = oneshot.container(
         CONTAINER, spec.build.image, command(owner, req), RESOURCES,
-        [{"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT, "readOnly": True}, oneshot.TMP_MOUNT],
+        [{"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT, "readOnly": True}, oneshot.TMP_MOUNT,
+         *(tokens if authproxy.enabled(owner) else [])],
     )  # fmt: skip
     metadata = common.metadata(owner, job_name(owner, req), COMPONENT, annotations=annotations)
     return oneshot.job(
         {**metadata, "labels": labels},
         {"labels": labels, "annotations": annotations},
-        oneshot.pod_spec(spec, container, [common.store_volume(owner, read_only=True), oneshot.TMP_VOLUME]),
+        oneshot.pod_spec(
+            spec,
+            container,
+            [common.store_volume(owner, read_only=True), oneshot.TMP_VOLUME, *authproxy.volumes(owner)],
+        ),
         backoff_limit=0,
         deadline_seconds=req.deadline_seconds + START_SLACK,
         ttl_seconds=TTL_SECONDS,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conch.render import common, gateway, secret
+from conch.render import authproxy, common, gateway, secret
 from conch.render.common import Obj, Owner
 
 CONTAINER = "triton"
@@ -43,8 +43,9 @@ def args(owner: Owner, served: Served) -> list[str]:
     admin key is expanded by the kubelet from the env var, so it never appears in the pod spec)."""
     return [
         f"--model-repository={common.repository_root(owner.spec)}/{served.build_key}",
-        f"--http-port={HTTP_PORT}",
-        f"--grpc-port={GRPC_PORT}",
+        f"--http-port={authproxy.inner_port(owner, HTTP_PORT)}",
+        f"--grpc-port={authproxy.inner_port(owner, GRPC_PORT)}",
+        *authproxy.triton_bind_args(owner),
         f"--metrics-port={METRICS_PORT}",
         "--strict-readiness=true",
         "--exit-on-error=true",
@@ -118,11 +119,15 @@ def container(owner: Owner, served: Served) -> Obj:
 
 
 def containers(owner: Owner, served: Served) -> list[Obj]:
-    """Triton, and for a generative model the OpenAI-compatible gateway beside it."""
+    """Triton, for a generative model the OpenAI-compatible gateway beside it, and with spec.auth the
+    auth proxy in front of both (render/authproxy.py)."""
     out = [container(owner, served)]
     if gateway.wanted(owner):
-        out.append(gateway.container(owner, served.model_name, GRPC_PORT))
-    return out
+        grpc_port, port = authproxy.inner_port(owner, GRPC_PORT), authproxy.inner_port(owner, gateway.PORT)
+        out.append(
+            gateway.container(owner, served.model_name, grpc_port, port, authproxy.gateway_host(owner))
+        )
+    return authproxy.front(owner, out)
 
 
 def pod_template(owner: Owner, served: Served) -> Obj:
@@ -149,6 +154,7 @@ def pod_template(owner: Owner, served: Served) -> Obj:
                 common.store_volume(owner, read_only=True),
                 {"name": "tmp", "emptyDir": {}},
                 {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+                *authproxy.volumes(owner),
             ],
         },
     }

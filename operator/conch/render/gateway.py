@@ -30,8 +30,9 @@ def wanted(owner: Owner) -> bool:
     return owner.spec.generative()
 
 
-def container(owner: Owner, model_name: str, grpc_port: int) -> Obj:
-    """The gateway container: Triton's model `model_name` over gRPC on the pod's loopback, OpenAI out."""
+def container(owner: Owner, model_name: str, grpc_port: int, port: int = PORT, host: str = "0.0.0.0") -> Obj:
+    """The gateway container: Triton's model `model_name` over gRPC on the pod's loopback, OpenAI out
+    on `host:port` (the loopback when the auth proxy fronts it)."""
     return {
         "name": CONTAINER,
         "image": owner.spec.serving.image,
@@ -39,8 +40,8 @@ def container(owner: Owner, model_name: str, grpc_port: int) -> Obj:
         "args": [
             f"--model={model_name}",
             f"--triton-grpc=127.0.0.1:{grpc_port}",
-            "--host=0.0.0.0",
-            f"--port={PORT}",
+            f"--host={host}",
+            f"--port={port}",
         ],
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {

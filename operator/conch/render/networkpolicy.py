@@ -6,7 +6,7 @@ a policy whose callers are another team's pods blocked the analysis and the cana
 
 from __future__ import annotations
 
-from conch.render import analysis, common, deployment, gateway
+from conch.render import analysis, authproxy, common, deployment, gateway
 from conch.render.common import Obj, Owner
 
 
@@ -54,7 +54,10 @@ def render_networkpolicy(owner: Owner) -> Obj | None:
                         *(p for _, p in gateway.service_ports(owner)),
                     ),
                 },
-                {"from": [scrapers], "ports": _ports(deployment.METRICS_PORT)},
+                {
+                    "from": [scrapers],
+                    "ports": _ports(deployment.METRICS_PORT, *(p for _, p in authproxy.service_ports(owner))),
+                },
                 *_analysis_rule(owner),
             ],
         },

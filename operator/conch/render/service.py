@@ -3,7 +3,7 @@ OpenAI-compatible port)."""
 
 from __future__ import annotations
 
-from conch.render import common, deployment, gateway
+from conch.render import authproxy, common, deployment, gateway
 from conch.render.common import Obj, Owner
 
 
@@ -16,6 +16,7 @@ def render_service(owner: Owner) -> Obj:
             ("grpc", deployment.GRPC_PORT),
             ("metrics", deployment.METRICS_PORT),
             *gateway.service_ports(owner),
+            *authproxy.service_ports(owner),
         )
     ]
     return {

@@ -7,7 +7,7 @@ canary's own series with it, and the prometheus-adapter rule (charts/conch) aver
 
 from __future__ import annotations
 
-from conch.render import common
+from conch.render import authproxy, common
 from conch.render.common import Obj, Owner
 
 API_GROUP_VERSION = "monitoring.coreos.com/v1"
@@ -27,7 +27,10 @@ def render_servicemonitor(owner: Owner) -> Obj | None:
         "spec": {
             "selector": {"matchLabels": common.labels(owner, "triton")},
             "namespaceSelector": {"matchNames": [owner.namespace]},
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": monitor.interval}],
+            "endpoints": [
+                {"port": port, "path": "/metrics", "interval": monitor.interval}
+                for port in ("metrics", *(name for name, _ in authproxy.service_ports(owner)))
+            ],
             "podTargetLabels": [common.LABEL_VERSION],
         },
     }
