@@ -11,7 +11,7 @@ kopf has no hook for this, so `install` wraps its per-kind stream (`continuous_w
 per listing plus the watch that follows it) and, when a listing ends, sweeps the store of that
 kind and scope down to what the listing contained. It relies on kopf's internal module layout
 (kopf 1.45: `kopf._cogs.clients.watching.continuous_watch` yielding `Bookmark.LISTED`); `install`
-fails loudly at start if that layout changes, and tests/operator/test_op_fault_410_gone_cluster.py
+fails loudly at start if that layout changes, and tests/operator/test_op_fault_gone_cluster.py
 forces a real 410 to prove the behaviour.
 """
 

@@ -25,6 +25,14 @@ from tests.support.processes import free_port, stop_process
 ROOT = Path(__file__).resolve().parents[2]
 LABEL_VERSION = "serving.conch.dev/version"
 NS_GLOB = f"t-test-op-*{SESSION}"  # the namespace fixture: t-<test name>-<hex><session>
+# Seconds a wait on the control plane's own controllers may take after restart_apiserver. The Job and
+# ReplicaSet controllers and the garbage collector (kube-controller-manager) and the scheduler are
+# client-go informers: after their watch breaks, each lists again only after an exponential backoff
+# (0.8 s doubling to 30 s, plus up to 100 % jitter: up to 60 s a step) that resets only after 2 min without
+# a failure; a watch that resumes into 410 right after the restart costs one more step. Restarts close
+# together (the 410 test's two, or two fault tests in one session) stack it: a Job the operator recreated
+# at once after the last restart got its pod 58 s later. The operator is not what waits there.
+AFTER_RESTART = 150.0
 
 
 class Operator:
@@ -146,8 +154,11 @@ class Kube:
             return jobs
         return [j for j in jobs if j["spec"]["template"]["metadata"]["labels"].get(LABEL_VERSION) == version]
 
-    def finish_build(self, md: str, version: str, ok: bool = True, build_key: str | None = None) -> str:
-        """Play the builder: complete the Running pod of `version`'s Job with a summary."""
+    def finish_build(
+        self, md: str, version: str, ok: bool = True, build_key: str | None = None, timeout: float = 60
+    ) -> str:
+        """Play the builder: complete the Running pod of `version`'s Job with a summary (waiting at
+        most `timeout` s for the Job controller to create it: AFTER_RESTART after an apiserver restart)."""
         key = build_key or f"bk-{md}-{version}"
 
         def running_pod() -> str | None:
@@ -160,7 +171,7 @@ class Kube:
                         return str(pod["metadata"]["name"])
             return None
 
-        pod = wait_for(f"running build pod of {md} {version}", running_pod, 60)
+        pod = wait_for(f"running build pod of {md} {version}", running_pod, timeout)
         summary = summary_json(ok, key, md)
         self.cluster.complete_pod(self.ns, pod, 0 if ok else 3, summary)
         return key

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import pytest
 from conftest import wait_for
-from opharness import Kube, Operator, kube_fixture, md_object, operator_fixture, restart_apiserver, serving  # noqa: F401
+from opharness import (  # noqa: F401
+    AFTER_RESTART,
+    Kube,
+    Operator,
+    kube_fixture,
+    md_object,
+    operator_fixture,
+    restart_apiserver,
+    serving,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -26,8 +35,8 @@ def test_op_fault_apiserver_restarted_mid_rollout(kube: Kube, operator: Operator
         30,
     )
     away = restart_apiserver()
-    k.finish_build("as", "v2")
-    wait_for("v2 serving after the restart", lambda: serving(k, "as", "v2"), 120)
+    k.finish_build("as", "v2", timeout=AFTER_RESTART)  # the control plane's controllers list again late
+    wait_for("v2 serving after the restart", lambda: serving(k, "as", "v2"), AFTER_RESTART)
     versions = [
         j["spec"]["template"]["metadata"]["labels"]["serving.conch.dev/version"] for j in k.jobs("as")
     ]
