@@ -38,6 +38,7 @@ class Seen:
     at: float  # time.monotonic()
     method: str
     path: str
+    query: str
     agent: str
     answer: str  # "pass" or the fault given
 
@@ -108,15 +109,20 @@ class FaultProxy:
         with self._lock:
             return [s for s in self.seen if s.at >= since and (until is None or s.at < until)]
 
-    def max_rate(self, since: float, until: float) -> int:
-        """The most requests the proxy received in any one-second window (sliding, 0.1 s steps)."""
-        times = sorted(s.at for s in self.requests(since, until))
+    def max_rate(self, since: float, until: float, agent: str = "") -> int:
+        """The most requests (of User-Agents starting with `agent`) in any one-second window."""
+        times = sorted(s.at for s in self.requests(since, until) if s.agent.startswith(agent))
         best, start = 0, 0
         for end, t in enumerate(times):
             while times[start] <= t - 1.0:
                 start += 1
             best = max(best, end - start + 1)
         return best
+
+    def watch_streams(self, since: float, until: float) -> int:
+        """Distinct watched collections (path and label selector) asked for in the window."""
+        return len({(s.path, s.query.split("&resourceVersion")[0]) for s in self.requests(since, until)
+                    if "watch=" in s.query})  # fmt: skip
 
     def by_agent(self, since: float, until: float) -> dict[str, int]:
         return dict(collections.Counter(s.agent.split(" ")[0] for s in self.requests(since, until)))
@@ -151,7 +157,8 @@ class FaultProxy:
             mode = self.mode
             agent = headers.get(b"user-agent", b"").decode("latin-1")
             with self._lock:
-                self.seen.append(Seen(time.monotonic(), method, target.split("?")[0], agent, mode))
+                path, _, query = target.partition("?")
+                self.seen.append(Seen(time.monotonic(), method, path, query, agent, mode))
             if mode == "drop":
                 _reset(writer)
             elif mode != "pass":
