@@ -10,7 +10,9 @@ instead of synchronising them), within a total budget of waiting; then it fails 
 errors.ApiUnavailableError, and the work queue runs the pass again no earlier than the server asked.
 
 Only idempotent requests are sent twice: reads, server-side apply (the same patch gives the same
-object) and DELETE (a second one finds nothing). A POST (an Event) or a PUT (the Lease, whose
+object; a status apply carries the resourceVersion it was computed from, so a repeat of one that did
+land gets 409 and the pass reads again, never writing over newer history) and DELETE (a second one
+finds nothing). A POST (an Event) or a PUT (the Lease, whose
 resourceVersion makes a repeat a 409) is sent once: if the first one was applied and only its answer
 lost, a repeat would duplicate an Event or look like a lost race.
 """
