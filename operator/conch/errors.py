@@ -35,6 +35,16 @@ class KubeError(ConchError):
         self.status = status
 
 
+class ApiUnavailableError(KubeError):
+    """The apiserver kept refusing (429, 5xx) or dropping a request through every retry the client
+    allows; `retry_after` is the server's last Retry-After (seconds), the earliest the work queue
+    runs the pass again. `status` is None for a dropped or refused connection."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+
 class NotLeaderError(ConchError):
     """This replica does not hold the leader Lease (or could not renew it in time): it must not write."""
 

@@ -19,7 +19,20 @@ from typing import Any
 
 import kopf
 
-from conch import cache, controller, errors, events, kinds, kube, leader, metrics, relist, storegc, workqueue
+from conch import (
+    cache,
+    controller,
+    errors,
+    events,
+    kinds,
+    kube,
+    leader,
+    metrics,
+    relist,
+    retry,
+    storegc,
+    workqueue,
+)
 from conch.render import common
 
 log = logging.getLogger(__name__)
@@ -144,6 +157,7 @@ def _campaign(
     """Pause the queue until this replica leads; guard every write of `clients` with the Lease."""
     lease_client = kube.Kube.from_environment()  # its own client: the Lease writes are not guarded
     lease_client.timeout = election.timing.retry_period * 2
+    lease_client.backoff = retry.NONE  # the campaign's loop is its retry: a round never outlives the deadline
     elector = leader.Elector(
         lease_client, election.namespace, election.name, election.identity, timing=election.timing,
         on_change=lambda leading: queue.resume() if leading else queue.pause(),

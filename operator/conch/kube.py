@@ -8,8 +8,10 @@ audit log tells its writes apart from everyone else's.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +19,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import kubernetes
+import urllib3
 
 import conch
-from conch import errors, kinds, metrics
+from conch import errors, kinds, metrics, retry
 
 Obj = dict[str, Any]
 
@@ -79,6 +82,9 @@ class Kube:
         self.may_write: Callable[[], bool] | None = None
         self.timeout = 30.0  # seconds per request
         self.limiter: TokenBucket | None = None  # client-side QPS/burst (main.py's --kube-api-qps)
+        self.backoff = retry.Backoff()  # retries through 429/5xx/dropped connections (conch.retry)
+        self.sleep: Callable[[float], None] = time.sleep  # between retries (tests inject fakes)
+        self.jitter: Callable[[], float] = random.random
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -91,33 +97,63 @@ class Kube:
                 config_file=os.environ.get("KUBECONFIG"),  # read now: the package reads it once, at import
                 client_configuration=configuration,
             )
+        configuration.retries = False  # no silent urllib3 retries: request() owns the retry policy
         return cls(kubernetes.client.ApiClient(configuration))
 
     def request(
         self, method: str, url: str, body: Obj | None = None, query: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Obj | None:  # fmt: skip
-        """Send one request; None on 404, the decoded JSON otherwise; KubeError on failure."""
-        if method != "GET" and self.may_write is not None and not self.may_write():
-            raise errors.NotLeaderError(f"{method} {url}: not the leader (the Lease is not held or renewed)")
+        """Send one request; None on 404, the decoded JSON otherwise; KubeError on failure.
+
+        429, 5xx and dropped connections are retried (idempotent requests only) per `self.backoff`
+        (conch.retry); when the retries run out, errors.ApiUnavailableError."""
         if query:
             url = f"{url}?{urlencode(query)}"
+        retryable = retry.idempotent(method, content_type)
+        waited = 0.0
+        for attempt in itertools.count():
+            failure = self._attempt(method, url, body, content_type)
+            if not isinstance(failure, errors.ApiUnavailableError):
+                return failure
+            pause = self.backoff.delay(attempt, failure.retry_after, self.jitter)
+            out_of_tries = attempt + 1 >= self.backoff.attempts or waited + pause > self.backoff.budget
+            if not retryable or out_of_tries:
+                raise failure
+            metrics.CLIENT_RETRIES.labels(str(failure.status or "connection")).inc()
+            self.sleep(pause)
+            waited += pause
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self, method: str, url: str, body: Obj | None, content_type: str
+    ) -> Obj | errors.ApiUnavailableError | None:
+        """One send: the decoded answer, or the ApiUnavailableError to retry; raises what is not retried."""
+        if method != "GET" and self.may_write is not None and not self.may_write():
+            raise errors.NotLeaderError(f"{method} {url}: not the leader (the Lease is not held or renewed)")
         if self.limiter is not None and (waited := self.limiter.take()):
             metrics.CLIENT_THROTTLED.inc(waited)
         headers = {"Accept": "application/json", "Content-Type": content_type}
         method_, full_url, headers_, body_, _ = self.api.param_serialize(
             method, url, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
-        response = self.api.call_api(
-            method_, full_url, header_params=headers_, body=body_, _request_timeout=self.timeout
-        )
-        data = response.read()  # type: ignore[no-untyped-call]
-        if response.status == 404:
+        try:
+            response = self.api.call_api(
+                method_, full_url, header_params=headers_, body=body_, _request_timeout=self.timeout
+            )
+            data = response.read()  # type: ignore[no-untyped-call]
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # refused, reset, timed out, TLS cut
+            return errors.ApiUnavailableError(f"{method} {url}: {type(exc).__name__}: {exc}"[:500])
+        status = response.status
+        if status in retry.RETRYABLE_STATUS:
+            after = retry.parse_retry_after(response.headers.get("Retry-After"))
+            return errors.ApiUnavailableError(f"{method} {url}: HTTP {status}: {data[:300]!r}", status, after)
+        if status == 404:
             return None
-        if response.status == 409:
+        if status == 409:
             raise errors.ConflictError(f"{method} {url}: conflict", 409)
-        if response.status >= 300:
-            raise errors.KubeError(f"{method} {url}: HTTP {response.status}: {data[:500]!r}", response.status)
+        if status >= 300:
+            raise errors.KubeError(f"{method} {url}: HTTP {status}: {data[:500]!r}", status)
         decoded: Obj = json.loads(data) if data else {}
         return decoded
 

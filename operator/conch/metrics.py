@@ -23,6 +23,11 @@ CLIENT_THROTTLED = prometheus_client.Counter(
     "conch_client_throttled_seconds_total",
     "Seconds requests waited for the client-side rate limit (--kube-api-qps, --kube-api-burst)",
 )
+CLIENT_RETRIES = prometheus_client.Counter(
+    "conch_client_retries_total",
+    "Requests sent again after a 429, a 5xx or a dropped connection, by status (or 'connection')",
+    ["status"],
+)
 WRITES = prometheus_client.Counter("conch_writes_total", "Writes sent to the apiserver", ["kind"])
 BUILDS = prometheus_client.Counter(
     "conch_builds_total", "Builds by outcome (started, succeeded, failed, reused)", ["outcome"]

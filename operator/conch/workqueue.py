@@ -17,6 +17,8 @@ every key it holds.
 
 Retry policy (the one policy for every reconcile error): a pass that raises is retried after
 0.5 s x 2^failures, capped at MAX_BACKOFF; the count resets after a successful pass. A pass that
+failed on an apiserver that kept answering 429/5xx with a Retry-After (errors.ApiUnavailableError, after the
+client's own retries) runs again no earlier than that (capped at MAX_BACKOFF too). A pass that
 succeeds may return a delay to run again (timed work: deadlines, canary pauses, the idle resync).
 """
 
@@ -29,11 +31,21 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 
+from conch import errors
+
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 60.0
 
 Process = Callable[[Hashable], Awaitable[float | None]]
 EDIT, NEW, NORMAL, TIMED = 0, 1, 2, 3  # priorities: lower runs first
+
+
+def retry_delay(exc: Exception, failures: int) -> float:
+    """Seconds before a failed pass runs again: the backoff, or the server's Retry-After if later."""
+    delay = 0.5 * 2.0**failures
+    if isinstance(exc, errors.ApiUnavailableError) and exc.retry_after is not None:
+        delay = max(delay, exc.retry_after)
+    return min(MAX_BACKOFF, delay)
 
 
 class WorkQueue:
@@ -163,10 +175,10 @@ class WorkQueue:
         try:
             delay = await self._process(key)
             self._failures.pop(key, None)
-        except Exception:
+        except Exception as exc:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
-            delay = min(MAX_BACKOFF, 0.5 * 2**failures)
+            delay = retry_delay(exc, failures)
             log.exception("reconcile of %s failed (attempt %d); retrying in %.1fs", key, failures, delay)
         finally:
             self._running.discard(key)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,6 +109,11 @@ class Replica:
     def leading(self) -> bool:
         return "acquired leadership" in self.log.read_text(errors="replace")
 
+    def identity(self) -> str | None:
+        """Its Lease identity, once it has led (from its log line)."""
+        found = re.search(r"(\S+) acquired leadership of lease", self.log.read_text(errors="replace"))
+        return found.group(1) if found else None
+
 
 @pytest.fixture
 def replicas(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[list[Replica]]:
@@ -173,3 +179,71 @@ def test_leader_failover_between_two_operator_replicas(
         "the demoted leader wrote after losing the Lease"
     )
     print(f"failover: Lease taken {failover:.1f}s after the leader froze (lease {FAST.lease_duration}s)")
+
+
+def deployed_version(k: Kube, name: str) -> str | None:
+    dep = k.get("deployment", name)
+    return None if dep is None else dep["spec"]["template"]["metadata"]["labels"]["serving.conch.dev/version"]
+
+
+def kill_the_leader(namespace: str, replicas: list[Replica]) -> tuple[Replica, float]:
+    """SIGKILL the replica holding the Lease; returns it and the seconds until another one holds it."""
+    first = holder(namespace)
+    lead = next(r for r in replicas if r.proc.poll() is None and r.identity() == first)
+    lead.proc.send_signal(signal.SIGKILL)
+    lead.proc.wait(10)
+    killed = time.monotonic()
+    wait_for("another replica takes the Lease", lambda: holder(namespace) not in ("", first), 30)
+    return lead, time.monotonic() - killed
+
+
+def test_leader_killed_mid_rollout_then_mid_canary(
+    cluster: Any, namespace: str, replicas: list[Replica], tmp_path: Path
+) -> None:
+    """The leader SIGKILLed while a rollout runs, then (a fresh standby started) while a canary steps:
+    the survivor completes each, with one build Job per version and the whole history."""
+    k = Kube(cluster, namespace)
+    k.model_store()
+    wait_for("one replica leads", lambda: holder(namespace) or None, 30)
+    k.apply(md_object("lr", replicas=2))
+    k.finish_build("lr", "v1")
+    wait_for("v1 serving", lambda: serving(k, "lr", "v1"), 60)
+    k.apply(md_object("lr", version="v2", replicas=2))
+    k.finish_build("lr", "v2")
+    wait_for("the rollout started", lambda: deployed_version(k, "lr") == "v2", 60, every=0.1)
+    mid = not serving(k, "lr", "v2")
+    _, rollout_failover = kill_the_leader(namespace, replicas)
+    wait_for("v2 serving under the new leader", lambda: serving(k, "lr", "v2"), 60)
+    assert [len(k.jobs("lr", v)) for v in ("v1", "v2")] == [1, 1]
+    assert [(h["version"], h["result"]) for h in k.status("lr")["history"]] == [
+        ("v1", "Succeeded"), ("v2", "Succeeded"),
+    ]  # fmt: skip
+
+    replicas.append(Replica(cluster, namespace, tmp_path / "replica-2.log"))  # a standby again
+    rollout = {
+        "strategy": "canary", "maxSurge": 1, "progressDeadlineSeconds": 60,
+        "canary": {"steps": [{"weight": 25, "pauseSeconds": 3}, {"weight": 50, "pauseSeconds": 3}]},
+    }  # fmt: skip
+    k.apply(md_object("lc", replicas=4, rollout=rollout))
+    k.finish_build("lc", "v1")
+    wait_for("canary's v1 serving", lambda: serving(k, "lc", "v1"), 60)
+    k.apply(md_object("lc", version="v2", replicas=4, rollout=rollout))
+    k.finish_build("lc", "v2")
+    wait_for(
+        "the canary stepping", lambda: k.status("lc").get("canary", {}).get("phase") == "Progressing", 60
+    )
+    step = k.status("lc")["canary"].get("step")
+    _, canary_failover = kill_the_leader(namespace, replicas)
+    wait_for(
+        "the canary promoted by the new leader",
+        lambda: serving(k, "lc", "v2") and k.status("lc")["canary"].get("phase") == "Promoted",
+        90,
+    )
+    assert [len(k.jobs("lc", v)) for v in ("v1", "v2")] == [1, 1]
+    assert [(h["version"], h["result"]) for h in k.status("lc")["history"]] == [
+        ("v1", "Succeeded"), ("v2", "Succeeded"),
+    ]  # fmt: skip
+    print(
+        f"FAILOVER rollout(mid={mid}): Lease taken {rollout_failover:.1f}s after the kill; "
+        f"canary(step={step}): {canary_failover:.1f}s (lease {FAST.lease_duration}s)"
+    )
