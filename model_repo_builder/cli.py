@@ -88,9 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--model-name", default="model", help="Triton model name")
     b.add_argument("--sha256", help="expected sha256 of the source (required for URLs)")
     b.add_argument(
-        limits.FLAG, type=_positive_int, default=limits.DEFAULT_MAX_SOURCE_BYTES, metavar="BYTES",
+        limits.FLAG, type=_positive_int, metavar="BYTES",
+        default=os.environ.get(limits.ENV, "").strip() or limits.DEFAULT_MAX_SOURCE_BYTES,
         help="most bytes a download, or an archive's unpacked contents, may have "
-        f"(default {limits.DEFAULT_MAX_SOURCE_GIB} GiB)",
+        f"(default ${limits.ENV}, else {limits.DEFAULT_MAX_SOURCE_GIB} GiB)",
     )  # fmt: skip
     b.add_argument("--summary-file", help="also write the one-line summary here (/dev/termination-log)")
     b.add_argument("--input", action="append", default=[], metavar="NAME:DTYPE:D1,D2", help="input spec")

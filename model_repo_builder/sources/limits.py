@@ -21,6 +21,10 @@ DEFAULT_MAX_SOURCE_BYTES = DEFAULT_MAX_SOURCE_GIB * GIB
 MAX_ARCHIVE_MEMBERS = 100_000
 """A Hugging Face checkpoint is tens of files; a sharded one a few hundred. More is a file bomb."""
 FLAG = "--max-source-bytes"
+ENV = "CONCH_MAX_SOURCE_BYTES"
+"""The flag's default when set: the operator's build Job passes spec.build.maxSourceSize here (an
+environment variable, not the flag, so a Job running an older builder image that has no such flag
+still starts: like CONCH_BUILD_DEADLINE_SECONDS)."""
 
 
 @dataclass(frozen=True)
