@@ -57,6 +57,7 @@ def sha256_directory(root: Path) -> str:
 
 
 def _fetch_local(uri: str, workdir: Path, limits: SourceLimits) -> Path:
+    """A file or folder on the store (or any local path), read in place: not copied, so not capped."""
     path = Path(urllib.parse.urlparse(uri).path) if uri.startswith("file://") else Path(uri)
     if not path.is_file() and not path.is_dir():
         raise BadInput(f"source not found: {path}")
