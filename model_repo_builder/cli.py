@@ -22,6 +22,7 @@ from . import request
 from .errors import BadInput, BuilderError
 from .gate import analyze
 from .recipe import Recipe, recipe_data
+from .sources import limits
 from .store import gc as storegc
 from .summary import emit, make_summary, table
 
@@ -86,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--recipe-json", help="recipe as inline JSON")
     b.add_argument("--model-name", default="model", help="Triton model name")
     b.add_argument("--sha256", help="expected sha256 of the source (required for URLs)")
+    b.add_argument(
+        limits.FLAG, type=_positive_int, metavar="BYTES",
+        default=os.environ.get(limits.ENV, "").strip() or limits.DEFAULT_MAX_SOURCE_BYTES,
+        help="most bytes a download, or an archive's unpacked contents, may have "
+        f"(default ${limits.ENV}, else {limits.DEFAULT_MAX_SOURCE_GIB} GiB)",
+    )  # fmt: skip
     b.add_argument("--summary-file", help="also write the one-line summary here (/dev/termination-log)")
     b.add_argument("--input", action="append", default=[], metavar="NAME:DTYPE:D1,D2", help="input spec")
     b.add_argument("--output", action="append", default=[], metavar="NAME", help="output name")
@@ -109,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gc", help="remove repositories no ModelDeployment references from the store")
     storegc.add_arguments(g)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive number of bytes")
+    return value
 
 
 def _env_deadline() -> float | None:
@@ -169,7 +183,10 @@ def _build(args: argparse.Namespace) -> int:
         from . import pipeline  # torch and onnxruntime: loaded once a build starts
 
         steps = request.Steps(info=info, deadline=args.deadline_seconds)
-        req = request.BuildRequest(args.source, args.out, recipe, args.model_name, args.sha256)
+        req = request.BuildRequest(
+            args.source, args.out, recipe, args.model_name, args.sha256,
+            limits.SourceLimits(max_bytes=args.max_source_bytes),
+        )  # fmt: skip
         result = pipeline.build(req, steps)
     except BuilderError as exc:
         return _fail(info, exc.kind, _short(exc), exc.exit_code, args.summary_file)

@@ -30,7 +30,7 @@ def build(req: BuildRequest, steps: Steps | None = None) -> BuildResult:
     with tempfile.TemporaryDirectory(prefix="conch-build-") as work_dir:
         work = Path(work_dir)
         with steps.step("fetch"):
-            src = fetch(req.source, work, req.sha256)
+            src = fetch(req.source, work, req.sha256, req.limits)
         key = build_key(src.digest, req.recipe, BUILDER_VERSION, req.model_name)
         final = req.store / key
         steps.info.update(buildKey=key, sourceDigest=src.digest, repository=str(final))

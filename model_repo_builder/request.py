@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .recipe import Recipe
+from .sources.limits import SourceLimits
 
 
 @dataclass
@@ -26,6 +27,7 @@ class BuildRequest:
     recipe: Recipe
     model_name: str = "model"
     sha256: str | None = None
+    limits: SourceLimits = field(default_factory=SourceLimits)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import BadInput
 from ..recipe import Text
+from .checkfiles import check_checkpoint_files
 
 SUPPORTED_ARCHITECTURES = (
     "LlamaForCausalLM",
@@ -100,6 +101,7 @@ def _from_directory(path: Path, text: Text) -> CausalModel:
     config = _read_config(path)
     where = f"{path.name}/config.json"
     arch = _check_architecture(config.get("architectures") or [], where)
+    check_checkpoint_files(path)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     except (ValueError, OSError, KeyError) as exc:

@@ -4,27 +4,30 @@ Sources are resolved through a small scheme registry (``file``/bare paths, ``htt
 so another scheme such as ``s3`` only needs one ``register_scheme`` call. Remote sources must
 come with a sha256, which is checked before the file is used. A Hugging Face model is a directory
 on the store (digest: sha256 over its files' relative paths and digests) or a ``.tar.gz`` of one,
-unpacked into the work directory after its sha256 matched (no links, no paths outside it).
+unpacked into the work directory after its sha256 matched (`archive`: no links, no paths outside it).
+A download streams to disk and stops at the byte cap (`limits`), and so does an archive's unpacking.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ..errors import BadInput
+from .archive import unpack_tar_gz
+from .limits import SourceLimits
 
 CHUNK = 1 << 20
-Fetcher = Callable[[str, Path], Path]
-"""A fetcher copies or downloads ``uri`` into the work directory and returns the local path."""
+Fetcher = Callable[[str, Path, SourceLimits], Path]
+"""A fetcher copies or downloads ``uri`` into the work directory (at most the limits' bytes) and
+returns the local path."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ def sha256_directory(root: Path) -> str:
     return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
 
 
-def _fetch_local(uri: str, workdir: Path) -> Path:
+def _fetch_local(uri: str, workdir: Path, limits: SourceLimits) -> Path:
+    """A file or folder on the store (or any local path), read in place: not copied, so not capped."""
     path = Path(urllib.parse.urlparse(uri).path) if uri.startswith("file://") else Path(uri)
     if not path.is_file() and not path.is_dir():
         raise BadInput(f"source not found: {path}")
@@ -68,30 +72,42 @@ def source_suffix(name: str) -> str:
     return Path(lower).suffix
 
 
-def unpack_model_archive(archive: Path, workdir: Path) -> Path:
+def unpack_model_archive(archive: Path, workdir: Path, limits: SourceLimits) -> Path:
     """Unpack a .tar.gz into workdir and return the folder holding config.json."""
     dest = workdir / "unpacked"
-    dest.mkdir()
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BadInput(f"cannot unpack {archive.name}: {exc}") from exc
+    unpack_tar_gz(archive, dest, limits)
     configs = sorted(dest.rglob("config.json"), key=lambda p: len(p.parts))
     if not configs:
         raise BadInput(f"{archive.name}: no config.json inside (not a Hugging Face model archive)")
     return configs[0].parent
 
 
-def _fetch_http(uri: str, workdir: Path) -> Path:
+def _fetch_http(uri: str, workdir: Path, limits: SourceLimits) -> Path:
     name = Path(urllib.parse.urlparse(uri).path).name or "model"
     dest = workdir / f"download-{name}"
     try:
-        with urllib.request.urlopen(uri, timeout=60) as resp, dest.open("wb") as out:
-            shutil.copyfileobj(resp, out, CHUNK)
+        with urllib.request.urlopen(uri, timeout=60) as resp:
+            announced = str(resp.headers.get("Content-Length", "")).strip()
+            if announced.isdigit() and int(announced) > limits.max_bytes:
+                raise BadInput(limits.over(f"download {uri}", f"Content-Length {announced}"))
+            with dest.open("wb") as out:
+                _copy_capped(resp, out, uri, limits)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise BadInput(f"cannot download {uri}: {exc}") from exc
+    except BadInput:
+        dest.unlink(missing_ok=True)
+        raise
     return dest
+
+
+def _copy_capped(resp: IO[bytes], out: IO[bytes], uri: str, limits: SourceLimits) -> None:
+    """Stream the body to `out` a chunk at a time; stop once it passes the cap (whatever was announced)."""
+    total = 0
+    while chunk := resp.read(CHUNK):
+        total += len(chunk)
+        if total > limits.max_bytes:
+            raise BadInput(limits.over(f"download {uri}", f"at least {total}"))
+        out.write(chunk)
 
 
 _SCHEMES: dict[str, Fetcher] = {
@@ -116,8 +132,12 @@ def scheme_of(uri: str) -> str:
     return scheme if len(scheme) > 1 else ""  # a Windows drive letter is not a scheme
 
 
-def fetch(uri: str, workdir: Path, expected_sha256: str | None = None) -> FetchedSource:
-    """Resolve ``uri`` to a local file, verify the sha256 when given (mandatory for remote)."""
+def fetch(
+    uri: str, workdir: Path, expected_sha256: str | None = None, limits: SourceLimits | None = None
+) -> FetchedSource:
+    """Resolve ``uri`` to a local file, verify the sha256 when given (mandatory for remote); a download
+    and an archive's contents stay within `limits` (default: `limits.DEFAULT_MAX_SOURCE_BYTES`)."""
+    limits = limits or SourceLimits()
     scheme = scheme_of(uri)
     fetcher = _SCHEMES.get(scheme)
     if fetcher is None:
@@ -127,11 +147,11 @@ def fetch(uri: str, workdir: Path, expected_sha256: str | None = None) -> Fetche
     expected = expected_sha256.lower().removeprefix("sha256:") if expected_sha256 else None
     if scheme in _NEEDS_SHA and not expected:
         raise BadInput(f"a sha256 is required for {scheme}:// sources (--sha256)")
-    path = fetcher(uri, workdir)
+    path = fetcher(uri, workdir, limits)
     digest = sha256_directory(path) if path.is_dir() else sha256_file(path)
     if expected and digest != expected:
         raise BadInput(f"sha256 mismatch for {uri}: expected {expected}, got {digest}")
     suffix = "" if path.is_dir() else source_suffix(urllib.parse.urlparse(uri).path if scheme else uri)
     if suffix == ".tar.gz":
-        path = unpack_model_archive(path, workdir)
+        path = unpack_model_archive(path, workdir, limits)
     return FetchedSource(uri=uri, path=path, digest=f"sha256:{digest}", suffix=suffix)

@@ -24,6 +24,7 @@ from ..errors import BadInput
 from ..model import TensorInfo
 from ..recipe import TEXT_MAX_LENGTH, Text
 from ..triton.python_backend.textproc import TokenizerSettings
+from .checkfiles import check_checkpoint_files
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -66,13 +67,14 @@ class TextModel:
 
 
 def check_directory(directory: Path) -> None:
-    """Refuse a directory that is not a complete checkpoint, naming what is missing."""
+    """Refuse a directory that is not a complete checkpoint, naming what is missing or malformed."""
     if not (directory / "config.json").is_file():
         raise BadInput(f"{directory}/config.json: missing (not a Hugging Face model directory)")
     if not any((directory / name).is_file() for name in WEIGHT_FILES):
         raise BadInput(f"{directory}: no weights (expected model.safetensors or pytorch_model.bin)")
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         raise BadInput(f"{directory}: no tokenizer (expected tokenizer.json or vocab.txt / vocab.json)")
+    check_checkpoint_files(directory)
 
 
 def load(directory: Path, text: Text, task: textkind.TextTask) -> TextModel:

@@ -84,6 +84,23 @@ def oom_killed(pods: list[Obj]) -> str | None:
     )
 
 
+def evicted(pods: list[Obj]) -> str | None:
+    """A builder pod the kubelet evicted, if one was: its scratch volume (/tmp) over the sizeLimit that
+    follows spec.build.maxSourceSize, or the node short of disk or memory."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("reason") == "Evicted":
+            name = pod.get("metadata", {}).get("name", "?")
+            message = str(status.get("message", "")).strip().rstrip(".")
+            hint = (
+                f"; /tmp holds {types.SCRATCH_PER_SOURCE} x spec.build.maxSourceSize: raise it"
+                if '"tmp"' in message
+                else ""
+            )
+            return f"Evicted: builder pod {name}: {message}{hint}"
+    return None
+
+
 def observe(job: Obj | None, pods: list[Obj]) -> Outcome:
     """The build's outcome from its Job and pods (a missing Job is still building: it gets created)."""
     if job is None:
@@ -97,14 +114,16 @@ def observe(job: Obj | None, pods: list[Obj]) -> Outcome:
     if oom is not None:  # its termination message is only the last log lines (FallbackToLogsOnError)
         return Outcome("Failed", message=oneshot.clip(oom))
     text = oneshot.termination_message(pods)
+    # an evicted container was killed: its message is log lines, not a summary (a summary still wins)
+    eviction = evicted(pods) if failed is not None else None
     if text is None:
         if failed is not None:
-            return Outcome("Failed", message=oneshot.clip(oneshot.failure(failed)))
+            return Outcome("Failed", message=oneshot.clip(eviction or oneshot.failure(failed)))
         return Outcome("Failed", message="builder finished without writing a summary")
     try:
         ok, summary, error = parse_summary(text)
     except errors.BadSummaryError as exc:
-        return Outcome("Failed", message=oneshot.clip(str(exc)))
+        return Outcome("Failed", message=oneshot.clip(eviction or str(exc)))
     if ok and complete is not None and summary.build_key:
         return Outcome("Succeeded", summary=summary)
     if ok and not summary.build_key:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +87,17 @@ def digits_cnn(tmp_path_factory: pytest.TempPathFactory) -> Digits:
 def listing(store: Path) -> list[str]:
     """Everything under a store (to assert that a failed build left nothing behind)."""
     return sorted(p.relative_to(store).as_posix() for p in store.rglob("*")) if store.exists() else []
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A plain http file server on 127.0.0.1 serving a fresh folder: (base URL, folder)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -133,19 +129,6 @@ def test_unknown_scheme(run_cli: Run, tmp_path: Path) -> None:
     store = tmp_path / "store"
     r = run_cli("build", "s3://bucket/m.onnx", "--out", store)
     _assert_failed(r, 2, "bad-input", "unsupported source scheme", store)
-
-
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
 
 
 def test_http_source_verified_by_sha(

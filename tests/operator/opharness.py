@@ -160,6 +160,11 @@ class Kube:
         """Play the builder: complete the Running pod of `version`'s Job with a summary (waiting at
         most `timeout` s for the Job controller to create it: AFTER_RESTART after an apiserver restart)."""
         key = build_key or f"bk-{md}-{version}"
+        self.end_build(md, version, 0 if ok else 3, summary_json(ok, key, md), timeout)
+        return key
+
+    def end_build(self, md: str, version: str, exit_code: int, summary: str, timeout: float = 60) -> None:
+        """Complete the Running pod of `version`'s Job with this exit code and termination message."""
 
         def running_pod() -> str | None:
             for job in self.jobs(md, version):
@@ -172,9 +177,7 @@ class Kube:
             return None
 
         pod = wait_for(f"running build pod of {md} {version}", running_pod, timeout)
-        summary = summary_json(ok, key, md)
-        self.cluster.complete_pod(self.ns, pod, 0 if ok else 3, summary)
-        return key
+        self.cluster.complete_pod(self.ns, pod, exit_code, summary)
 
 
 @pytest.fixture(name="kube")

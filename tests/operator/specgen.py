@@ -182,6 +182,24 @@ BAD_IMAGE_REFERENCES = [
     "https://registry.example.com/img",
 ]
 
+# spec.build.maxSourceSize: a quantity from 1Mi to 1Ti (types.SOURCE_SIZE_RANGE), as an int or a string;
+# test_validation_cluster checks the apiserver admits and refuses each as the operator does.
+SOURCE_SIZES = ["1Mi", "1Ti", 1048576, 1099511627776, "50Gi", "1.5Gi", "1048576", "2e9", "1024Gi", "0.5Ti"]
+BAD_SOURCE_SIZES = [
+    "1Ki",
+    "1048575",
+    1048575,
+    1099511627777,
+    "1025Gi",
+    "2Ti",
+    "50m",
+    "50Pi",
+    "lots",
+    "",
+    -1,
+    0,
+]
+
 _QUANTITIES = ["lots", "1.2.3", "-1", "1x", "", "1 Gi", "0x10", "1ki", "--1", -2]
 _QUANTITY_SPOTS = [("serving", "limits", "cpu"), ("serving", "requests", "memory"),
                    ("build", "limits", "memory"), ("build", "requests", "cpu")]  # fmt: skip
@@ -231,6 +249,7 @@ MUTATIONS: list[Mutation] = [
     *[_m(f"deadline-{v}", "spec.rollout.progressDeadlineSeconds", v) for v in (4, 86401)],
     *[_m(f"build-deadline-{v}", "spec.build.activeDeadlineSeconds", v) for v in (29, 86401)],
     *[_m(f"backoff-{v}", "spec.build.backoffLimit", v) for v in (-1, 11)],
+    *[_m(f"source-size-{i}", "spec.build.maxSourceSize", v) for i, v in enumerate(BAD_SOURCE_SIZES)],
     *[_m(f"interval-{v}", "spec.monitoring.serviceMonitor.interval", v) for v in ("soon", "10", "1d")],
     *[
         Mutation(f"autoscaling-{i}", {"spec.replicas": None, "spec.autoscaling": a}, p, admission_only=i < 2)

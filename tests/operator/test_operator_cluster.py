@@ -6,7 +6,10 @@ namespace. kwok never runs a pod, so tests play the builder by completing its po
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -92,7 +95,7 @@ def test_op_rollout_then_rollback_reuses_the_build(kube: Kube) -> None:
     assert [h["version"] for h in k.status("roll")["history"]] == ["v1", "v2"]
 
 
-def test_op_failed_build_keeps_serving(kube: Kube) -> None:
+def test_op_failed_build_keeps_serving(kube: Kube, tmp_path: Path) -> None:
     k = kube
     bring_up(k, "fb")
     k.apply(md_object("fb", version="v2"))
@@ -102,6 +105,35 @@ def test_op_failed_build_keeps_serving(kube: Kube) -> None:
     st = k.status("fb")
     assert st["currentVersion"] == "v1" and st["phase"] == "Degraded" and deploy_version(k, "fb") == "v1"
     assert k.condition("fb", "Ready")["status"] == "True"
+    # a malicious source: the real builder's report on a traversal archive, its exit code 2 (bad input)
+    code, report = builder_refusal(tmp_path)
+    k.apply(md_object("fb", version="v3"))
+    k.end_build("fb", "v3", code, report)
+    refused = "bad-input: evil.tar.gz: member '../../escape.txt' points outside"
+    wait_for("v3 refused", lambda: refused in k.condition("fb", "Built").get("message", ""), 60)
+    st = k.status("fb")
+    assert st["currentVersion"] == "v1" and deploy_version(k, "fb") == "v1"
+    assert k.condition("fb", "Ready")["status"] == "True"
+    job = k.jobs("fb", "v3")[0]
+    assert job["status"].get("failed") == 1, "bad input is not retried (podFailurePolicy FailJob on exit 2)"
+
+
+def builder_refusal(tmp_path: Path) -> tuple[int, str]:
+    """(exit code, termination message) of `model-repo-builder build` on a .tar.gz whose member climbs
+    out with '../..' (in-process: the builder refuses it while unpacking, before any model code)."""
+    from model_repo_builder.cli import main
+
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        member = tarfile.TarInfo("../../escape.txt")
+        member.size = 5
+        tar.addfile(member, io.BytesIO(b"pwned"))
+    report = tmp_path / "termination-log"
+    recipe = '{"text": {"task": "text-classification"}}'
+    argv = ["build", str(archive), "--out", str(tmp_path / "store"), "--recipe-json", recipe]
+    code = main([*argv, "--summary-file", str(report)])
+    assert not Path(tempfile.gettempdir(), "escape.txt").exists()
+    return code, report.read_text()
 
 
 def test_op_failed_rollout_rolls_back_and_next_version_is_fresh(kube: Kube) -> None:

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from conch.api import keys, types
+from conch.api import keys, quantity, types
 from conch.render import common, deployment, hpa, job, networkpolicy, pdb, secret, service, servicemonitor
+from model_repo_builder import cli
+from model_repo_builder.sources import limits
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +115,7 @@ def test_hpa_stabilisation_windows_come_from_the_spec() -> None:
 def test_builder_job_tells_the_builder_its_deadline() -> None:
     o = owner("cpu-digits")
     env = job.render_job(o, "v1", "k")["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": job.DEADLINE_ENV, "value": str(o.spec.build.active_deadline_seconds)}]
+    assert env[0] == {"name": job.DEADLINE_ENV, "value": str(o.spec.build.active_deadline_seconds)}
 
 
 def test_builder_job_contract() -> None:
@@ -135,6 +137,50 @@ def test_builder_job_contract() -> None:
     assert rendered["metadata"]["name"] == keys.job_name("minilm", keys.spec_key(o.spec))
     digits = owner("cpu-digits")
     assert job.command(digits)[2] == "/store/models/digits.pt2"
+
+
+def _with_build(o: common.Owner, **build: object) -> common.Owner:
+    spec = o.spec.model_copy(update={"build": types.Build.model_validate(build)})
+    return common.Owner(o.name, o.namespace, o.uid, spec)
+
+
+def _source_cap_and_scratch(o: common.Owner) -> tuple[int, object]:
+    pod = job.render_job(o, "v1", "k")["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
+    return int(env[limits.ENV]), tmp["emptyDir"]["sizeLimit"]
+
+
+@pytest.mark.parametrize(
+    ("size", "cap", "scratch"),
+    [
+        (None, 50 * 2**30, "200Gi"),
+        ("2Gi", 2 * 2**30, "8Gi"),
+        ("1.5Gi", 1536 * 2**20, "6Gi"),
+        (10**9, 10**9, "3906250Ki"),
+        (10**9 + 1, 10**9 + 1, "4000000004"),
+    ],
+)
+def test_builder_job_caps_the_source_and_limits_its_scratch_volume(
+    size: int | str | None, cap: int, scratch: str
+) -> None:
+    o = owner("cpu-digits")
+    if size is not None:
+        o = _with_build(o, maxSourceSize=size)
+    assert _source_cap_and_scratch(o) == (cap, scratch)
+    assert types.SCRATCH_PER_SOURCE * cap == quantity.parse(scratch)
+
+
+def test_the_builder_and_the_api_default_to_one_source_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spec.build.maxSourceSize unset and --max-source-bytes left out mean the same bytes."""
+    monkeypatch.delenv(limits.ENV, raising=False)
+    args = cli._parser().parse_args(["build", "m.onnx", "--out", "store"])
+    assert types.Build().max_source_bytes() == args.max_source_bytes == limits.DEFAULT_MAX_SOURCE_BYTES
+    env = job.render_job(owner("cpu-digits"), "v1", "k")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": limits.ENV, "value": str(limits.DEFAULT_MAX_SOURCE_BYTES)} in env
+    monkeypatch.setenv(limits.ENV, "4096")  # what the Job sets is the flag's default
+    assert cli._parser().parse_args(["build", "m.onnx", "--out", "store"]).max_source_bytes == 4096
 
 
 def test_canary_pods_are_behind_the_one_service_and_apart_from_the_stable() -> None:

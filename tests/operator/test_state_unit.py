@@ -56,6 +56,20 @@ def oom_pod() -> dict[str, Any]:
     }
 
 
+SCRATCH_FULL = 'Usage of EmptyDir volume "tmp" exceeds the limit "200Gi". '
+
+
+def evicted_pod(message: str = SCRATCH_FULL) -> dict[str, Any]:
+    """A builder pod the kubelet evicted: its container killed (its message: the last log lines)."""
+    pod = builder_pod("[builder] fetch ...")
+    pod["metadata"] = {"name": "p"}
+    pod["status"]["containerStatuses"][0]["state"]["terminated"].update(
+        exitCode=137, finishedAt="2025-12-31T00:00:00Z"
+    )
+    pod["status"].update({"phase": "Failed", "reason": "Evicted", "message": message})
+    return pod
+
+
 @pytest.mark.parametrize(
     ("job_obj", "pods", "result", "message"),
     [
@@ -81,6 +95,21 @@ def oom_pod() -> dict[str, Any]:
             "Failed",
             "OOMKilled: builder pod p went over its memory limit (exit code 137)",
         ),
+        # evicted: its scratch volume outgrew the sizeLimit (the hint names the field), or the node's disk
+        (
+            job("Failed"),
+            [evicted_pod()],
+            "Failed",
+            'Evicted: builder pod p: Usage of EmptyDir volume "tmp" exceeds the limit "200Gi"; '
+            "/tmp holds 4 x spec.build.maxSourceSize: raise it",
+        ),
+        (
+            job("Failed"),
+            [evicted_pod("The node was low on resource: ephemeral-storage.")],
+            "Failed",
+            "low on",
+        ),
+        (job("Failed"), [evicted_pod(), builder_pod(summary(False))], "Failed", "gate-failed: cosine 0.9"),
     ],
 )
 def test_build_outcomes(job_obj: Any, pods: list[Any], result: str, message: str | None) -> None:

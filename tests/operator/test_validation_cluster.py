@@ -231,6 +231,25 @@ def test_quantities_agree_with_the_apiserver(cluster: Any, namespace: str, crd: 
     assert not apiserver["lots"] and apiserver["500m"]
 
 
+def test_source_sizes_agree_with_the_apiserver(cluster: Any, namespace: str, crd: None) -> None:
+    """spec.build.maxSourceSize's bounds (1Mi..1Ti, int or string) read the same to the apiserver's CEL
+    as to the operator's twin (quantity.between); the refusals also run in the generated suite."""
+    spec = specgen.BASES["minimal"]
+    sizes = specgen.SOURCE_SIZES + specgen.BAD_SOURCE_SIZES
+    objs = [
+        {**specgen.API, "metadata": {"name": f"s{i}"}, "spec": {**spec, "build": {"maxSourceSize": v}}}
+        for i, v in enumerate(sizes)
+    ]
+    errors = specgen.dry_run_all(cluster.kubectl, namespace, objs, workers=1)
+    apiserver = {repr(v): errors[f"s{i}"] == "" for i, v in enumerate(sizes)}
+    assert apiserver == {
+        repr(v): specgen.operator_refuses(o["spec"]) is None for v, o in zip(sizes, objs, strict=True)
+    }
+    assert [v for v in specgen.SOURCE_SIZES if not apiserver[repr(v)]] == []
+    refusals = [errors[f"s{i + len(specgen.SOURCE_SIZES)}"] for i in range(len(specgen.BAD_SOURCE_SIZES))]
+    assert all("spec.build.maxSourceSize" in e for e in refusals), refusals
+
+
 def test_image_references_agree_with_the_apiserver(cluster: Any, namespace: str, crd: None) -> None:
     """The CRD's image pattern (conch.api.imageref) reads the same in Go's RE2 as in pydantic: every
     reference of specgen's tables is admitted or refused by the apiserver as the operator does, in both

@@ -12,6 +12,7 @@ package (crdgen, the builder's tests); tests check the two agree.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -54,6 +55,27 @@ def check(value: int | str) -> int | str:
     if parse(value) < 0:
         raise ValueError(f"{value!r}: a resource quantity must not be negative")
     return value
+
+
+def between(low: str, high: str) -> Callable[[int | str], int | str]:
+    """A pydantic after-validator: a quantity from `low` to `high` (the twin of rules.quantity_between)."""
+    least, most = parse(low), parse(high)
+
+    def check_between(value: int | str) -> int | str:
+        if not least <= parse(value) <= most:
+            raise ValueError(f"{value!r} must be a quantity from {low} to {high}")
+        return value
+
+    return check_between
+
+
+def binary(count: int) -> str:
+    """`count` (bytes) as a quantity in the largest binary unit that holds it exactly ("200Gi", "1536Ki")."""
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        unit = int(_BINARY[suffix])
+        if count and count % unit == 0:
+            return f"{count // unit}{suffix}"
+    return str(count)
 
 
 def check_resources(value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

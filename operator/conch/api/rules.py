@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
+from conch.api import quantity
 from model_repo_builder import recipe, tasknames
 
 Rules = list[JsonValue]
@@ -87,6 +88,20 @@ QUANTITY: Rules = [
         "message": "must be a non-negative Kubernetes quantity (e.g. 500m, 2Gi, 4)",
     }
 ]
+
+
+def quantity_between(low: str, high: str) -> Rules:
+    """A quantity (int-or-string) from `low` to `high`: a slipped unit ("50Pi", "50m") is refused."""
+    least, most = int(quantity.parse(low)), int(quantity.parse(high))
+    compare = "quantity(self).compareTo(quantity('{}'))"
+    within = f"{compare.format(low)} >= 0 && {compare.format(high)} <= 0"
+    return [
+        {
+            "rule": f"type(self) == int ? self >= {least} && self <= {most} : isQuantity(self) && {within}",
+            "message": f"must be a Kubernetes quantity from {low} to {high}",
+        }
+    ]
+
 
 # requests/limits of a container: no other keys, and no request above the limit of the same resource.
 # No fieldPath: on a map the apiserver would print it as `resources.[requests]`.

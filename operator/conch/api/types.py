@@ -24,6 +24,7 @@ from pydantic.alias_generators import to_camel
 
 from conch.api import imageref, quantity, rules
 from model_repo_builder import recipe, tasknames
+from model_repo_builder.sources import limits
 
 GROUP = "serving.conch.dev"
 VERSION = "v1alpha1"
@@ -54,6 +55,22 @@ Resources = Annotated[
 FreeForm = Annotated[
     dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
 ]
+# The byte cap on a build's source (spec.build.maxSourceSize): bounded so a slipped unit is refused.
+SOURCE_SIZE_RANGE = ("1Mi", "1Ti")
+SourceSize = Annotated[
+    int | str,
+    AfterValidator(quantity.between(*SOURCE_SIZE_RANGE)),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "maxLength": 64,
+            "x-kubernetes-validations": rules.quantity_between(*SOURCE_SIZE_RANGE),
+        }
+    ),
+]
+SCRATCH_PER_SOURCE = 4
+"""The build's scratch volume (/tmp) holds this many times maxSourceSize: the download and its
+unpacked copy (one each at most), and the fp32 export of a half-precision source (two)."""
 Labels = Annotated[dict[str, str], Field(max_length=64)]
 # A container image reference (the distribution reference grammar: api/imageref), as pods take it.
 ImageRef = Annotated[str, Field(max_length=512, min_length=1, pattern=imageref.PATTERN)]
@@ -140,7 +157,7 @@ class ModelRef(Model):
 
 
 class Build(Model):
-    """How the builder Job runs: image, time limit and retries."""
+    """How the builder Job runs: image, time limit, retries, and how big a source and its scratch get."""
 
     image: ImageRef = Field(
         DEFAULT_BUILDER_IMAGE,
@@ -151,6 +168,21 @@ class Build(Model):
     resources: Resources | None = None
     node_selector: Labels | None = None
     tolerations: list[FreeForm] | None = Field(None, max_length=32)
+    max_source_size: SourceSize = Field(
+        f"{limits.DEFAULT_MAX_SOURCE_GIB}Gi",
+        description="Most bytes the builder takes from the source: a download (url) and an archive's "
+        "unpacked contents (.tar.gz); more is refused as bad input. A file or folder on the store is read "
+        f"in place. The build's scratch volume (/tmp) is limited to {SCRATCH_PER_SOURCE} times this. "
+        f"Default {limits.DEFAULT_MAX_SOURCE_GIB}Gi; from {SOURCE_SIZE_RANGE[0]} to {SOURCE_SIZE_RANGE[1]}.",
+    )
+
+    def max_source_bytes(self) -> int:
+        """maxSourceSize in bytes (what --max-source-bytes takes)."""
+        return int(quantity.parse(self.max_source_size))
+
+    def scratch_size(self) -> str:
+        """The build's scratch volume limit: SCRATCH_PER_SOURCE times maxSourceSize, as a quantity."""
+        return quantity.binary(SCRATCH_PER_SOURCE * self.max_source_bytes())
 
 
 class Serving(Model):

@@ -1,10 +1,17 @@
-"""The builder Job: runs `model-repo-builder build` for one version; reports via its termination message."""
+"""The builder Job: runs `model-repo-builder build` for one version; reports via its termination message.
+
+The source's byte cap (spec.build.maxSourceSize) goes to the builder as $CONCH_MAX_SOURCE_BYTES (the
+default of its --max-source-bytes; an older builder image ignores it rather than refusing a flag), and the
+scratch volume the builder works in (/tmp) gets a sizeLimit that follows from it (types.Build), so a
+build that outgrows its disk is stopped by the kubelet instead of filling the node's.
+"""
 
 from __future__ import annotations
 
 from conch.api import keys
 from conch.render import common, oneshot
 from conch.render.common import Obj, Owner
+from model_repo_builder.sources import limits
 
 CONTAINER = "builder"
 EXIT_BAD_INPUT = 2
@@ -62,9 +69,13 @@ def render_job(owner: Owner, version: str, spec_key: str) -> Obj:
         CONTAINER, spec.build.image, command(owner),
         spec.build.resources,
         [{"name": common.STORE_VOLUME, "mountPath": common.STORE_MOUNT}, oneshot.TMP_MOUNT],
-        env=[{"name": DEADLINE_ENV, "value": str(spec.build.active_deadline_seconds)}],
+        env=[
+            {"name": DEADLINE_ENV, "value": str(spec.build.active_deadline_seconds)},
+            {"name": limits.ENV, "value": str(spec.build.max_source_bytes())},
+        ],
     )  # fmt: skip
-    pod = oneshot.pod_spec(spec, container, [common.store_volume(owner, read_only=False), oneshot.TMP_VOLUME])
+    scratch = {**oneshot.TMP_VOLUME, "emptyDir": {"sizeLimit": spec.build.scratch_size()}}
+    pod = oneshot.pod_spec(spec, container, [common.store_volume(owner, read_only=False), scratch])
     return oneshot.job(
         common.metadata(owner, name, "builder", annotations=annotations),
         {"labels": pod_labels, "annotations": annotations},
