@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput
+from ..store.verify import sha256_file
 
 CHUNK = 1 << 20
 Fetcher = Callable[[str, Path], Path]
@@ -35,15 +36,6 @@ class FetchedSource:
     path: Path
     digest: str  # "sha256:<hex>"
     suffix: str
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sha256_directory(root: Path) -> str:
