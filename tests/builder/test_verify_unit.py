@@ -56,7 +56,8 @@ def test_a_missing_build_json_or_file_fails(tmp_path: Path) -> None:
     assert verify.verify_repository(repo) == ["missing: m/config.pbtxt"]
     (repo / "build.json").unlink()
     done = run(repo)
-    assert done.returncode == verify.TAMPERED_EXIT and "build.json: missing or has no file hashes" in done.stderr
+    assert done.returncode == verify.TAMPERED_EXIT
+    assert "build.json: missing or has no file hashes" in done.stderr
     assert run(tmp_path / "nowhere").returncode == verify.TAMPERED_EXIT
 
 
