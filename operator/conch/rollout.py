@@ -107,12 +107,12 @@ IMAGE_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff"})
 
 
 def waiting_reason(pods: list[Obj]) -> str:
-    """A pod of the version waiting for an image the kubelet cannot pull, with the kubelet's message.
-    Not a failure (a registry hiccup heals; the progress deadline decides), but said while it lasts."""
-    for pod in pods:
-        if pod["metadata"].get("deletionTimestamp"):
-            continue
-        for cs in pod.get("status", {}).get("containerStatuses", []):
+    """A pod of the version waiting for an image the kubelet cannot pull (its init container pulls the
+    serving image first), with the kubelet's message. Not a failure (a registry hiccup heals; the
+    progress deadline decides), but said while it lasts."""
+    for pod in _live(pods):
+        status = pod.get("status", {})
+        for cs in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
             waiting = cs.get("state", {}).get("waiting", {})
             if waiting.get("reason") in IMAGE_WAITING:
                 text = f"pod {pod['metadata']['name']}: {waiting['reason']}: {waiting.get('message', '')}"

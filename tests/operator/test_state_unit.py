@@ -383,6 +383,12 @@ def test_waiting_reason_names_the_image_the_kubelet_cannot_pull() -> None:
     assert rollout.waiting_reason([pod]) == 'pod p-1: ImagePullBackOff: Back-off pulling image "x:1"'
     assert rollout.waiting_reason([triton_pod(0)]) == ""  # CrashLoopBackOff: crash_reason's business
     assert rollout.waiting_reason([triton_pod(0, waiting="ErrImagePull", deleting=True)]) == ""
+    initializing = verify_pod({"waiting": {"reason": "ErrImagePull", "message": 'pulling image "x:1"'}})
+    assert rollout.waiting_reason([initializing]) == 'pod p-1: ErrImagePull: pulling image "x:1"', (
+        "the init container pulls the serving image first"
+    )
+    bad_name = rollout.crash_reason([verify_pod({"waiting": {"reason": "InvalidImageName"}})])
+    assert bad_name.startswith("pod p-1: InvalidImageName"), bad_name
 
 
 def test_crash_loop_rolls_back_before_the_deadline_with_the_containers_words() -> None:
