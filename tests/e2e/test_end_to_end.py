@@ -56,9 +56,7 @@ class Ns:
 
 
 def modeldeployment(version: str, compression: dict[str, Any], agent: NodeAgent) -> dict[str, Any]:
-    on_agent: dict[str, Any] = agent.scheduling()
-    # this agent's node: another session's agent carries the same label and may run other code
-    on_agent["nodeSelector"] = {**on_agent["nodeSelector"], "kubernetes.io/hostname": agent.name}
+    on_agent = agent.scheduling()
     return {
         "apiVersion": "serving.conch.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MD},
         "spec": {

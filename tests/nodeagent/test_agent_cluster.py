@@ -94,7 +94,6 @@ def verifying_pod(name: str, agent: NodeAgent, store: Path, policy: str) -> dict
                    [{"name": "store", "hostPath": {"path": str(store)}}],
                    [{"name": "store", "mountPath": "/store", "readOnly": True}])  # fmt: skip
     pod["spec"]["restartPolicy"] = policy
-    pod["spec"]["nodeName"] = agent.name  # this agent's: other sessions' agents share the label
     pod["spec"]["initContainers"] = [
         {"name": "verify", "image": "x", "command": ["conch-verify"],
          "args": ["/store/repositories/bk1", "--message-file=/dev/termination-log"],
