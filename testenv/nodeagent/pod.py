@@ -34,7 +34,7 @@ ISOLATE = os.geteuid() == 0 and shutil.which("unshare") is not None
 class PodApi(Protocol):
     """What a pod worker needs from the API (agent.Api implements it)."""
 
-    def patch_pod_status(self, pod: Obj, body: Obj) -> None: ...
+    def patch_pod_status(self, pod: Obj, body: Obj) -> bool: ...
     def delete_pod(self, pod: Obj) -> None: ...
     def event(self, pod: Obj, reason: str, message: str, warning: bool = False) -> None: ...
     def volume_path(self, pod: Obj, volume: Obj, scratch: Path) -> Path: ...
@@ -336,6 +336,5 @@ class PodWorker(threading.Thread):
             self.ready_since, self.was_ready = status.now_iso(), ready
         inits = [c.view for c in self.inits]
         body = status.render(views, self.policy, self.ip, self.start_time, self.ready_since, inits=inits)
-        if body != self.sent:
-            self.api.patch_pod_status(self.pod, body)
+        if body != self.sent and self.api.patch_pod_status(self.pod, body):
             self.sent = body
