@@ -62,20 +62,34 @@ RUN printf '%s\n' '#!/usr/bin/env python3' \
       'sys.exit(main())' >/usr/local/bin/conch-gateway \
  && chmod 0755 /usr/local/bin/conch-gateway \
  && python3 -m compileall -q /opt/conch/conch_gateway
+# The repository check every serving pod's init container runs before Triton loads the repository
+# (conch.render.verify): the builder's own module (model_repo_builder/store/verify.py: standard library
+# only, no package imports), copied alone as conch_verify.py, with a `conch-verify` launcher; one
+# implementation for `model-repo-builder verify` and for the pods, and no builder image on GPU nodes.
+COPY model_repo_builder/store/verify.py /opt/conch/conch_verify.py
+RUN printf '%s\n' '#!/usr/bin/env python3' \
+      '"""conch-verify, pyproject.toml [project.scripts], for the module in /opt/conch."""' \
+      'import sys' \
+      'sys.path.insert(0, "/opt/conch")' \
+      'from conch_verify import main' \
+      'sys.exit(main())' >/usr/local/bin/conch-verify \
+ && chmod 0755 /usr/local/bin/conch-verify \
+ && python3 -m compileall -q /opt/conch/conch_verify.py
 # Smoke check: the python steps' shared module and every third-party module they import load here, and
 # the gateway's console script runs (its --help imports every module of conch_gateway, and so theirs).
 RUN --mount=type=bind,source=model_repo_builder/triton/python_backend,target=/tmp/conch-steps \
     cd /tmp/conch-steps \
  && python3 -c "import textproc, numpy, tokenizers, onnxruntime, onnxruntime_genai; assert numpy.__version__.startswith('1.')" \
  && conch-gateway --help | grep -q -- --triton-grpc \
- && conch-gateway auth-proxy --help | grep -q -- --tokens
+ && conch-gateway auth-proxy --help | grep -q -- --tokens \
+ && conch-verify --help | grep -q -- --message-file
 # Triton's image user (uid/gid 1000), the uid the operator's serving pods run as.
 USER 1000:1000
 WORKDIR /tmp
 ENV HOME=/tmp PYTHONDONTWRITEBYTECODE=1
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="conch-tritonserver" \
-      org.opencontainers.image.description="NVIDIA Triton 25.12 with numpy, tokenizers, onnxruntime and onnxruntime-genai for Conch's python steps (text ensembles, CPU backend, generative models), and Conch's OpenAI-compatible gateway (conch-gateway)" \
+      org.opencontainers.image.description="NVIDIA Triton 25.12 with numpy, tokenizers, onnxruntime and onnxruntime-genai for Conch's python steps (text ensembles, CPU backend, generative models), Conch's OpenAI-compatible gateway (conch-gateway) and repository check (conch-verify)" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="25.12-py3-conch0.1.0" \
       org.opencontainers.image.revision="${REVISION}" \

@@ -155,11 +155,11 @@ class NodeAgent:
     state: Path
     log: Path
 
-    @staticmethod
-    def scheduling() -> dict[str, object]:
-        """What a pod spec section needs to land on the agent's node (and nowhere else)."""
+    def scheduling(self) -> dict[str, object]:
+        """What a pod spec section needs to land on the agent's node (and nowhere else: the agents of
+        other sessions on this machine carry the same label, and may run other code)."""
         return {
-            "nodeSelector": {AGENT_LABEL: "true"},
+            "nodeSelector": {AGENT_LABEL: "true", "kubernetes.io/hostname": self.name},
             "tolerations": [{"key": AGENT_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
         }
 

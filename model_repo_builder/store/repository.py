@@ -3,7 +3,8 @@
 A repository lives at ``STORE/<build_key>/`` (the Triton --model-repository) with
 ``<model>/config.pbtxt``, ``<model>/1/<files>`` and ``build.json``. It is assembled in a hidden
 staging directory inside STORE and renamed into place in one step, so a crashed build never
-leaves a half repository under a build key.
+leaves a half repository under a build key. The check of a published repository against build.json
+lives in `store.verify` (stdlib only: the serving image runs it too); its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from typing import Any
 from .. import canonical
 from ..errors import Internal
 from ..recipe import Recipe, canonical_json
-from ..sources.fetch import sha256_file
+from .verify import BUILD_JSON, hash_tree, read_build_json, verify_repository
 
-BUILD_JSON = "build.json"
+__all__ = [
+    "BUILD_JSON", "build_key", "hash_tree", "publish", "read_build_json", "staging", "tree_size",
+    "verify_repository", "write_build_json",
+]  # fmt: skip
 STAGING_PREFIX = ".staging-"
 
 
@@ -38,41 +42,9 @@ def build_key(source_digest: str, recipe: Recipe, builder_version: str, model_na
     )
 
 
-def hash_tree(root: Path) -> dict[str, str]:
-    """sha256 of every file under root except build.json, keyed by POSIX relative path."""
-    return {
-        p.relative_to(root).as_posix(): sha256_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).as_posix() != BUILD_JSON
-    }
-
-
 def tree_size(root: Path) -> int:
     """Total bytes of the files under root."""
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
-
-def read_build_json(repo: Path) -> dict[str, Any]:
-    """build.json of a repository, or an empty dict when missing/unreadable."""
-    try:
-        data = json.loads((repo / BUILD_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def verify_repository(repo: Path) -> list[str]:
-    """Re-hash a repository against build.json; returns the list of problems (empty = intact)."""
-    if not repo.is_dir():
-        return [f"{repo}: not a directory"]
-    recorded = read_build_json(repo).get("files")
-    if not isinstance(recorded, dict) or not recorded:
-        return [f"{repo / BUILD_JSON}: missing or has no file hashes"]
-    actual = hash_tree(repo)
-    problems = [f"missing: {p}" for p in sorted(set(recorded) - set(actual))]
-    problems += [f"unexpected: {p}" for p in sorted(set(actual) - set(recorded))]
-    problems += [f"modified: {p}" for p in sorted(set(recorded) & set(actual)) if recorded[p] != actual[p]]
-    return problems
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from conch import rollout, status
 from conch.api import types
+from conch.render import verify
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,14 @@ def degraded(facts: Facts) -> status.Cond:
         before = facts.old.condition("Degraded")
         if not decision.reason and before is not None and before.reason in ("AnalysisFailed", "CanaryFailed"):
             return status.Cond("Degraded", True, before.reason, before.message)  # an aborted canary's
-        keep = before.message if before is not None and before.reason == "RolloutFailed" else ""
+        if not decision.reason and before is not None and before.reason in ("RolloutFailed", verify.REASON):
+            return status.Cond("Degraded", True, before.reason, before.message)  # said when it rolled back
         detail = (
             f"version {decision.failed} failed to roll out ({decision.reason}); serving {decision.current}"
         )
-        return status.Cond("Degraded", True, "RolloutFailed", detail if decision.reason else keep or detail)
+        return status.Cond("Degraded", True, decision.cause or "RolloutFailed", detail)
     if decision.stuck:
-        return status.Cond("Degraded", True, "ProgressDeadlineExceeded", decision.reason)
+        return status.Cond("Degraded", True, decision.cause or "ProgressDeadlineExceeded", decision.reason)
     if entry.result == "Failed":
         return status.Cond("Degraded", True, "BuildFailed", f"version {entry.version}: {entry.message}")
     return status.Cond("Degraded", False, "AsExpected", "")

@@ -21,7 +21,7 @@ import pydantic
 
 from conch import buildflow, canary, clock, errors, plan, rollout, snapshot, status
 from conch.api import keys, types
-from conch.render import common, deployment
+from conch.render import common, deployment, verify
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,10 @@ def _with_crashes(
     if not state.exists or state.version is None or rollout.rolled_out(state, state.version):
         return state
     pods = snap.pods_with({**common.selector(owner), common.LABEL_VERSION: state.version})
-    return dataclasses.replace(state, crash=rollout.crash_reason(pods), waiting=rollout.waiting_reason(pods))
+    cause = verify.REASON if rollout.tampered(pods) else ""
+    return dataclasses.replace(
+        state, crash=rollout.crash_reason(pods), waiting=rollout.waiting_reason(pods), cause=cause
+    )
 
 
 def with_measurement(ctx: Context, measured: canary.Measurement | None) -> Context:

@@ -2,9 +2,10 @@
 
 Pure. `currentVersion` moves only when the Deployment has fully rolled out the version it serves.
 A rollout that exceeds its progress deadline, or whose new pods crash-loop (or wait on a
-configuration no retry fixes) before then, rolls back to the last good version (when autoRollback
-is on) and records the failed version; the failure pins nothing but that version, so any other
-spec.version starts a fresh attempt and nothing deadlocks.
+configuration no retry fixes, or fail their repository's verification: `tampered`) before then,
+rolls back to the last good version (when autoRollback is on) and records the failed version; the
+failure pins nothing but that version, so any other spec.version starts a fresh attempt and nothing
+deadlocks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conch.api import types
-from conch.render import common
+from conch.render import common, verify
 from conch.render.deployment import Served
 
 Obj = dict[str, Any]
@@ -36,6 +37,7 @@ class DeploymentState:
     message: str = ""
     crash: str = ""  # why the version's pods cannot start, once that is certain (see crash_reason)
     waiting: str = ""  # why a pod waits for its image (a retry may heal it; see waiting_reason)
+    cause: str = ""  # the Degraded reason `crash` deserves, when it is not a plain crash (RepositoryTampered)
 
 
 CRASH_RESTARTS = 2
@@ -45,30 +47,59 @@ FATAL_WAITING = frozenset(
 MESSAGE_TAIL = 800
 
 
-def crash_reason(pods: list[Obj]) -> str:
-    """Why a version's pods cannot start, once that is certain rather than slow: a container that
-    restarted CRASH_RESTARTS times without becoming ready, or a waiting reason no retry fixes. The
-    container's own last words (its termination message, e.g. Triton's load error) come with it.
-    Empty when no pod is in that state.
-    """
-    for pod in pods:
-        if pod["metadata"].get("deletionTimestamp"):
-            continue
-        name = pod["metadata"]["name"]
-        for cs in pod.get("status", {}).get("containerStatuses", []):
-            waiting = cs.get("state", {}).get("waiting", {})
-            if cs.get("ready"):
+def tampered(pods: list[Obj]) -> str:
+    """A pod of the version whose repository failed verification (its init container exited
+    verify.TAMPERED_EXIT), with the verifier's message naming the files; empty when none did. Certain
+    at the first failure: hashing the same files again gives the same answer."""
+    for pod in _live(pods):
+        for cs in pod.get("status", {}).get("initContainerStatuses", []):
+            if cs.get("name") != verify.CONTAINER:
                 continue
-            if waiting.get("reason") in FATAL_WAITING:
-                return f"pod {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
-            if cs.get("restartCount", 0) >= CRASH_RESTARTS:
-                last = cs.get("lastState", {}).get("terminated", {})
-                words = (last.get("message") or last.get("reason") or "").strip()[-MESSAGE_TAIL:]
-                oom = ", OOMKilled: over its memory limit" if last.get("reason") == "OOMKilled" else ""
-                return (
-                    f"pod {name}: container {cs['name']} restarted {cs['restartCount']} times "
-                    f"(last exit code {last.get('exitCode')}{oom}): {words}"
-                )
+            state = cs.get("state", {})
+            last = state.get("terminated") or (
+                {} if "running" in state else cs.get("lastState", {}).get("terminated")
+            )
+            if last and last.get("exitCode") == verify.TAMPERED_EXIT:
+                words = (last.get("message") or "").strip()[:MESSAGE_TAIL]
+                return f"pod {pod['metadata']['name']}: init container {cs['name']}: {words}"
+    return ""
+
+
+def crash_reason(pods: list[Obj]) -> str:
+    """Why a version's pods cannot start, once that is certain rather than slow: a repository that
+    failed verification (`tampered`), a container (or init container) that restarted CRASH_RESTARTS
+    times without becoming ready, or a waiting reason no retry fixes. The container's own last words
+    (its termination message, e.g. Triton's load error) come with it. Empty when no pod is in that state.
+    """
+    found = tampered(pods)
+    for pod in _live(pods):
+        status = pod.get("status", {})
+        for kind, cs in [("init container", c) for c in status.get("initContainerStatuses", [])] + [
+            ("container", c) for c in status.get("containerStatuses", [])
+        ]:
+            found = found or _crashed(pod["metadata"]["name"], kind, cs)
+    return found
+
+
+def _live(pods: list[Obj]) -> list[Obj]:
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def _crashed(pod: str, kind: str, cs: Obj) -> str:
+    waiting = cs.get("state", {}).get("waiting", {})
+    done = kind == "init container" and cs.get("state", {}).get("terminated", {}).get("exitCode") == 0
+    if cs.get("ready") or done:
+        return ""
+    if waiting.get("reason") in FATAL_WAITING:
+        return f"pod {pod}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+    if cs.get("restartCount", 0) >= CRASH_RESTARTS:
+        last = cs.get("lastState", {}).get("terminated", {})
+        words = (last.get("message") or last.get("reason") or "").strip()[-MESSAGE_TAIL:]
+        oom = ", OOMKilled: over its memory limit" if last.get("reason") == "OOMKilled" else ""
+        return (
+            f"pod {pod}: {kind} {cs['name']} restarted {cs['restartCount']} times "
+            f"(last exit code {last.get('exitCode')}{oom}): {words}"
+        )
     return ""
 
 
@@ -76,12 +107,12 @@ IMAGE_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff"})
 
 
 def waiting_reason(pods: list[Obj]) -> str:
-    """A pod of the version waiting for an image the kubelet cannot pull, with the kubelet's message.
-    Not a failure (a registry hiccup heals; the progress deadline decides), but said while it lasts."""
-    for pod in pods:
-        if pod["metadata"].get("deletionTimestamp"):
-            continue
-        for cs in pod.get("status", {}).get("containerStatuses", []):
+    """A pod of the version waiting for an image the kubelet cannot pull (its init container pulls the
+    serving image first), with the kubelet's message. Not a failure (a registry hiccup heals; the
+    progress deadline decides), but said while it lasts."""
+    for pod in _live(pods):
+        status = pod.get("status", {})
+        for cs in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
             waiting = cs.get("state", {}).get("waiting", {})
             if waiting.get("reason") in IMAGE_WAITING:
                 text = f"pod {pod['metadata']['name']}: {waiting['reason']}: {waiting.get('message', '')}"
@@ -133,6 +164,7 @@ class Decision:
     stuck: bool = False
     reason: str = ""
     keep_template: bool = False  # the live pods serve `serve`, an older version: leave them as they are
+    cause: str = ""  # the Degraded reason of `reason` when it is not the generic one (RepositoryTampered)
 
 
 def built(history: Sequence[types.HistoryEntry]) -> dict[str, Served]:
@@ -177,7 +209,7 @@ def next_step(
     failed = failed_version if failed_version == wanted else None  # new version: fresh try
     serve: Served | None = None
     rolled_back = stuck = False
-    reason = ""
+    reason = cause = ""
     if wanted in ready and failed is None:
         serve = ready[wanted]
         if (
@@ -187,6 +219,7 @@ def next_step(
             and not rolled_out(state, wanted)
         ):
             reason = state.crash or state.message or "progress deadline exceeded"
+            cause = state.cause if state.crash else ""
             if auto_rollback and current is not None and current != wanted:
                 failed, serve, rolled_back = wanted, ready[current], True
             else:
@@ -198,5 +231,5 @@ def next_step(
     keep = serve is not None and keeps_template(serve.version, state.version, wanted, failed)
     return Decision(
         serve=serve, current=current, failed=failed, rolled_back=rolled_back, stuck=stuck, reason=reason,
-        keep_template=keep,
+        keep_template=keep, cause=cause,
     )  # fmt: skip

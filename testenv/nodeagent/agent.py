@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -17,6 +18,9 @@ from testenv.nodeagent import node, pod, runtime
 
 Obj = dict[str, Any]
 MERGE = "application/merge-patch+json"
+# The apiserver going away for a moment (a test that restarts it): connection refused or cut mid-watch.
+# A kubelet rides that out; so does the agent: the watch lists again, a pod's status is sent next tick.
+UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
 log = logging.getLogger("nodeagent")
 
 
@@ -30,15 +34,24 @@ class Api:
         self.coordination = client.CoordinationV1Api(self.client)
         self.node_name = node_name
 
-    def patch_pod_status(self, p: Obj, body: Obj) -> None:
+    def patch_pod_status(self, p: Obj, body: Obj) -> bool:
+        """Send a pod's status; False when the apiserver could not be reached or answered 5xx (the
+        worker sends it again on its next tick)."""
         meta = p["metadata"]
         try:
             self.core.patch_namespaced_pod_status(
                 meta["name"], meta["namespace"], {"status": body}, _content_type=MERGE
             )
+        except UNREACHABLE as exc:
+            log.warning("status of %s not sent: %s", meta["name"], exc)
+            return False
         except ApiException as exc:
+            if exc.status is not None and exc.status >= 500:
+                log.warning("status of %s not sent: %s", meta["name"], exc.reason)
+                return False
             if exc.status != 404:
                 raise
+        return True
 
     def delete_pod(self, p: Obj) -> None:
         meta = p["metadata"]
@@ -66,6 +79,8 @@ class Api:
             self.core.create_namespaced_event(meta["namespace"], body)
         except ApiException as exc:
             log.warning("event %s on %s not recorded: %s", reason, meta["name"], exc.reason)
+        except UNREACHABLE as exc:
+            log.warning("event %s on %s not recorded: %s", reason, meta["name"], exc)
 
     def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret (a secretKeyRef env var), or None when the Secret or key is missing."""
@@ -200,6 +215,9 @@ class Agent:
                 self.watch_pods()
             except ApiException as exc:
                 log.warning("pod watch ended (%s); listing again", exc.reason)
+                time.sleep(1)
+            except UNREACHABLE as exc:
+                log.warning("apiserver unreachable (%s); listing again", exc)
                 time.sleep(1)
 
     def watch_pods(self) -> None:

@@ -1,5 +1,10 @@
 """One pod on the agent's node: its sandbox (directories, IP), its container processes, their probes,
 restarts and termination, and the status it reports. One thread per pod, ticking every half second.
+
+Init containers run first, one at a time in order, each to completion, as a kubelet runs them: the
+pod's containers start only once every one exited 0. A failed init container is restarted with the
+same back-off as a crashing container (restartPolicy Always or OnFailure; an init container never
+restarts after it succeeded), or, with Never, fails the pod.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ ISOLATE = os.geteuid() == 0 and shutil.which("unshare") is not None
 class PodApi(Protocol):
     """What a pod worker needs from the API (agent.Api implements it)."""
 
-    def patch_pod_status(self, pod: Obj, body: Obj) -> None: ...
+    def patch_pod_status(self, pod: Obj, body: Obj) -> bool: ...
     def delete_pod(self, pod: Obj) -> None: ...
     def event(self, pod: Obj, reason: str, message: str, warning: bool = False) -> None: ...
     def volume_path(self, pod: Obj, volume: Obj, scratch: Path) -> Path: ...
@@ -48,6 +53,8 @@ class Container:
     restart_at: float | None = None
     backoff: float = BACKOFF_START
     read_only: list[str] = field(default_factory=list)  # local paths mounted readOnly
+    init: bool = False  # an init container: runs to completion before the pod's containers start
+    launched: bool = False  # its first start happened (an init container starts when its turn comes)
 
 
 class PodWorker(threading.Thread):
@@ -59,10 +66,16 @@ class PodWorker(threading.Thread):
         self.api, self.pod, self.tools, self.ip = api, pod, tools, pod_ip
         self.dir = root / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         self.policy = str(pod["spec"].get("restartPolicy", "Always"))
+        self.inits = [
+            Container(c, status.ContainerView(name=c["name"], image=c.get("image", "")), init=True)
+            for c in pod["spec"].get("initContainers") or []
+        ]
+        waiting = "PodInitializing" if self.inits else "ContainerCreating"
         self.containers = [
-            Container(c, status.ContainerView(name=c["name"], image=c.get("image", "")))
+            Container(c, status.ContainerView(name=c["name"], image=c.get("image", ""), reason=waiting))
             for c in pod["spec"]["containers"]
         ]
+        self.initialized = not self.inits
         self.start_time = status.now_iso()
         self.ready_since = self.start_time
         self.was_ready = False
@@ -92,8 +105,8 @@ class PodWorker(threading.Thread):
         try:
             mounts = self.prepare()
             self.report()
-            for c in self.containers:
-                self.start_container(c, mounts.get(c.spec["name"]))
+            if self.initialized:
+                self.start_all(mounts)
             self.loop(mounts)
         except Exception:
             log.exception("pod %s failed in the agent", self.name)
@@ -120,7 +133,7 @@ class PodWorker(threading.Thread):
             if v.get("persistentVolumeClaim", {}).get("readOnly")
         }
         out: dict[str, runtime.Mounts | None] = {}
-        for c in self.containers:
+        for c in self.inits + self.containers:
             table: dict[str, Path | str] = {}
             for mount in c.spec.get("volumeMounts") or []:
                 if mount["name"] in problems:
@@ -135,6 +148,23 @@ class PodWorker(threading.Thread):
                 continue
             out[c.spec["name"]] = None
         return out
+
+    def start_all(self, mounts: dict[str, runtime.Mounts | None]) -> None:
+        for c in self.containers:
+            self.start_container(c, mounts.get(c.spec["name"]))
+
+    def initialize(self, mounts: dict[str, runtime.Mounts | None], now: float) -> bool:
+        """One tick of the init containers, in order: True once every one of them exited 0."""
+        for c in self.inits:
+            if c.view.state == "terminated" and c.view.exit_code == 0:
+                continue
+            if not c.launched:
+                c.launched = True
+                self.start_container(c, mounts.get(c.spec["name"]))
+            self.tick(c, mounts.get(c.spec["name"]), now)
+            if not (c.view.state == "terminated" and c.view.exit_code == 0):
+                return False
+        return True
 
     def fail_start(self, c: Container, message: str) -> None:
         now = status.now_iso()
@@ -211,8 +241,12 @@ class PodWorker(threading.Thread):
             if stopping:
                 return
             now = time.monotonic()
-            for c in self.containers:
-                self.tick(c, mounts.get(c.spec["name"]), now)
+            if not self.initialized and self.initialize(mounts, now):
+                self.initialized = True
+                self.start_all(mounts)
+            elif self.initialized:
+                for c in self.containers:
+                    self.tick(c, mounts.get(c.spec["name"]), now)
             self.report()
             if now - synced >= SECRET_SYNC:
                 self.sync_secrets()
@@ -269,9 +303,10 @@ class PodWorker(threading.Thread):
             status.now_iso(),
         )
         c.view.reason = "Completed" if code == 0 else "Error"
-        c.view.ready = False
+        c.view.ready = c.init and code == 0  # a kubelet reports a completed init container ready
         c.view.message = mounts.to_container(self.termination_message(c, mounts))
-        if self.policy == "Always" or (self.policy == "OnFailure" and code != 0):
+        policy = ("Never" if self.policy == "Never" else "OnFailure") if c.init else self.policy
+        if policy == "Always" or (policy == "OnFailure" and code != 0):
             c.view.last_terminated = c.view.terminated()
             c.view.state, c.view.reason, c.view.message = (
                 "waiting",
@@ -304,7 +339,7 @@ class PodWorker(threading.Thread):
             c.proc.wait(timeout=30)
 
     def kill_all(self, grace: float) -> None:
-        for c in self.containers:
+        for c in self.inits + self.containers:
             self.terminate(c, grace)
 
     def report(self) -> None:
@@ -313,7 +348,7 @@ class PodWorker(threading.Thread):
         ready = all(v.ready for v in views)
         if ready != self.was_ready:
             self.ready_since, self.was_ready = status.now_iso(), ready
-        body = status.render(views, self.policy, self.ip, self.start_time, self.ready_since)
-        if body != self.sent:
-            self.api.patch_pod_status(self.pod, body)
+        inits = [c.view for c in self.inits]
+        body = status.render(views, self.policy, self.ip, self.start_time, self.ready_since, inits=inits)
+        if body != self.sent and self.api.patch_pod_status(self.pod, body):
             self.sent = body

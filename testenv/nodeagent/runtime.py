@@ -2,9 +2,11 @@
 
 There are no images here, so a container is matched by its command: `model-repo-builder` runs the
 project's venv entry point, `tritonserver` runs the binary bundled with nvidia-pytriton (python
-backend) bound to the pod's own IP, and `conch-gateway` (a generative model's OpenAI API) runs the
+backend) bound to the pod's own IP, `conch-gateway` (a generative model's OpenAI API) runs the
 venv's entry point on that IP, talking to its Triton there (`conch-gateway auth-proxy`, the token
-check in front of both, too). Container paths (volume mounts, the
+check in front of both, too), and `conch-verify` (the serving pods' init container) runs this
+checkout's model_repo_builder/store/verify.py with `python -I`, the file alone, as the serving image
+does. Container paths (volume mounts, the
 termination-message file) are rewritten to the pod's local directories in argv and env, and mapped
 back in what the process reports, so the API shows the same paths a real kubelet's pod would. Pure
 code: no I/O but path arithmetic.
@@ -21,6 +23,7 @@ from typing import Any
 
 Obj = dict[str, Any]
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+VERIFY_SCRIPT = Path(__file__).resolve().parents[2] / "model_repo_builder" / "store" / "verify.py"
 _REFERENCE = re.compile(r"\$(?:\$|\(([A-Za-z_][A-Za-z0-9_]*)\))")
 
 
@@ -37,12 +40,14 @@ class Toolchain:
     backend_dir: Path
     python_path: str
     library_path: str = ""  # the bundle's shared libraries (the python stub's RPATH assumes its own place)
+    verify_script: Path = VERIFY_SCRIPT
 
     def commands(self) -> dict[str, Path]:
         return {
             "model-repo-builder": self.venv_bin / "model-repo-builder",
             "tritonserver": self.triton_bin,
             "conch-gateway": self.gateway_bin,
+            "conch-verify": self.verify_script,
         }
 
     @property
@@ -124,6 +129,8 @@ def local_argv(container: Obj, tools: Toolchain, mounts: Mounts, pod_ip: str) ->
         ]
     if program == tools.gateway_bin:
         argv = [_on_pod_ip(a, pod_ip) for a in argv] + [f"--host={pod_ip}"]
+    if program == tools.verify_script:  # isolated: the standard library only, like the image's copy
+        argv = [str(tools.venv_bin / "python"), "-I", *argv]
     return argv
 
 

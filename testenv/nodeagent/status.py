@@ -7,6 +7,7 @@ status differs from the last one it sent, so a steady pod costs no writes.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,10 +80,22 @@ def condition(type_: str, ok: bool, since: str, reason: str | None = None) -> Ob
     return out
 
 
-def phase_of(containers: list[ContainerView], restart_policy: str) -> str:
-    """Pending until every container started; terminal only when no container will run again."""
+def initialized(inits: Sequence[ContainerView]) -> bool:
+    """Every init container ran to completion (exit 0)."""
+    return all(c.state == "terminated" and c.exit_code == 0 for c in inits)
+
+
+def phase_of(
+    containers: list[ContainerView], restart_policy: str, inits: Sequence[ContainerView] = ()
+) -> str:
+    """Pending until the init containers succeeded and every container started (Failed when an init
+    container failed and the policy is Never); terminal only when no container will run again."""
+    if not initialized(inits):
+        failed = any(c.state == "terminated" and c.exit_code != 0 for c in inits)
+        return "Failed" if failed and restart_policy == "Never" else "Pending"
     if any(
-        c.state == "waiting" and c.restart_count == 0 and c.reason == "ContainerCreating" for c in containers
+        c.state == "waiting" and c.restart_count == 0 and c.reason in ("ContainerCreating", "PodInitializing")
+        for c in containers
     ):
         return "Pending"
     finished = [c for c in containers if c.state == "terminated"]
@@ -99,12 +112,16 @@ def render(
     pod_ip: str,
     start_time: str,
     ready_since: str,
+    *,
+    inits: list[ContainerView] | None = None,
 ) -> Obj:
-    """The pod's status subresource."""
-    phase = phase_of(containers, restart_policy)
+    """The pod's status subresource (initContainerStatuses when the pod has init containers)."""
+    inits = inits or []
+    phase = phase_of(containers, restart_policy, inits)
     ready = phase == "Running" and all(c.ready for c in containers)
     unready = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
-    return {
+    init_done = initialized(inits)
+    out: Obj = {
         "phase": phase,
         "hostIP": "127.0.0.1",
         "hostIPs": [{"ip": "127.0.0.1"}],
@@ -113,13 +130,16 @@ def render(
         "startTime": start_time,
         "conditions": [
             condition("PodReadyToStartContainers", True, start_time),
-            condition("Initialized", True, start_time),
+            condition("Initialized", init_done, start_time, "ContainersNotInitialized"),
             condition("ContainersReady", ready, ready_since, unready),
             condition("Ready", ready, ready_since, unready),
             condition("PodScheduled", True, start_time),
         ],
         "containerStatuses": [c.render() for c in containers],
     }
+    if inits:
+        out["initContainerStatuses"] = [c.render() for c in inits]
+    return out
 
 
 def log_tail(data: bytes) -> str:

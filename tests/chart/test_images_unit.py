@@ -119,6 +119,23 @@ def test_triton_image_installs_what_the_gateway_imports() -> None:
     assert "from conch_gateway.__main__ import main" in text, "the image's launcher runs the same entry point"
 
 
+def test_triton_image_carries_the_builders_repository_check() -> None:
+    """The serving pods' init container runs `conch-verify` from the Triton image: the builder's own
+    store/verify.py copied alone (it must import nothing but the standard library), launched through
+    the same entry point pyproject names, and run by the build's smoke check."""
+    text = (IMAGES / "triton.Dockerfile").read_text()
+    assert "COPY model_repo_builder/store/verify.py /opt/conch/conch_verify.py" in text
+    assert "from conch_verify import main" in text and "conch-verify --help" in text
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["conch-verify"] == "model_repo_builder.store.verify:main"
+    tree = ast.parse((ROOT / "model_repo_builder" / "store" / "verify.py").read_text())
+    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert not [n for n in nodes if isinstance(n, ast.ImportFrom) and n.level], "no package-relative import"
+    names = {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.module}
+    assert {m.split(".")[0] for m in names} <= set(sys.stdlib_module_names), names
+
+
 def test_images_sh_downloads_every_pin_of_the_triton_image() -> None:
     """The Triton image's wheel set is the Dockerfile's pins, all of them, as written there."""
     listed = subprocess.run(

@@ -219,6 +219,59 @@ def roll_back_to_v1(run: Run, v1: dict[str, Any]) -> str:
     return ip
 
 
+def tampered_version_rolls_back(run: Run) -> None:
+    """v2 is built and not serving; a file of its repository changes on the store. Rolling out v2 again,
+    its pod's init container (conch-verify) refuses the repository before Triton loads it: the operator
+    rolls back at once with Degraded RepositoryTampered naming the file, v1 answers throughout, and
+    editing spec.version back to v1 clears it."""
+    status: dict[str, Any] = run.k.get("md", MD)["status"]
+    v2 = next(h for h in status["history"] if h["version"] == "v2")
+    repo = run.store / "repositories" / v2["buildKey"]
+    victim = sorted(p for p in (repo / MD).rglob("*") if p.is_file() and p.name != "config.pbtxt")[0]
+    with victim.open("ab") as f:
+        f.write(b"\0")
+    name = victim.relative_to(repo).as_posix()
+    run.k.apply(modeldeployment("v2", V2, run.agent))
+    started, v1_ready = time.monotonic(), []
+
+    def rolled_back() -> dict[str, Any] | None:
+        v1_ready.append(len(ready_pod_ips(run.k, "v1")))
+        status: dict[str, Any] = run.k.get("md", MD).get("status", {})
+        degraded = next((c for c in status.get("conditions", []) if c["type"] == "Degraded"), {})
+        ok = status.get("failedVersion") == "v2" and status.get("currentVersion") == "v1"
+        return status if ok and degraded.get("reason") == "RepositoryTampered" else None
+
+    status = wait_for("tampered v2 rolled back", rolled_back, 120, every=0.5)
+    elapsed = time.monotonic() - started
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert f"modified: {name}" in degraded["message"] and "serving v1" in degraded["message"], degraded
+    assert min(v1_ready) >= 1, f"v1 stopped serving during the refused rollout: {v1_ready}"
+    inits = [
+        p["status"].get("initContainerStatuses", [])
+        for p in run.k.items(
+            "pods", f"{LABEL},serving.conch.dev/version=v1,app.kubernetes.io/component=triton"
+        )
+    ]
+    assert inits and all(s[0]["state"]["terminated"]["exitCode"] == 0 for s in inits), inits
+    events = json.loads(run.k.cluster.kubectl("-n", run.k.ns, "get", "events", "-o", "json").stdout)["items"]
+    assert any(e["reason"] == "RepositoryTampered" and name in e["message"] for e in events)
+    top1, _ = agreement(infer(run.ready_ip("v1"), run.x), run.original)
+    assert top1 >= 0.9
+
+    t0 = time.monotonic()
+    run.k.apply(modeldeployment("v1", V1, run.agent))  # edit back: the intact version, nothing rebuilt
+
+    def healed() -> dict[str, Any] | None:
+        status = serving(run.k, "v1")
+        degraded = next((c for c in (status or {}).get("conditions", []) if c["type"] == "Degraded"), {})
+        return status if degraded.get("status") == "False" else None
+
+    status = wait_for("v1 serving with Degraded cleared", healed, 60, every=0.5)
+    assert status.get("failedVersion") is None and len(run.k.items("jobs")) == 2
+    back = time.monotonic() - t0
+    print(f"e2e seconds: tampered v2 refused and rolled back in {elapsed:.1f}, edited back in {back:.1f}")
+
+
 def failed_gpu_version_rolls_back(run: Run) -> None:
     """v3 asks for a GPU: the agent's node advertises one but Triton finds none, so the v3 pod
     crash-loops; the operator rolls back to v1 well before the progress deadline, with Triton's own
@@ -272,6 +325,7 @@ def test_helm_apply_build_serve_infer_rollout_rollback_delete(
         ip_back = roll_back_to_v1(run, v1)
         t3 = time.monotonic()
         print(f"e2e seconds: v1 served {t1 - t0:.1f}, v2 rollout {t2 - t1:.1f}, rollback {t3 - t2:.1f}")
+        tampered_version_rolls_back(run)
         failed_gpu_version_rolls_back(run)
 
         # delete: every child object and every process goes; the built repositories stay on the store

@@ -141,6 +141,11 @@ def test_builder_image_builds_a_repository_that_the_triton_image_serves(
     assert summary["ok"] and summary["repository"].startswith("/work/store/"), summary
     repo = work / "store" / summary["buildKey"]
     assert (repo / "mlp" / "config.pbtxt").is_file()
+    # the serving pods' init container, before Triton (whose python backend writes __pycache__ into a
+    # writable repository: pods mount the store read-only): the Triton image's conch-verify passes the
+    # builder's repository and, once a file changed, exits 2 naming it (the pod's termination message)
+    check = f"conch-verify /work/store/{summary['buildKey']} --message-file /tmp/m; echo EXIT $?; cat /tmp/m"
+    assert "EXIT 0\nrepository" in run(images, images.triton, "-c", check, work=work, entrypoint="sh")
 
     serve = (
         f"tritonserver --model-repository=/work/store/{summary['buildKey']} --http-port=8000"
@@ -153,6 +158,13 @@ def test_builder_image_builds_a_repository_that_the_triton_image_serves(
     with torch.no_grad():
         expected = model(x).numpy()
     assert np.abs(served - expected).max() < 1e-4
+
+    weights = next(p for p in (repo / "mlp").rglob("*") if p.is_file() and p.name != "config.pbtxt")
+    weights.chmod(0o644)
+    with weights.open("ab") as f:
+        f.write(b"\0")
+    out = run(images, images.triton, "-c", check, work=work, entrypoint="sh")
+    assert "EXIT 2" in out and f"modified: {weights.relative_to(repo).as_posix()}" in out, out
 
 
 def test_triton_image_imports_what_the_python_steps_import(images: Images) -> None:

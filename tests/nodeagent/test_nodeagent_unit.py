@@ -83,12 +83,25 @@ def test_the_auth_proxy_listens_on_the_pod_ip_and_relays_to_its_loopback_twins_t
     assert argv[-1] == "--host=127.65.0.9"
 
 
+def test_the_verifier_runs_this_checkouts_module_alone_with_mapped_paths() -> None:
+    """The serving pods' init container: the file the image copies, run isolated (standard library
+    only: no PYTHONPATH, no site-packages), on the local path of the repository."""
+    container = {"name": "verify", "command": ["conch-verify"],
+                 "args": ["/store/r/bk", "--message-file=/dev/termination-log"]}  # fmt: skip
+    argv = runtime.local_argv(container, TOOLS, MOUNTS, "127.65.0.9")
+    assert argv == ["/venv/bin/python", "-I", str(runtime.VERIFY_SCRIPT), "/data/store/r/bk",
+                    "--message-file=/pod/term"]  # fmt: skip
+    assert runtime.VERIFY_SCRIPT.is_file() and runtime.VERIFY_SCRIPT.parts[-3:] == (
+        "model_repo_builder", "store", "verify.py"
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("container", "message"),
     [
         (
             {"name": "c", "command": ["python", "serve.py"]},
-            "'python' is not one of conch-gateway, model-repo-builder, tritonserver",
+            "'python' is not one of conch-gateway, conch-verify, model-repo-builder, tritonserver",
         ),
         ({"name": "c", "image": "x"}, "has no command"),
     ],
@@ -172,6 +185,39 @@ def view(state: str, code: int | None = None, restarts: int = 0, reason: str = "
 )
 def test_pod_phase(views: list[status.ContainerView], policy: str, phase: str) -> None:
     assert status.phase_of(views, policy) == phase
+
+
+@pytest.mark.parametrize(
+    ("inits", "policy", "phase"),
+    [
+        ([view("running")], "Always", "Pending"),
+        ([view("terminated", 0), view("waiting", reason="ContainerCreating")], "Always", "Pending"),
+        ([view("terminated", 2)], "Never", "Failed"),  # Init:Error, and nothing will run again
+        ([view("terminated", 2)], "Always", "Pending"),  # Init:Error, restarted after a back-off
+        ([view("waiting", restarts=1, reason="CrashLoopBackOff")], "OnFailure", "Pending"),
+        ([view("terminated", 0)], "Always", "Running"),
+    ],
+)
+def test_pod_phase_with_init_containers(inits: list[status.ContainerView], policy: str, phase: str) -> None:
+    containers = [view("running") if phase == "Running" else view("waiting", reason="PodInitializing")]
+    assert status.phase_of(containers, policy, inits) == phase
+
+
+def test_init_container_statuses_and_the_initialized_condition() -> None:
+    init, main = view("terminated", 2, reason="Error"), view("waiting", reason="PodInitializing")
+    init.message = "repository /store/r/k failed verification: modified: m/1/w"
+    rendered = status.render([main], "Always", "127.65.0.2", "t0", "t1", inits=[init])
+    conds = {c["type"]: c for c in rendered["conditions"]}
+    assert (conds["Initialized"]["status"], conds["Initialized"]["reason"]) == (
+        "False",
+        "ContainersNotInitialized",
+    )
+    [reported] = rendered["initContainerStatuses"]
+    assert reported["state"]["terminated"] == {
+        "exitCode": 2, "reason": "Error", "startedAt": None, "finishedAt": None, "message": init.message
+    }  # fmt: skip
+    assert rendered["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+    assert "initContainerStatuses" not in status.render([main], "Always", "127.65.0.2", "t0", "t1")
 
 
 def test_ready_only_when_every_container_is_ready() -> None:

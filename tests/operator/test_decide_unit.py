@@ -269,7 +269,7 @@ def test_editing_the_version_back_reuses_its_build() -> None:
     assert p.new_status is not None and p.new_status.target_version == "v1"
 
 
-def _rollout_v2_fails(w: World, **pod_state: Any) -> plan.Plan:
+def _rollout_v2_fails(w: World, init: list[Obj] | None = None, **pod_state: Any) -> plan.Plan:
     w.serve("v1")
     w.edit(version="v2", model={"name": "digits", "source": {"path": "m2.pt2"}})
     w.run()
@@ -285,6 +285,8 @@ def _rollout_v2_fails(w: World, **pod_state: Any) -> plan.Plan:
                      "conditions": [progressing] if not pod_state else []}  # fmt: skip
     if pod_state:
         w.pods.append(pod("md-v2-x", labels, ip="10.9.9.9", ready=False, **pod_state))
+        if init is not None:
+            w.pods[-1]["status"]["initContainerStatuses"] = init
     return w.run()
 
 
@@ -304,6 +306,56 @@ def test_a_crash_loop_rolls_back_with_the_containers_last_words() -> None:
     assert p.new_status is not None and p.new_status.failed_version == "v2"
     assert "RolledBack" in reasons(p)
     assert "failed to load model 'digits'" in cond(p, "Degraded").message
+
+
+TAMPERED = "repository /store/repositories/bk2 failed verification: modified: digits/1/model.onnx"
+
+
+def _verify_failed(restarts: int = 0) -> list[Obj]:
+    """The init container's status as the kubelet reports it once conch-verify found a changed file."""
+    last = {"terminated": {"exitCode": 2, "reason": "Error", "message": TAMPERED}}
+    if restarts:
+        return [{"name": "verify", "ready": False, "restartCount": restarts, "lastState": last,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]  # fmt: skip
+    return [{"name": "verify", "ready": False, "restartCount": 0, "state": last}]
+
+
+def test_a_tampered_repository_rolls_back_at_once_naming_the_file_and_edit_back_clears_it() -> None:
+    w = World(md_obj())
+    waiting = {"waiting": {"reason": "PodInitializing"}}
+    p = _rollout_v2_fails(w, init=_verify_failed(), state=waiting)
+    deps = p.applied("Deployment")
+    assert deps and deps[0]["spec"]["template"]["metadata"]["labels"][common.LABEL_VERSION] == "v1"
+    assert p.new_status is not None and (p.new_status.failed_version, p.new_status.current_version) == (
+        "v2",
+        "v1",
+    )
+    degraded = cond(p, "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "RepositoryTampered")
+    assert "modified: digits/1/model.onnx" in degraded.message and degraded.message.endswith("serving v1")
+    assert "RolledBack" in reasons(p) and "RepositoryTampered" in reasons(p)
+    w.pods.clear()  # the v2 pod goes with its ReplicaSet; the reason stays in later passes
+    assert w.run().new_status is None, "the next pass keeps the status as it is: no write"
+    assert next(c for c in w.md["status"]["conditions"] if c["type"] == "Degraded")["reason"] == (
+        "RepositoryTampered"
+    )
+    w.edit(version="v1", model={"name": "digits", "source": {"path": "m.pt2"}})
+    p = w.run()
+    assert p.new_status is not None and p.new_status.failed_version is None
+    assert (cond(p, "Degraded").status, p.new_status.current_version) == ("False", "v1")
+
+
+def test_a_tampered_repository_is_read_from_a_restarting_init_container_too() -> None:
+    p = _rollout_v2_fails(World(md_obj()), init=_verify_failed(restarts=3), state={"waiting": {}})
+    assert cond(p, "Degraded").reason == "RepositoryTampered" and TAMPERED in cond(p, "Degraded").message
+
+
+def test_without_auto_rollback_a_tampered_repository_is_stuck_and_says_so() -> None:
+    w = World(md_obj(rollout={"autoRollback": False}))
+    p = _rollout_v2_fails(w, init=_verify_failed(), state={"waiting": {"reason": "PodInitializing"}})
+    assert p.applied("Deployment") == [] and p.new_status is not None and p.new_status.failed_version is None
+    degraded = cond(p, "Degraded")
+    assert degraded.reason == "RepositoryTampered" and "modified: digits/1/model.onnx" in degraded.message
 
 
 def test_without_auto_rollback_a_missed_deadline_is_stuck() -> None:

@@ -14,7 +14,18 @@ import pytest
 import yaml
 
 from conch.api import keys, quantity, types
-from conch.render import common, deployment, hpa, job, networkpolicy, pdb, secret, service, servicemonitor
+from conch.render import (
+    common,
+    deployment,
+    hpa,
+    job,
+    networkpolicy,
+    pdb,
+    secret,
+    service,
+    servicemonitor,
+    verify,
+)
 from model_repo_builder import cli
 from model_repo_builder.sources import limits
 
@@ -87,6 +98,31 @@ def test_gpu_pod_shape() -> None:
     assert [p["containerPort"] for p in triton["ports"]] == [8000, 8001, 8002]
     assert pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
     assert dep["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+@pytest.mark.parametrize("example", ["gpu-resnet", "cpu-smollm2", "canary-digits"])
+def test_every_serving_pod_verifies_its_repository_first(example: str) -> None:
+    """The init container checks exactly the repository Triton loads, from the same image, read-only,
+    restricted, small, and its message (naming the files) is where the operator reads it."""
+    o = owner(example)
+    served = deployment.Served("v1", "bk-1", o.spec.model.name)
+    deps = [deployment.render_deployment(o, served), deployment.render_canary_deployment(o, served, 1)]
+    for pod in (d["spec"]["template"]["spec"] for d in deps):
+        [init] = pod["initContainers"]
+        triton = pod["containers"][0]
+        assert init["name"] == verify.CONTAINER and init["command"] == ["conch-verify"]
+        assert init["image"] == triton["image"] == o.spec.serving.image
+        assert f"--model-repository={init['args'][0]}" in triton["args"]
+        assert init["args"][1:] == ["--message-file=/dev/termination-log"]
+        assert init["terminationMessagePath"] == "/dev/termination-log"
+        assert init["volumeMounts"] == [{"name": "model-store", "mountPath": "/store", "readOnly": True}]
+        assert init["securityContext"] == common.restricted_container_security()
+        assert init["securityContext"]["readOnlyRootFilesystem"] is True
+        assert init["resources"] == {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"memory": "128Mi"},
+        }
+        assert "nvidia.com/gpu" not in str(init), "verifying needs no GPU"
 
 
 def test_cpu_pod_has_no_gpu() -> None:

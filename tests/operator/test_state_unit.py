@@ -357,12 +357,67 @@ def test_crash_reason(pods: list[Any], expected: str) -> None:
     assert got.startswith(expected) and bool(got) == bool(expected), got
 
 
+def verify_pod(state: dict[str, Any], last: dict[str, Any] | None = None, restarts: int = 0) -> Any:
+    init = {"name": "verify", "ready": False, "restartCount": restarts, "state": state,
+            **({"lastState": {"terminated": last}} if last else {})}  # fmt: skip
+    triton = {
+        "name": "triton",
+        "ready": False,
+        "restartCount": 0,
+        "state": {"waiting": {"reason": "PodInitializing"}},
+    }
+    return {
+        "metadata": {"name": "p-1"},
+        "status": {"initContainerStatuses": [init], "containerStatuses": [triton]},
+    }
+
+
+BAD = {
+    "exitCode": 2,
+    "reason": "Error",
+    "message": "repository /store/r/k failed verification: modified: m/1/w",
+}
+UNREADABLE = {"exitCode": 1, "reason": "Error", "message": "repository /store/r/k could not be verified: EIO"}
+
+
+@pytest.mark.parametrize(
+    ("pod", "tampered", "crash"),
+    [
+        (verify_pod({"terminated": BAD}), True, True),  # at the first failure: hashes do not change
+        (verify_pod({"waiting": {"reason": "CrashLoopBackOff"}}, BAD, 1), True, True),
+        (verify_pod({"running": {}}, BAD, 1), False, False),  # verifying again (the file may be back)
+        (verify_pod({"terminated": {"exitCode": 0}}, BAD, 1), False, False),  # it was: passed
+        (verify_pod({"terminated": UNREADABLE}), False, False),  # an I/O error may heal: restarts decide
+        (verify_pod({"waiting": {"reason": "CrashLoopBackOff"}}, UNREADABLE, 2), False, True),
+    ],
+)
+def test_a_failed_verification_is_read_from_the_init_container(pod: Any, tampered: bool, crash: bool) -> None:
+    found = rollout.tampered([pod])
+    assert bool(found) == tampered
+    if tampered:
+        assert found == f"pod p-1: init container verify: {BAD['message']}"
+    reason = rollout.crash_reason([pod])
+    assert bool(reason) == crash, reason
+    if crash and not tampered:
+        assert reason.startswith("pod p-1: init container verify restarted 2 times (last exit code 1)"), (
+            reason
+        )
+    pod["metadata"]["deletionTimestamp"] = "t"
+    assert rollout.tampered([pod]) == rollout.crash_reason([pod]) == "", "a pod on its way out"
+
+
 def test_waiting_reason_names_the_image_the_kubelet_cannot_pull() -> None:
     pod = triton_pod(0, waiting="ImagePullBackOff")
     pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = 'Back-off pulling image "x:1"'
     assert rollout.waiting_reason([pod]) == 'pod p-1: ImagePullBackOff: Back-off pulling image "x:1"'
     assert rollout.waiting_reason([triton_pod(0)]) == ""  # CrashLoopBackOff: crash_reason's business
     assert rollout.waiting_reason([triton_pod(0, waiting="ErrImagePull", deleting=True)]) == ""
+    initializing = verify_pod({"waiting": {"reason": "ErrImagePull", "message": 'pulling image "x:1"'}})
+    assert rollout.waiting_reason([initializing]) == 'pod p-1: ErrImagePull: pulling image "x:1"', (
+        "the init container pulls the serving image first"
+    )
+    bad_name = rollout.crash_reason([verify_pod({"waiting": {"reason": "InvalidImageName"}})])
+    assert bad_name.startswith("pod p-1: InvalidImageName"), bad_name
 
 
 def test_crash_loop_rolls_back_before_the_deadline_with_the_containers_words() -> None:

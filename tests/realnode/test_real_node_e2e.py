@@ -1,7 +1,9 @@
 """Conch on a real kubelet: helm installs the operator, which runs IN its container from its image; the
 builder Job runs in the builder image and Triton in the serving image, under the restricted Pod Security
-Standard, with cgroup-enforced limits, the kubelet's probes and `kubectl logs`. A builder whose image
-is missing, and one over its memory limit, show why in the ModelDeployment's Built condition.
+Standard, with cgroup-enforced limits, the kubelet's probes and `kubectl logs`; the serving pod's init
+container verifies the repository first, and a changed file holds the pod back with the file named in
+Degraded until it is restored. A builder whose image is missing, and one over its memory limit, show why
+in the ModelDeployment's Built condition.
 
 Runs inside testenv/realnode.sh's network namespace (make test-realnode); pod addresses exist only there.
 """
@@ -178,6 +180,53 @@ def test_operator_builder_and_triton_run_in_their_containers(
     builder_logs = k.cluster.kubectl("-n", k.ns, "logs", builder["metadata"]["name"]).stdout
     assert '"ok": true' in builder_logs or '"ok":true' in builder_logs, builder_logs[-2000:]
     print(f"real node: digits built and Serving in {served_in:.1f} s")
+    repository_check(k, store, entry["buildKey"], triton)
+
+
+def tampered(k: Ns) -> dict[str, Any] | None:
+    cond = k.built("digits", "Degraded")
+    return cond if cond.get("reason") == "RepositoryTampered" else None
+
+
+def healed(k: Ns) -> dict[str, Any] | None:
+    status = e2e.serving(k, "v1")
+    return status if status and k.built("digits", "Degraded").get("status") == "False" else None
+
+
+def repository_check(k: Ns, store: Path, key: str, triton: dict[str, Any]) -> None:
+    """The kubelet ran conch-verify (the Triton image's) before Triton and it passed; once a file of the
+    served repository changes, a new pod stops at its init container (Init:Error, the kubelet's
+    back-off), Degraded says RepositoryTampered naming the file; restored, the pod serves again."""
+    [init] = triton["status"]["initContainerStatuses"]
+    assert init["name"] == "verify" and init["image"] == triton["spec"]["containers"][0]["image"], init
+    done = init["state"]["terminated"]
+    assert (done["exitCode"], done["reason"]) == (0, "Completed"), init
+    assert done["message"] == f"repository /store/repositories/{key} verified", done
+
+    victim = store / "repositories" / key / "digits" / "config.pbtxt"
+    original = victim.read_bytes()
+    victim.write_bytes(original + b"\n# edited\n")
+    t0 = time.monotonic()
+    k.cluster.kubectl("-n", k.ns, "delete", "pod", triton["metadata"]["name"], "--wait=false")
+    cond = wait_for("RepositoryTampered in Degraded", lambda: tampered(k), 120, every=1)
+    refused_in = time.monotonic() - t0
+    assert cond["status"] == "True" and "modified: digits/config.pbtxt" in cond["message"], cond
+    pod = next(
+        p for p in k.pods(f"{e2e.LABEL},app.kubernetes.io/component=triton")
+        if not p["metadata"].get("deletionTimestamp")
+    )  # fmt: skip
+    [init] = pod["status"]["initContainerStatuses"]
+    failed = init["state"].get("terminated") or init["lastState"]["terminated"]
+    assert failed["exitCode"] == 2 and "modified: digits/config.pbtxt" in failed["message"], init
+    assert "running" not in pod["status"]["containerStatuses"][0]["state"], "Triton never started"
+
+    victim.write_bytes(original)
+    t1 = time.monotonic()
+    wait_for("digits Serving again, Degraded cleared", lambda: healed(k), 240, every=2)
+    again = time.monotonic() - t1
+    print(
+        f"real node: tampered repository refused in {refused_in:.1f} s, serving {again:.1f} s after restoring"
+    )
 
 
 def test_missing_builder_image_and_oom_show_in_the_built_condition(

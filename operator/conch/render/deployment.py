@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conch.render import authproxy, common, gateway, secret
+from conch.render import authproxy, common, gateway, secret, verify
 from conch.render.common import Obj, Owner
 
 CONTAINER = "triton"
@@ -149,6 +149,7 @@ def pod_template(owner: Owner, served: Served) -> Obj:
             "enableServiceLinks": False,
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 30,
+            "initContainers": [verify.init_container(owner, served.build_key)],
             "containers": containers(owner, served),
             "volumes": [
                 common.store_volume(owner, read_only=True),
