@@ -9,8 +9,10 @@ with the release's ServiceAccount token. Traffic goes only to the pods' 127.65.x
 
 from __future__ import annotations
 
+import io
 import json
 import socket
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -305,6 +307,44 @@ def failed_gpu_version_rolls_back(run: Run) -> None:
     print(f"e2e seconds: v3 crash loop rolled back in {elapsed:.1f}")
 
 
+def bad_archive_keeps_serving(run: Run) -> None:
+    """v4's source is a .tar.gz on the store whose member climbs out with '../..': the real builder,
+    in a real pod, refuses it as bad input naming the archive and the member; the Job fails once (no
+    retry); nothing lands outside the build's work directory; v1 keeps answering throughout."""
+    archive = run.store / "models" / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        member = tarfile.TarInfo("../../escape.txt")
+        member.size = 5
+        tar.addfile(member, io.BytesIO(b"pwned"))
+    v4 = modeldeployment("v4", {"export": EXPORT}, run.agent)
+    v4["spec"]["model"] = {
+        "name": MD,
+        "source": {"path": "models/evil.tar.gz"},
+        "task": "text-classification",
+    }
+    run.k.apply(v4)
+    started, v1_ready = time.monotonic(), []
+    refused = "bad-input: evil.tar.gz: member '../../escape.txt' points outside"
+
+    def built_false() -> dict[str, Any] | None:
+        v1_ready.append(len(ready_pod_ips(run.k, "v1")))
+        conds = {c["type"]: c for c in run.k.get("md", MD).get("status", {}).get("conditions", [])}
+        built = conds.get("Built", {})
+        return built if built.get("reason") == "BuildFailed" and refused in built.get("message", "") else None
+
+    wait_for("v4 refused as bad input", built_false, 120, every=1)
+    elapsed = time.monotonic() - started
+    status = run.k.get("md", MD)["status"]
+    assert status["currentVersion"] == "v1" and min(v1_ready) >= 1, v1_ready
+    job = next(j for j in run.k.items("jobs") if j["spec"]["template"]["metadata"]["labels"].get(
+        "serving.conch.dev/version") == "v4")  # fmt: skip
+    assert job["status"].get("failed") == 1, "bad input is retried"
+    assert [p for root in (run.store, run.agent.state) for p in root.rglob("escape.txt")] == []
+    top1, _ = agreement(infer(run.ready_ip("v1"), run.x), run.original)
+    assert top1 >= 0.9
+    print(f"e2e seconds: v4's malicious archive refused in {elapsed:.1f}")
+
+
 def test_helm_apply_build_serve_infer_rollout_rollback_delete(
     cluster: Cluster, namespace: str, node_agent: NodeAgent, tmp_path: Path
 ) -> None:
@@ -327,6 +367,7 @@ def test_helm_apply_build_serve_infer_rollout_rollback_delete(
         print(f"e2e seconds: v1 served {t1 - t0:.1f}, v2 rollout {t2 - t1:.1f}, rollback {t3 - t2:.1f}")
         tampered_version_rolls_back(run)
         failed_gpu_version_rolls_back(run)
+        bad_archive_keeps_serving(run)
 
         # delete: every child object and every process goes; the built repositories stay on the store
         cluster.kubectl("-n", namespace, "delete", "md", MD, "--wait=true", "--timeout=60s")
