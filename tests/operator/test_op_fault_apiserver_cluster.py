@@ -20,7 +20,7 @@ from opharness import (  # noqa: F401
     serving,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.restarts_apiserver]
 
 
 def test_op_fault_apiserver_restarted_mid_rollout(kube: Kube, operator: Operator) -> None:

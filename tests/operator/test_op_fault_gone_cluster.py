@@ -7,9 +7,10 @@ each watch resumes into 410 and kopf lists again. The relisting must drop what v
 build completes and serves with one Job per version and the whole history, and the cache holds no
 ghost of the deleted ModelDeployment.
 
-Restarts the shared control plane's apiserver: it runs in the suite's sequence like every test. It
-once hung when run right after test_op_fault_apiserver_cluster.py (issue #12) and was renamed to sort
-first. The operator was not at fault: it relisted and recreated the Job within a second of the
+Restarts the shared control plane's apiserver, so the session runs it last (marker
+restarts_apiserver, tests/conftest.py), after every test that needs the control plane's controllers
+prompt. It once hung when run right after test_op_fault_apiserver_cluster.py (issue #12) and was
+renamed to sort first. The operator was not at fault: it relisted and recreated the Job within a second of the
 apiserver's return, and its watches delivered the next events the moment they came. They came late
 because the control plane's own controllers (kube-controller-manager's Job controller and garbage
 collector) relist only after client-go's reflector backoff, which the three restarts within 2 minutes
@@ -17,7 +18,8 @@ had stacked up to 30-60 s a step (opharness.AFTER_RESTART; seen: the recreated J
 the Job, the deleted Job's pod not yet collected). The harness then took that lingering pod of the
 deleted Job, which carries the same job-name label, for the new build pod (finish_build now takes
 only a pod of the current Job), and gave the Job controller 60 s, at times too few. With both mended
-the order no longer matters.
+the order between the two restarting tests no longer matters; what runs after them does (a fault-matrix
+test once saw the node lifecycle controller mark its pods NotReady from a stale lease), hence last.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from opharness import (  # noqa: F401
     serving,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.restarts_apiserver]
 ETCD = f"http://127.0.0.1:{os.environ.get('CONCH_ETCD_PORT', '22379')}"
 
 
