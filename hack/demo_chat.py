@@ -18,13 +18,13 @@ QUESTION = "What is the capital of France? Answer in one sentence."
 SAMPLING = {"max_tokens": 48, "temperature": 0}
 
 
-def _stream_over_triton(ip: str, model: str, messages: list[dict[str, str]]) -> str:
+def _stream_over_triton(ip: str, model: str, messages: list[dict[str, str]], token: str) -> str:
     """Triton's generate_stream: each SSE event carries the next piece of text; printed as it comes."""
     body = {"messages": json.dumps(messages), "sampling_parameters": json.dumps(SAMPLING), "stream": True}
     request = urllib.request.Request(
         f"http://{ip}:8000/v2/models/{model}/generate_stream",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     pieces: list[str] = []
     started, first = time.monotonic(), None
@@ -45,13 +45,14 @@ def _stream_over_triton(ip: str, model: str, messages: list[dict[str, str]]) -> 
     return "".join(pieces)
 
 
-def chat(ip: str, model: str, build: dict[str, Any]) -> None:
-    """The streamed answer, the openai client's answer, and the gate that let this build serve."""
+def chat(ip: str, model: str, build: dict[str, Any], token: str) -> None:
+    """The streamed answer, the openai client's answer (both with the model's bearer token), and the
+    gate that let this build serve."""
     messages = [{"role": "user", "content": QUESTION}]
     print(f"\n  user: {QUESTION}")
     print(f"  streamed over http://{ip}:8000/v2/models/{model}/generate_stream:")
-    streamed = _stream_over_triton(ip, model, messages)
-    client = openai.OpenAI(base_url=f"http://{ip}:9000/v1", api_key="unused", max_retries=0, timeout=120)
+    streamed = _stream_over_triton(ip, model, messages, token)
+    client = openai.OpenAI(base_url=f"http://{ip}:9000/v1", api_key=token, max_retries=0, timeout=120)
     answer = client.chat.completions.create(model=model, messages=messages, **SAMPLING)  # type: ignore[arg-type]
     text = answer.choices[0].message.content or ""
     usage = answer.usage

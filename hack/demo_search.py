@@ -26,15 +26,17 @@ DOCUMENTS = [
 QUERY = "How do I keep my service up while nodes are drained?"
 
 
-def embed_served(url: str, model: str, texts: list[str]) -> np.ndarray:
-    """Embeddings from the served ensemble (HTTP, one request per batch of up to 8 texts)."""
+def embed_served(url: str, model: str, texts: list[str], token: str) -> np.ndarray:
+    """Embeddings from the served ensemble (HTTP with the bearer token, one request per batch of up
+    to 8 texts)."""
     client = triton_http.InferenceServerClient(url)
     parts = []
     for start in range(0, len(texts), 8):
         chunk = np.array([[t.encode()] for t in texts[start : start + 8]], dtype=object)
         request = triton_http.InferInput("text", list(chunk.shape), "BYTES")
         request.set_data_from_numpy(chunk)
-        parts.append(np.asarray(client.infer(model, [request]).as_numpy("embedding")))
+        answer = client.infer(model, [request], headers={"Authorization": f"Bearer {token}"})
+        parts.append(np.asarray(answer.as_numpy("embedding")))
     client.close()
     return np.concatenate(parts)
 
@@ -52,10 +54,10 @@ def embed_original(model_dir: Path, texts: list[str]) -> np.ndarray:
     return torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1).numpy()
 
 
-def search(url: str, model: str, model_dir: Path) -> None:
+def search(url: str, model: str, model_dir: Path, token: str) -> None:
     """Rank DOCUMENTS for QUERY with served embeddings; print the top 3 and the agreement."""
     texts = [QUERY, *DOCUMENTS]
-    served = embed_served(url, model, texts)
+    served = embed_served(url, model, texts, token)
     original = embed_original(model_dir, texts)
     served_scores, original_scores = served[1:] @ served[0], original[1:] @ original[0]
     print(f'  query: "{QUERY}"')
