@@ -8,9 +8,10 @@ applies examples/cpu-digits.yaml, examples/cpu-minilm.yaml and examples/cpu-smol
 the agent's node. The operator runs as the chart installs it, with inference behind tokens
 (--default-auth-mode token): every request below carries the model's generated token (read from its
 `<name>-inference-tokens` Secret), and one without is shown refused. It shows each ModelDeployment's
-progress as it happens, sends digits to the digits model, runs a small semantic search through the MiniLM text endpoint (text in, embeddings out), asks
-SmolLM2 a question (streamed over Triton, then through the `openai` client; hack/demo_chat.py), and
-prints the status and the build reports. The operator and the agent stop when the demo ends; the
+progress as it happens, sends digits to the digits model, runs a small semantic search through the
+MiniLM text endpoint (text in, embeddings out), asks SmolLM2 a question (streamed over Triton, then
+through the `openai` client; hack/demo_chat.py), and prints the status and the build reports. The
+operator and the agent stop when the demo ends; the
 cluster keeps running (make cluster-down stops it).
 """
 

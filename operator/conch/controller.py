@@ -38,7 +38,7 @@ def reconcile(client: kube.Kube, namespace: str, name: str) -> float | None:
         prepared = decide.with_measurement(prepared, snapshot.measure(query))
     resync = IDLE_REQUEUE * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
     new_key = "" if secret.key_of(snap.admin_secret) else secret.new_key()
-    new_token = "" if authproxy.token_of(snap.token_secret) else authproxy.new_token()
+    new_token = "" if authproxy.token_of(snap.token_secret) else secret.new_key()
     decided = decide.decide(prepared, resync=resync, new_key=new_key, new_token=new_token)
     met = act(client, snap.md, decided)
     found = frozenset(decided.taken) | {c.url for c in met}

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import base64
 import copy
-import secrets
 
-from conch.render import common
+from conch.render import common, secret
 from conch.render.common import Obj, Owner
 
 CONTAINER = "auth-proxy"
@@ -141,20 +140,9 @@ def service_ports(owner: Owner) -> list[tuple[str, int]]:
 # ---- the generated Secret ----------------------------------------------------------------------------
 
 
-def new_token() -> str:
-    """A fresh random token (256 bits, URL-safe: it travels in a header)."""
-    return secrets.token_urlsafe(32)
-
-
 def token_of(live: Obj | None) -> str | None:
     """The token the live generated Secret holds, or None (absent, empty or unreadable)."""
-    value = ((live or {}).get("data") or {}).get(DATA_KEY)
-    if not value:
-        return None
-    try:
-        return base64.b64decode(value, validate=True).decode()
-    except ValueError:
-        return None
+    return secret.key_of(live, DATA_KEY)
 
 
 def render_secret(owner: Owner, token: str) -> Obj:

@@ -32,9 +32,10 @@ def new_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def key_of(live: Obj | None) -> str | None:
-    """The key held by the live Secret, or None when there is none (or it is unreadable)."""
-    value = ((live or {}).get("data") or {}).get(DATA_KEY)
+def key_of(live: Obj | None, data_key: str = DATA_KEY) -> str | None:
+    """The value under `data_key` of a live Secret (the admin key by default; authproxy's generated
+    token too), or None when there is none (or it is unreadable)."""
+    value = ((live or {}).get("data") or {}).get(data_key)
     if not value:
         return None
     try:
