@@ -69,7 +69,7 @@ def create_app(triton: Triton) -> Starlette:
 
     async def gateway_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     async def http_error(_: Request, exc: Exception) -> Response:  # Starlette's own: no route, a method
         assert isinstance(exc, HTTPException)

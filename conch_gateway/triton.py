@@ -2,9 +2,10 @@
 
 The model's final response carries finish_reason and the token counts; its errors are the client's
 mistakes (INVALID_ARG, answered 400 naming the field the model's message names) unless they say the
-generation itself failed. A gRPC failure (Triton gone, the stream broken) or a stream that ends before
-the final response is a GatewayError too, whenever it happens, so app.py can answer it even mid-stream.
-Closing the iterator (a client that went away) cancels the gRPC call, so Triton stops the sequence.
+generation itself failed (500) or the model's queue is full (429 with the model's Retry-After). A gRPC
+failure (Triton gone, the stream broken) or a stream that ends before the final response is a
+GatewayError too, whenever it happens, so app.py can answer it even mid-stream. Closing the iterator
+(a client that went away) cancels the gRPC call, so Triton stops the sequence.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from tritonclient.utils import InferenceServerException
 from .schema import GatewayError
 
 MODEL_FAILURE = "generation failed"
+QUEUE_FULL = re.compile(r"queue full: .*retry after (\d+) s")
+"""The model's refusal when its queue is full (llmsched.QueueFullError), with its retry estimate."""
 READY_PROMPT = "Hello"
 READY_SAMPLING = '{"max_tokens": 1, "temperature": 0}'
 """The readiness check's request: one greedy token."""
@@ -66,8 +69,8 @@ class Triton:
             async for piece in self.generate(prompt=READY_PROMPT, chat=None, sampling=READY_SAMPLING):
                 if piece.finish_reason is not None:
                     return piece.completion_tokens == 1
-        except GatewayError:
-            return False
+        except GatewayError as exc:
+            return exc.status == 429  # loaded, only busy: out of the Service it would help no one
         return False
 
     async def context(self) -> int | None:
@@ -117,6 +120,10 @@ class Triton:
 def _refusal(message: str) -> GatewayError:
     """The model's error response: a failed generation (500) or the request's mistake (400, its field)."""
     text = message.split("] ", 1)[-1] if message.startswith("[") else message
+    busy = QUEUE_FULL.search(text)
+    if busy:  # OpenAI's answer to too many requests, which its clients retry after Retry-After
+        headers = {"Retry-After": busy.group(1)}
+        return GatewayError(429, text, kind="rate_limit_exceeded", code="queue_full", headers=headers)
     if MODEL_FAILURE in text:
         return GatewayError(500, text, kind="server_error")
     if "unknown model" in text.lower():

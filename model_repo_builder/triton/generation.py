@@ -1,9 +1,10 @@
 """The Triton model of a generative LLM: a decoupled python-backend model running onnxruntime-genai.
 
 The repository holds one model named after the ModelDeployment's model: config.pbtxt (built from
-Triton's protobuf, `config`), ``1/model.py`` (`python_backend/genai_model.py`) and ``1/genai/`` (the
-exported onnxruntime-genai folder). The tensor names follow Triton's vLLM backend, so Triton's own
-``generate`` and ``generate_stream`` endpoints and gRPC streaming work with it unchanged.
+Triton's protobuf, `config`), ``1/model.py`` (`python_backend/genai_model.py`) with its scheduler and
+metrics modules beside it, and ``1/genai/`` (the exported onnxruntime-genai folder). The tensor names
+follow Triton's vLLM backend, so Triton's own ``generate`` and ``generate_stream`` endpoints and gRPC
+streaming work with it unchanged.
 """
 
 from __future__ import annotations
@@ -67,4 +68,6 @@ def write_generation_model(
     )
     (model_dir / "config.pbtxt").write_text(config.render(cfg))
     shutil.copyfile(python_backend.GENAI_PY, version / "model.py")
+    for sibling in python_backend.GENAI_SIBLINGS:
+        shutil.copyfile(sibling, version / sibling.name)
     shutil.copytree(genai_dir, version / GENAI_DIR)

@@ -205,7 +205,8 @@ def test_builder_extra_provides_what_the_builder_imports() -> None:
     wanted = project["dependencies"] + project["optional-dependencies"]["builder"]
     dists = _closure(wanted, set())
     owners = metadata.packages_distributions()
-    own = {"model_repo_builder", "triton_python_backend_utils", "textproc"}  # ours / Triton's own
+    # ours (the python-backend siblings too) and Triton's own
+    own = {"model_repo_builder", "triton_python_backend_utils", "textproc", "llmsched", "llmmetrics"}
     missing = {
         m: owners.get(m, [])
         for m in _imports(ROOT / "model_repo_builder") - own

@@ -1,7 +1,9 @@
 """The chart's alerts evaluated by Prometheus' own rule engine (`promtool test rules`, built with
 prometheus by hack/build-tools.sh) on recorded series: the build-failed and rollback alerts fire when
 the counters move and stop once the 15-minute window has passed; the operator-down alert fires after
-10 minutes without a healthy scrape. The rules are read from the rendered chart, never copied here.
+10 minutes without a healthy scrape; a generative model's alerts fire on a slow first token (p95), on
+refusals of a full queue and on a share of failed generations. The rules are read from the rendered
+chart, never copied here.
 """
 
 from __future__ import annotations
@@ -100,6 +102,68 @@ def test_operator_down_fires_after_ten_minutes_without_a_healthy_scrape(tmp_path
             "alert_rule_test": [
                 {"eval_time": "10m", "alertname": "ConchOperatorDown", "exp_alerts": []},
                 {"eval_time": "17m", "alertname": "ConchOperatorDown", "exp_alerts": [exp]},
+            ],
+        }
+    ]
+    promtool_test(tmp_path, groups, tests)
+
+
+def _llm_expected(rule: dict[str, Any], value_template: str, value: str) -> dict[str, Any]:
+    """The alert promtool should report for model ns/smol: its labels and annotations filled in."""
+    fill = {"{{ $labels.namespace }}": "ns", "{{ $labels.model }}": "smol", value_template: value}
+    annotations = {}
+    for key, text in rule["annotations"].items():
+        filled_text = text
+        for template, filled in fill.items():
+            filled_text = filled_text.replace(template, filled)
+        annotations[key] = filled_text
+    labels = {**rule["labels"], "namespace": "ns", "model": "smol"}
+    return {"exp_labels": labels, "exp_annotations": annotations}
+
+
+def test_llm_alerts_fire_on_slow_first_tokens_a_full_queue_and_failing_generations(tmp_path: Path) -> None:
+    groups = chart_rules()
+    ttft, full, errors = (
+        alert(groups, name)
+        for name in ("ConchLlmTimeToFirstTokenHigh", "ConchLlmQueueFull", "ConchLlmErrorRatio")
+    )
+    model = 'namespace="ns",model="smol",version="1"'
+    bucket = f"conch_llm_time_to_first_token_seconds_bucket{{{model},le="
+    series = [
+        # 60 first tokens a minute: under 1 s for 5 minutes, then all over 2.5 s
+        {"series": bucket + '"1"}', "values": "0+60x5 300x35"},
+        {"series": bucket + '"2.5"}', "values": "0+60x5 300x35"},
+        {"series": bucket + '"+Inf"}', "values": "0+60x40"},
+        # three refusals in minute 5
+        {"series": f"conch_llm_rejected_requests_total{{{model}}}", "values": "0x5 3x35"},
+        # one request in ten ends in an error, throughout
+        {"series": f'conch_llm_requests_total{{{model},finish_reason="error"}}', "values": "0+6x40"},
+        {"series": f'conch_llm_requests_total{{{model},finish_reason="stop"}}', "values": "0+54x40"},
+    ]
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                {"eval_time": "8m", "alertname": "ConchLlmTimeToFirstTokenHigh", "exp_alerts": []},
+                {
+                    "eval_time": "30m",
+                    "alertname": "ConchLlmTimeToFirstTokenHigh",
+                    "exp_alerts": [_llm_expected(ttft, "{{ $value | humanizeDuration }}", "2.5s")],
+                },
+                {"eval_time": "4m", "alertname": "ConchLlmQueueFull", "exp_alerts": []},
+                {
+                    "eval_time": "7m",
+                    "alertname": "ConchLlmQueueFull",
+                    "exp_alerts": [_llm_expected(full, "{{ $value | humanize }}", "3")],
+                },
+                {"eval_time": "15m", "alertname": "ConchLlmQueueFull", "exp_alerts": []},
+                {"eval_time": "5m", "alertname": "ConchLlmErrorRatio", "exp_alerts": []},
+                {
+                    "eval_time": "30m",
+                    "alertname": "ConchLlmErrorRatio",
+                    "exp_alerts": [_llm_expected(errors, "{{ $value | humanizePercentage }}", "10%")],
+                },
             ],
         }
     ]

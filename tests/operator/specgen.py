@@ -383,6 +383,13 @@ MUTATIONS: list[Mutation] = [
         for k, v in [("minCosine", -1), ("minCosine", -0.5), ("minCosine", 1.5), ("minTop1Agreement", -0.1),
                      ("minTop1Agreement", 2), ("maxAbsError", -0.1)]
     ],
+    _m("generation-limits-for-encoders", "spec.serving.generation", {"maxSequences": 4},
+       valid_on=("text-generation",)),  # a generator's scheduler
+    *[
+        Mutation(f"generation-{k}-{v}", {f"spec.serving.generation.{k}": v}, f"spec.serving.generation.{k}",
+                 only="text-generation")
+        for k, v in [("maxSequences", 0), ("maxTokensInFlight", 8), ("maxQueue", -1)]
+    ],
     Mutation("quality-canary-for-generation", {"spec.rollout.canary.analysis": {"quality": {"minCosine": 0.99}}},
              "spec.rollout.canary.analysis.quality", only="text-generation"),
     _m("text-without-task", "spec.model.text", {"maxLength": 64},

@@ -267,3 +267,24 @@ def test_a_generative_model_gets_every_child_an_encoder_gets_and_the_gateway_eve
     assert [
         c["name"] for c in deployment.pod_template(owner("cpu-digits"), served)["spec"]["containers"]
     ] == ["triton"]
+
+
+def _triton_env(o: common.Owner) -> dict[str, str]:
+    served = deployment.Served("1", "bk-1", o.spec.model.name)
+    (triton,) = [c for c in deployment.pod_template(o, served)["spec"]["containers"] if c["name"] == "triton"]
+    return {e["name"]: e.get("value", "(from a secret)") for e in triton["env"]}
+
+
+def test_a_generators_scheduler_limits_reach_tritons_environment_and_rebuild_nothing() -> None:
+    base = owner("cpu-smollm2")
+    limits = types.Generation(max_sequences=3, max_tokens_in_flight=4096, max_queue=0)
+    spec = base.spec.model_copy(
+        update={"serving": base.spec.serving.model_copy(update={"generation": limits})}
+    )
+    o = dataclasses.replace(base, spec=spec)
+    env = _triton_env(o)
+    assert env["CONCH_LLM_MAX_SEQUENCES"] == "3" and env["CONCH_LLM_MAX_QUEUE"] == "0"
+    assert env["CONCH_LLM_MAX_TOKENS_IN_FLIGHT"] == "4096"
+    assert _triton_env(base)["CONCH_LLM_MAX_SEQUENCES"] == str(types.Generation().max_sequences)
+    assert keys.spec_key(o.spec) == keys.spec_key(base.spec)  # the same build: a serving setting
+    assert not [name for name in _triton_env(owner("cpu-digits")) if name.startswith("CONCH_LLM_")]

@@ -1,14 +1,17 @@
 """The OpenAI-compatible gateway (conch_gateway) in front of a real tritonserver serving SmolLM2, called
 with the real `openai` client: models (listed and retrieved), chat and completions (a prompt string or
 a list of one), streaming with usage, bad requests as 400s naming the parameter, and a client that
-disconnects mid-stream while the gateway keeps serving. An error after a stream started (an event, then
-[DONE]) needs a failing model: tests/gateway has it."""
+disconnects mid-stream while the gateway keeps serving. The model runs with small scheduler limits (2
+sequences, 1 waiting): a request over them is 429 with Retry-After, closing streams frees their slots
+for the queued one, and the model's LLM metrics on Triton's metrics port follow the traffic. An error
+after a stream started (an event, then [DONE]) needs a failing model: tests/gateway has it."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,20 +23,23 @@ import openai
 import pytest
 
 from tests.support.processes import free_port, stop_process
-from tests.support.triton import run_triton
+from tests.support.triton import Triton, run_triton
 
 pytestmark = pytest.mark.serving
 MODEL = "smol"
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 READY_S = 60.0
+LIMITS = {"CONCH_LLM_MAX_SEQUENCES": "2", "CONCH_LLM_MAX_QUEUE": "1"}
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"
+"""A prompt the model continues for hundreds of tokens (greedy), so its stream outlasts the test's steps."""
 
 
 @pytest.fixture(scope="module")
-def gateway(serving_dir: Path, smollm2_repository: tuple[Path, Any]) -> Iterator[str]:
-    """The gateway's base URL (http://127.0.0.1:PORT), in front of a tritonserver serving MODEL."""
+def served(serving_dir: Path, smollm2_repository: tuple[Path, Any]) -> Iterator[tuple[str, Triton]]:
+    """The gateway's base URL (http://127.0.0.1:PORT) and the tritonserver serving MODEL behind it."""
     work = serving_dir / "gateway"
     work.mkdir()
-    with run_triton(smollm2_repository[0], work) as triton:
+    with run_triton(smollm2_repository[0], work, env=LIMITS) as triton:
         port = free_port()
         log = (work / "gateway.log").open("wb")
         proc = subprocess.Popen(
@@ -44,10 +50,15 @@ def gateway(serving_dir: Path, smollm2_repository: tuple[Path, Any]) -> Iterator
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, proc)
-            yield url
+            yield url, triton
         finally:
             stop_process(proc, 10)
             log.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(served: tuple[str, Triton]) -> str:
+    return served[0]
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -181,3 +192,84 @@ def test_a_client_that_disconnects_mid_stream_leaves_the_gateway_serving(client:
     stream.close()
     again = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)
     assert "Paris" in (again.choices[0].message.content or "")
+
+
+def _metrics(triton: Triton) -> dict[str, float]:
+    """The model's conch_llm_* samples on Triton's metrics port, by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{triton.metrics}/metrics", timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    samples = (line.rsplit(" ", 1) for line in lines if line.startswith("conch_llm_"))
+    return {name: float(value) for name, value in samples}
+
+
+def _sample(triton: Triton, name: str, **labels: str) -> float:
+    wanted = {f'{key}="{value}"' for key, value in {"model": MODEL, **labels}.items()}
+    found = [v for k, v in _metrics(triton).items() if k.split("{")[0] == name and wanted <= _labels(k)]
+    assert len(found) == 1, (name, labels, _metrics(triton))
+    return found[0]
+
+
+def _load(triton: Triton) -> tuple[float, float]:
+    """Running and waiting sequences, from one scrape."""
+    samples = _metrics(triton)
+    running, waiting = (
+        next(v for k, v in samples.items() if k.startswith(f"conch_llm_{name}_sequences{{"))
+        for name in ("running", "waiting")
+    )
+    return running, waiting
+
+
+def _labels(sample: str) -> set[str]:
+    return set(sample.split("{", 1)[1].rstrip("}").split(",")) if "{" in sample else set()
+
+
+def _until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + READY_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not in {READY_S} s"
+        time.sleep(0.05)  # polling interval, bounded by the deadline
+
+
+def test_over_the_limits_is_429_with_retry_after_and_closed_streams_free_their_slots(
+    served: tuple[str, Triton], client: openai.OpenAI
+) -> None:
+    _, triton = served
+    before = {
+        name: _sample(triton, f"conch_llm_{name}")
+        for name in ("rejected_requests_total", "time_to_first_token_seconds_count")
+    }
+    cancelled = _sample(triton, "conch_llm_requests_total", finish_reason="cancelled")
+    streams = [
+        client.completions.create(model=MODEL, prompt=COUNTING, temperature=0, max_tokens=600, stream=True)
+        for _ in range(2)
+    ]
+    for stream in streams:
+        next(iter(stream))  # both sequences run: the two slots are taken
+    queued: dict[str, Any] = {}
+    waiter = threading.Thread(
+        target=lambda: queued.update(answer=client.chat.completions.create(
+            model=MODEL, messages=FRANCE, temperature=0, max_tokens=24
+        )),
+        daemon=True,
+    )  # fmt: skip
+    waiter.start()
+    _until(lambda: _load(triton) == (2, 1), "two running and the third request waiting")
+    assert _sample(triton, "conch_llm_kv_cache_tokens") > 0
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=4)
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    assert caught.value.code == "queue_full" and "queue full" in caught.value.message
+    for stream in streams:
+        stream.close()  # the gateway cancels their Triton calls: the slots free up
+    waiter.join(timeout=READY_S)
+    assert "Paris" in (queued["answer"].choices[0].message.content or "")
+    assert _sample(triton, "conch_llm_rejected_requests_total") == before["rejected_requests_total"] + 1
+    _until(
+        lambda: _sample(triton, "conch_llm_requests_total", finish_reason="cancelled") == cancelled + 2,
+        "two cancelled sequences counted",
+    )
+    assert _sample(triton, "conch_llm_time_to_first_token_seconds_count") >= (
+        before["time_to_first_token_seconds_count"] + 3
+    )
+    assert _sample(triton, "conch_llm_kv_cache_budget_tokens") == 16384
+    _until(lambda: _sample(triton, "conch_llm_running_sequences") == 0, "the model idle again")

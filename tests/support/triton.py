@@ -48,9 +48,13 @@ def _ready(port: int) -> bool:
 
 @contextlib.contextmanager
 def run_triton(
-    repository: Path | list[Path], workdir: Path, extra_args: Sequence[str] = ()
+    repository: Path | list[Path],
+    workdir: Path,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Triton]:
-    """Start tritonserver on free loopback ports, wait (polling, bounded) until ready, stop it after."""
+    """Start tritonserver on free loopback ports, wait (polling, bounded) until ready, stop it after;
+    `env` adds to its environment (a generative model's scheduler limits, say)."""
     repositories = repository if isinstance(repository, list) else [repository]
     tools = bundle.toolchain(workdir)
     server = Triton(free_port(), free_port(), free_port(), workdir / "tritonserver.log")
@@ -59,6 +63,7 @@ def run_triton(
         "PYTHONPATH": os.pathsep.join(filter(None, [tools.python_path, os.environ.get("PYTHONPATH")])),
         "LD_LIBRARY_PATH": tools.library_path,
         "PATH": os.pathsep.join([str(tools.venv_bin), os.environ.get("PATH", "")]),
+        **(env or {}),
     }
     cmd = [
         str(tools.triton_bin),

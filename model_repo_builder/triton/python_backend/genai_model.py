@@ -1,28 +1,34 @@
 """The streaming Triton model of a generative LLM: onnxruntime-genai in Triton's python backend.
 
-Copied into a text-generation repository as ``<model>/1/model.py`` (`triton.generation`); the exported
-onnxruntime-genai folder sits beside it in ``1/genai``. It runs inside Triton's python stub without the
-builder's package, so it imports only the standard library, numpy, onnxruntime_genai and Triton's utils.
+Copied into a text-generation repository as ``<model>/1/model.py`` (`triton.generation`) with its two
+siblings, llmsched.py (the scheduler) and llmmetrics.py (the metrics); the exported onnxruntime-genai
+folder sits beside them in ``1/genai``. It runs inside Triton's python stub without the builder's
+package, so it imports only the standard library, numpy, onnxruntime_genai and Triton's utils.
 
-The model is decoupled: each request gets its own response sender and its own thread with its own
-onnxruntime-genai generator, so requests are served at the same time, and tokens go back as they are
-made. The tensor names follow Triton's vLLM backend, so Triton's ``generate`` / ``generate_stream``
-endpoints and gRPC streaming work unchanged: ``text_input`` (a prompt) or ``messages`` (a JSON chat,
-rendered with the checkpoint's own chat template), optional ``stream``, ``sampling_parameters`` (JSON:
-max_tokens, temperature, top_p, top_k, seed, stop) and ``exclude_input_in_output``. Responses carry
-``text_output`` pieces; the last one also ``finish_reason`` (stop, length), ``prompt_tokens`` and
-``completion_tokens``. A bad request gets an INVALID_ARG error naming the field; the model keeps serving.
+The model is decoupled: execute() parses each request and hands it to the scheduler, which runs every
+sequence on one thread, a token per sequence per iteration (continuous, iteration-level scheduling:
+llmsched's docstring says why not batched), so requests are served at the same time and tokens go back
+as they are made. The tensor names follow Triton's vLLM backend, so Triton's ``generate`` /
+``generate_stream`` endpoints and gRPC streaming work unchanged: ``text_input`` (a prompt) or
+``messages`` (a JSON chat, rendered with the checkpoint's own chat template), optional ``stream``,
+``sampling_parameters`` (JSON: max_tokens, temperature, top_p, top_k, seed, stop) and
+``exclude_input_in_output``. Responses carry ``text_output`` pieces; the last one also ``finish_reason``
+(stop, length), ``prompt_tokens`` and ``completion_tokens``. A bad request gets an INVALID_ARG error
+naming the field; a full queue an UNAVAILABLE error starting "queue full" with a retry time (the OpenAI
+gateway answers it 429 with Retry-After); the model keeps serving.
+
+Limits come from the pod's environment (the operator sets them from spec.serving.generation):
+CONCH_LLM_MAX_SEQUENCES, CONCH_LLM_MAX_TOKENS_IN_FLIGHT and CONCH_LLM_MAX_QUEUE.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
+import llmmetrics  # type: ignore[import-not-found]  # next to this file in the version folder
+import llmsched  # type: ignore[import-not-found]
 import numpy as np
 import onnxruntime_genai as og
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
@@ -37,20 +43,27 @@ class RequestError(ValueError):
     """The client's mistake: answered with INVALID_ARG, never raised out of the model."""
 
 
-@dataclass
-class Job:
-    """One parsed request: the prompt's token ids and how to generate from them."""
+class TritonSink:
+    """A request's answer through its Triton response sender (llmsched.Sink)."""
 
-    prompt: str
-    ids: Any  # numpy int32 token ids
-    stream: bool
-    include_input: bool
-    max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
+    def __init__(self, sender: Any) -> None:
+        self.sender = sender
+
+    def piece(self, text: str) -> None:
+        self.sender.send(_response(text))
+
+    def finish(self, text: str, reason: str, prompt_tokens: int, completion_tokens: int) -> None:
+        if reason == "cancelled":
+            self.sender.send(flags=FINAL)  # nobody reads it: only close the stream
+            return
+        self.sender.send(_response(text, reason, prompt_tokens, completion_tokens), flags=FINAL)
+
+    def fail(self, message: str) -> None:
+        error = pb_utils.TritonError(message)
+        self.sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+
+    def cancelled(self) -> bool:
+        return bool(self.sender.is_cancelled())  # the client went away (gRPC stream closed)
 
 
 class TritonPythonModel:
@@ -64,42 +77,27 @@ class TritonPythonModel:
         folder = os.path.join(args["model_repository"], args["model_version"], "genai")
         self.model = og.Model(folder)
         self.tokenizer = og.Tokenizer(self.model)
-        self.active: set[threading.Thread] = set()
-        self.lock = threading.Lock()
+        self.limits = llmsched.Limits.from_env(dict(os.environ))
+        metrics = llmmetrics.LlmMetrics(args["model_name"], args["model_version"])
+        self.scheduler = llmsched.Scheduler(self.model, self.tokenizer, self.limits, metrics)
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
-            sender = request.get_response_sender()
-            worker = threading.Thread(target=self._serve, args=(request, sender), daemon=True)
-            with self.lock:
-                self.active.add(worker)
-            worker.start()
+            sink = TritonSink(request.get_response_sender())
+            try:
+                self.scheduler.submit(self._parse(request), sink)
+            except RequestError as exc:
+                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                sink.sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+            except llmsched.QueueFullError as exc:
+                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.UNAVAILABLE)
+                sink.sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
 
     def finalize(self) -> None:
-        """Give running generations a few seconds to end (they are daemon threads: unloading never hangs)."""
-        with self.lock:
-            workers = list(self.active)
-        deadline = time.monotonic() + FINALIZE_WAIT_S
-        for worker in workers:
-            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        """Finish running generations within a few seconds; waiting ones are refused."""
+        self.scheduler.close(FINALIZE_WAIT_S)
 
-    def _serve(self, request: Any, sender: Any) -> None:
-        try:
-            job = self._parse(request)
-            generate(self.model, self.tokenizer, job, sender)
-        except RequestError as exc:
-            error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
-            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
-        except Exception as exc:  # a failure of the model: an error for this request only
-            sender.send(
-                pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generation failed: {exc}")),
-                flags=FINAL,
-            )
-        finally:
-            with self.lock:
-                self.active.discard(threading.current_thread())
-
-    def _parse(self, request: Any) -> Job:
+    def _parse(self, request: Any) -> Any:
         prompt = self._prompt(request)
         ids = self.tokenizer.encode(prompt)
         if len(ids) >= self.context_length:
@@ -120,7 +118,12 @@ class TritonPythonModel:
                 f"sampling_parameters.max_tokens must be an integer from 1 to {left} "
                 f"(the context left after the prompt's {len(ids)} tokens), got {max_tokens!r}"
             )
-        job = Job(
+        if len(ids) + max_tokens > self.limits.max_tokens_in_flight:
+            raise RequestError(
+                f"the prompt's {len(ids)} tokens and sampling_parameters.max_tokens {max_tokens} "
+                f"are over the model's KV-cache budget of {self.limits.max_tokens_in_flight} tokens"
+            )
+        job = llmsched.Job(
             prompt=prompt,
             ids=ids,
             stream=_bool(request, "stream", False),
@@ -142,50 +145,6 @@ class TritonPythonModel:
         assert messages is not None
         chat = _messages(messages)
         return str(self.tokenizer.apply_chat_template(json.dumps(chat), add_generation_prompt=True))
-
-
-def generate(model: Any, tokenizer: Any, job: Job, sender: Any) -> None:
-    """Run one generation, sending pieces as they are made (stream) or the whole text at the end."""
-    params = og.GeneratorParams(model)
-    options: dict[str, Any] = {"max_length": len(job.ids) + job.max_tokens, "do_sample": job.temperature > 0}
-    if job.temperature > 0:
-        options |= {"temperature": job.temperature, "top_p": job.top_p, "top_k": job.top_k}
-        if job.seed is not None:
-            options["random_seed"] = job.seed
-    params.set_search_options(**options)
-    generator = og.Generator(model, params)
-    generator.append_tokens(job.ids)
-    decoder = tokenizer.create_stream()
-    # a whole answer may start with the prompt; stop strings are looked for after it
-    text = job.prompt if job.include_input and not job.stream else ""
-    completion_start, sent, tokens, finish = len(text), 0, 0, "length"
-    hold = max((len(s) for s in job.stop), default=1) - 1  # a piece that may start a stop string waits
-    cancelled = getattr(sender, "is_cancelled", lambda: False)  # the client went away (gRPC stream closed)
-    while not generator.is_done() and tokens < job.max_tokens:
-        if cancelled():
-            sender.send(flags=FINAL)  # stop at once: nobody reads the rest, and its memory is freed
-            return
-        generator.generate_next_token()
-        tokens += 1
-        text += decoder.decode(int(generator.get_next_tokens()[0]))
-        cut = _stop_at(text, job.stop, completion_start)
-        if cut is not None:
-            text, finish = text[:cut], "stop"
-            break
-        if job.stream and len(text) - hold > sent:
-            sender.send(_response(text[sent : len(text) - hold]))
-            sent = len(text) - hold
-    else:
-        if generator.is_done() and tokens < job.max_tokens:
-            finish = "stop"  # the model ended it (an end-of-sequence token)
-    piece = text[sent:] if job.stream else text
-    sender.send(_response(piece, finish, len(job.ids), tokens), flags=FINAL)
-
-
-def _stop_at(text: str, stops: list[str], start: int) -> int | None:
-    """Where the first stop string begins in the completion part of text, or None."""
-    found = [i for i in (text.find(s, start) for s in stops) if i >= 0]
-    return min(found) if found else None
 
 
 def _response(piece: str, finish: str | None = None, prompt_tokens: int = 0, completion: int = 0) -> Any:
@@ -254,7 +213,7 @@ def _sampling(text: str) -> dict[str, Any]:
     return sampling
 
 
-def _apply_sampling(job: Job, sampling: dict[str, Any]) -> None:
+def _apply_sampling(job: Any, sampling: dict[str, Any]) -> None:
     temperature = sampling.get("temperature", 0.0)
     if not _number(temperature) or temperature < 0:
         raise RequestError(f"sampling_parameters.temperature must be a number >= 0, got {temperature!r}")

@@ -281,6 +281,11 @@ _RECIPE_PREFERRED = (
 
 
 TEXT: Rules = [
+    {
+        "rule": f"{_GENERATIVE} || !({_has('self.serving.generation')})",
+        "message": f"serving.generation sets the scheduler of a '{tasknames.TEXT_GENERATION}' model only",
+        "fieldPath": ".serving.generation",
+    },
     {  # the quality analysis replays tensor probes, which a generative build does not write
         "rule": f"!{_GENERATIVE} || !({_has('self.rollout.canary.analysis.quality')})",
         "message": "rollout.canary.analysis.quality compares tensor answers; a "

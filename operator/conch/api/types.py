@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 from conch.api import imageref, quantity, rules
 from model_repo_builder import recipe, tasknames
 from model_repo_builder.sources import limits
+from model_repo_builder.triton.python_backend import llmsched
 
 GROUP = "serving.conch.dev"
 VERSION = "v1alpha1"
@@ -185,6 +186,36 @@ class Build(Model):
         return quantity.binary(SCRATCH_PER_SOURCE * self.max_source_bytes())
 
 
+_LIMITS = llmsched.Limits()
+
+
+class Generation(Model):
+    """How each pod's scheduler of a text-generation model takes on work (set in the Triton container's
+    environment, so changing it rolls the pods but builds nothing). Requests over maxQueue get HTTP 429
+    with Retry-After from the OpenAI endpoint (503 from Triton's own)."""
+
+    max_sequences: int = Field(
+        _LIMITS.max_sequences, ge=1, le=1024, description="Sequences generated at the same time per pod."
+    )
+    max_tokens_in_flight: int = Field(
+        _LIMITS.max_tokens_in_flight,
+        ge=16,
+        le=16_777_216,
+        description="KV-cache budget per pod in tokens: each running sequence reserves its prompt plus "
+        "max_tokens; a request that does not fit waits (one that never fits is HTTP 400).",
+    )
+    max_queue: int = Field(
+        _LIMITS.max_queue, ge=0, le=100_000, description="Requests that may wait for a sequence per pod."
+    )
+
+    def environment(self) -> dict[str, str]:
+        """The Triton container's variables llmsched reads."""
+        return {
+            llmsched.LIMIT_ENV[name]: str(getattr(self, name))
+            for name in ("max_sequences", "max_tokens_in_flight", "max_queue")
+        }
+
+
 class Serving(Model):
     """How Triton serves the model: image, batching, instances, GPUs and scheduling.
 
@@ -214,6 +245,9 @@ class Serving(Model):
         600, ge=10, le=7200, description="Budget for loading the model before the startupProbe gives up."
     )
     network_policy: NetworkPolicySpec | None = None
+    generation: Generation | None = Field(
+        None, description="The scheduler's limits of a text-generation model (defaults when unset)."
+    )
 
 
 class NetworkPolicySpec(Model):
@@ -498,6 +532,14 @@ class ModelDeploymentSpec(Model):
                 f"rollout.canary.analysis.quality compares tensor answers; a '{tasknames.TEXT_GENERATION}' "
                 "model's canary is analysed by the metric checks (minSuccessRate, maxLatencyMs, "
                 "maxLatencyRatio, queries)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _generation_limits_for_generators(self) -> ModelDeploymentSpec:
+        if self.serving.generation is not None and not self.generative():
+            raise ValueError(
+                f"serving.generation sets the scheduler of a '{tasknames.TEXT_GENERATION}' model only"
             )
         return self
 

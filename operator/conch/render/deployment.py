@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from conch.api import types
 from conch.render import authproxy, common, gateway, secret, verify
 from conch.render.common import Obj, Owner
 
@@ -99,7 +100,8 @@ def container(owner: Owner, served: Served) -> Obj:
             {
                 "name": ADMIN_KEY_ENV,
                 "valueFrom": {"secretKeyRef": {"name": secret.name(owner), "key": secret.DATA_KEY}},
-            }
+            },
+            *generation_env(owner),
         ],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
@@ -116,6 +118,14 @@ def container(owner: Owner, served: Served) -> Obj:
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
     }
+
+
+def generation_env(owner: Owner) -> list[Obj]:
+    """A generative model's scheduler limits (spec.serving.generation, else the API's defaults)."""
+    if not owner.spec.generative():
+        return []
+    limits = owner.spec.serving.generation or types.Generation()
+    return [{"name": name, "value": value} for name, value in limits.environment().items()]
 
 
 def containers(owner: Owner, served: Served) -> list[Obj]:

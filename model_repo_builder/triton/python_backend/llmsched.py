@@ -1,0 +1,302 @@
+"""The generative model's scheduler: iteration-level (continuous) scheduling of onnxruntime-genai sequences.
+
+Copied beside genai_model.py into a text-generation repository's version folder (Triton's python stub puts
+that folder on sys.path); it imports only the standard library and onnxruntime_genai, so the builder's
+tests drive it in-process without Triton.
+
+One thread owns every generator. Each iteration it admits waiting requests while the limits allow (running
+sequences, and the KV-cache budget: a sequence reserves its prompt plus max_tokens, which is what
+onnxruntime-genai's shared-buffer cache allocates for it), then advances every running sequence by one
+token. So a new request joins at the next iteration and a finished or cancelled one leaves at once,
+freeing its reservation for the next in the queue. A full queue refuses at once (QueueFullError, with a
+Retry-After estimate) instead of hanging. The prompt of a new sequence is read in one step (its
+prefill): the other sequences wait for that one step, whose length the prefill metric shows. It is not
+split into chunks because onnxruntime-genai's int4 decoder gives other greedy tokens for a prompt
+appended in chunks (measured), and batching must change no token.
+
+On CPU onnxruntime-genai's batched Engine is static (its continuous-batching path needs the
+PagedAttention operator, which ONNX Runtime implements for CUDA only), and a step over B rows costs about
+B single steps for a model of this size on two cores (measured), so sequences are stepped one after
+another within an iteration: the gain over a thread per request is bounded, fair, observable load.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+FINISH_REASONS = ("stop", "length", "cancelled", "error")
+REPORT_EVERY_S = 0.5
+ABORT_WAIT_S = 2.0
+
+
+LIMIT_ENV = {
+    "max_sequences": "CONCH_LLM_MAX_SEQUENCES",
+    "max_tokens_in_flight": "CONCH_LLM_MAX_TOKENS_IN_FLIGHT",
+    "max_queue": "CONCH_LLM_MAX_QUEUE",
+}
+"""The pod's environment variables the limits come from (the operator sets them)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one model instance takes on at once (spec.serving.generation; the defaults are the API's)."""
+
+    max_sequences: int = 16
+    max_tokens_in_flight: int = 16384
+    max_queue: int = 64
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str]) -> Limits:
+        """The limits the environment sets, the defaults elsewhere."""
+        return cls(**{name: int(environ[var]) for name, var in LIMIT_ENV.items() if var in environ})
+
+
+@dataclass
+class Job:
+    """One parsed request: the prompt's token ids and how to generate from them."""
+
+    prompt: str
+    ids: Any  # numpy int32 token ids
+    stream: bool
+    include_input: bool
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    @property
+    def reservation(self) -> int:
+        """KV-cache tokens the sequence may hold: its prompt and every token it may make."""
+        return len(self.ids) + self.max_tokens
+
+
+class Sink(Protocol):
+    """Where one request's answer goes (Triton's response sender, or a test's list)."""
+
+    def piece(self, text: str) -> None: ...
+    def finish(self, text: str, reason: str, prompt_tokens: int, completion_tokens: int) -> None: ...
+    def fail(self, message: str) -> None: ...
+    def cancelled(self) -> bool: ...
+
+
+class Observer(Protocol):
+    """The scheduler's measurements (Triton's custom metrics in the served model)."""
+
+    def first_token(self, seconds: float) -> None: ...
+    def token_gap(self, seconds: float) -> None: ...
+    def finished(
+        self, reason: str, prompt_tokens: int, tokens: int, seconds: float, queued: float
+    ) -> None: ...
+    def rejected_request(self) -> None: ...
+    def load(self, running: int, waiting: int, kv_tokens: int, kv_budget: int) -> None: ...
+
+
+class QueueFullError(Exception):
+    """The queue holds max_queue requests: refuse now, with how long to wait before trying again."""
+
+    def __init__(self, waiting: int, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"queue full: {waiting} requests waiting (maxQueue {limit}); retry after {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
+class Sequence:
+    """One request in the scheduler: its generator once admitted, the text made so far, its timings."""
+
+    def __init__(self, job: Job, sink: Sink) -> None:
+        self.job, self.sink = job, sink
+        self.arrived = time.monotonic()
+        self.started = self.last = 0.0
+        self.generator: Any = None
+        self.decoder: Any = None
+        self.tokens = self.sent = 0
+        # a whole answer may start with the prompt; stop strings are looked for after it
+        self.text = job.prompt if job.include_input and not job.stream else ""
+        self.completion_start = len(self.text)
+        self.hold = max((len(s) for s in job.stop), default=1) - 1  # a piece that may start a stop string
+
+    def start(self, model: Any, tokenizer: Any) -> None:
+        """Make the generator and read the prompt (the prefill)."""
+        import onnxruntime_genai as og  # here, not on top: the operator reads Limits without it
+
+        job = self.job
+        params = og.GeneratorParams(model)
+        options: dict[str, Any] = {"max_length": job.reservation, "do_sample": job.temperature > 0}
+        if job.temperature > 0:
+            options |= {"temperature": job.temperature, "top_p": job.top_p, "top_k": job.top_k}
+            if job.seed is not None:
+                options["random_seed"] = job.seed
+        params.set_search_options(**options)
+        self.started = time.monotonic()
+        self.generator = og.Generator(model, params)
+        self.generator.append_tokens(job.ids)
+        self.decoder = tokenizer.create_stream()
+
+    def advance(self) -> str | None:
+        """Make one token and send what can be sent; the finish reason when the sequence is done."""
+        generator, job = self.generator, self.job
+        if generator.is_done():
+            return "stop"  # the model ended it (an end-of-sequence token)
+        generator.generate_next_token()
+        self.tokens += 1
+        self.text += self.decoder.decode(int(generator.get_next_tokens()[0]))
+        found = [i for i in (self.text.find(s, self.completion_start) for s in job.stop) if i >= 0]
+        if found:
+            self.text = self.text[: min(found)]
+            return "stop"
+        if job.stream and len(self.text) - self.hold > self.sent:
+            self.sink.piece(self.text[self.sent : len(self.text) - self.hold])
+            self.sent = len(self.text) - self.hold
+        if self.tokens >= job.max_tokens:
+            return "length"
+        return "stop" if generator.is_done() else None
+
+    def kv_tokens(self) -> int:
+        return len(self.job.ids) + self.tokens if self.generator is not None else 0
+
+    def release(self) -> None:
+        """Free the generator (and its KV cache) now, not at the next garbage collection."""
+        self.generator = self.decoder = None
+
+
+class Scheduler:
+    """Admits, steps and retires sequences on one thread; submit() is safe from any thread."""
+
+    def __init__(self, model: Any, tokenizer: Any, limits: Limits, observer: Observer) -> None:
+        self.model, self.tokenizer, self.limits, self.observer = model, tokenizer, limits, observer
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.reserved = 0
+        self.mean_seconds = 1.0  # a moving average of request time, for Retry-After
+        self.closing = self.aborting = False
+        self.reported = (0.0, -1, -1)  # when the load was last reported, and its running and waiting
+        self.wake = threading.Condition()
+        self.thread = threading.Thread(target=self._loop, name="llm-scheduler", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job, sink: Sink) -> None:
+        """Queue a request; QueueFullError when max_queue requests already wait."""
+        with self.wake:
+            if self.closing:
+                raise QueueFullError(len(self.waiting), self.limits.max_queue, 1)
+            free = max(0, self.limits.max_sequences - len(self.running))
+            if len(self.waiting) >= self.limits.max_queue + free:
+                self.observer.rejected_request()
+                retry = self._retry_after()
+                raise QueueFullError(len(self.waiting), self.limits.max_queue, retry)
+            self.waiting.append(Sequence(job, sink))
+            self.wake.notify()
+
+    def close(self, grace_seconds: float) -> None:
+        """Stop taking requests, fail the waiting ones and give running ones until the grace ends."""
+        with self.wake:
+            self.closing = True
+            dropped = list(self.waiting)
+            self.waiting.clear()
+            self.wake.notify()
+        for seq in dropped:
+            seq.sink.fail("the model is being unloaded; the request was not started")
+        self.thread.join(timeout=grace_seconds)
+        if self.thread.is_alive():  # the grace is over: the running sequences end with an error
+            self.aborting = True
+            self.thread.join(timeout=ABORT_WAIT_S)
+
+    def _retry_after(self) -> int:
+        per_slot = self.mean_seconds * (len(self.waiting) + 1) / self.limits.max_sequences
+        return max(1, min(60, math.ceil(per_slot)))
+
+    def _loop(self) -> None:
+        while True:
+            with self.wake:
+                while not self.waiting and not self.running and not self.closing:
+                    self.wake.wait()
+                if self.closing and not self.running:
+                    return
+                admitted = self._admit()
+            for seq in admitted:
+                self._start(seq)
+            for seq in list(self.running):
+                if self.aborting:
+                    self._retire(seq, "error", "the model was unloaded before the answer was finished")
+                else:
+                    self._step(seq)
+            self._report()
+
+    def _admit(self) -> list[Sequence]:
+        """Move waiting sequences to running while the limits allow (first come, first served)."""
+        admitted = []
+        while self.waiting and len(self.running) < self.limits.max_sequences:
+            need = self.waiting[0].job.reservation
+            if self.running and self.reserved + need > self.limits.max_tokens_in_flight:
+                break
+            seq = self.waiting.popleft()
+            self.running.append(seq)
+            self.reserved += need
+            admitted.append(seq)
+        return admitted
+
+    def _start(self, seq: Sequence) -> None:
+        if seq.sink.cancelled():
+            self._retire(seq, "cancelled")
+            return
+        try:
+            seq.start(self.model, self.tokenizer)
+        except Exception as exc:  # a failure of the model: this request only
+            self._retire(seq, "error", f"generation failed: {exc}")
+        seq.last = time.monotonic()
+
+    def _step(self, seq: Sequence) -> None:
+        if seq.sink.cancelled():
+            self._retire(seq, "cancelled")  # nobody reads the rest: its memory is freed at once
+            return
+        try:
+            reason = seq.advance()
+        except Exception as exc:
+            self._retire(seq, "error", f"generation failed: {exc}")
+            return
+        now = time.monotonic()
+        if seq.tokens == 1:
+            self.observer.first_token(now - seq.arrived)
+        elif seq.tokens > 1:
+            self.observer.token_gap(now - seq.last)
+        seq.last = now
+        if reason is not None:
+            self._retire(seq, reason)
+
+    def _retire(self, seq: Sequence, reason: str, error: str | None = None) -> None:
+        if seq in self.running:
+            self.running.remove(seq)
+            with self.wake:
+                self.reserved -= seq.job.reservation
+        seq.release()
+        seconds = time.monotonic() - seq.arrived
+        queued = (seq.started or time.monotonic()) - seq.arrived
+        self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
+        self.observer.finished(reason, len(seq.job.ids), seq.tokens, seconds, queued)
+        if error is not None:
+            seq.sink.fail(error)
+        elif reason != "cancelled":
+            piece = seq.text[seq.sent :] if seq.job.stream else seq.text
+            seq.sink.finish(piece, reason, len(seq.job.ids), seq.tokens)
+        else:
+            seq.sink.finish("", reason, len(seq.job.ids), seq.tokens)
+
+    def _report(self) -> None:
+        """The load gauges: when the counts change, else at most every REPORT_EVERY_S."""
+        with self.wake:
+            waiting = len(self.waiting)
+        now, running = time.monotonic(), len(self.running)
+        last, last_running, last_waiting = self.reported
+        if (running, waiting) == (last_running, last_waiting) and now - last < REPORT_EVERY_S:
+            return
+        self.reported = (now, running, waiting)
+        kv = sum(seq.kv_tokens() for seq in self.running)
+        self.observer.load(running, waiting, kv, self.limits.max_tokens_in_flight)
