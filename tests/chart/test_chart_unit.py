@@ -149,7 +149,9 @@ def test_dashboard_is_valid_json_with_the_expected_panels() -> None:
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for needed in ("conch_builds_total", "conch_rollouts_total", "conch_rollbacks_total",
                    "conch_spec_to_serving_seconds_bucket", "nv_inference_request_success",
-                   "nv_inference_queue_duration_us"):  # fmt: skip
+                   "nv_inference_queue_duration_us", "conch_llm_time_to_first_token_seconds_bucket",
+                   "conch_llm_inter_token_latency_seconds_bucket", "conch_llm_waiting_sequences",
+                   "conch_llm_kv_cache_tokens", "conch_llm_rejected_requests_total"):  # fmt: skip
         assert needed in exprs, needed
     exported = _metric_families()
     for name in re.findall(r"\bconch_[a-z_]+", exprs):
