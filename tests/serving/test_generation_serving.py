@@ -6,7 +6,9 @@ naming the field and the server keeps serving."""
 from __future__ import annotations
 
 import json
+import os
 import queue
+import signal
 import threading
 import time
 import urllib.error
@@ -224,3 +226,48 @@ def test_non_utf8_text_is_refused_per_request(served: tuple[Triton, Any]) -> Non
         client.stop_stream()
         client.close()
     assert error is not None and "text_input is not valid UTF-8" in str(error)
+
+
+def test_sigterm_lets_a_running_stream_finish_before_triton_exits(
+    serving_dir: Path, smollm2_repository: tuple[Path, Any]
+) -> None:
+    """What a rollout does to the pod it replaces: the stream in flight ends whole, then Triton exits."""
+    work = serving_dir / "sigterm"
+    work.mkdir()
+    story = [{"role": "user", "content": "Tell me a long story about a dragon."}]
+    with run_triton(smollm2_repository[0], work) as triton:
+        alone = "".join(_grpc_stream(triton, story, 96)[0])
+        done: dict[str, Any] = {}
+        stream = threading.Thread(target=lambda: done.update(pieces=_grpc_stream(triton, story, 96)[0]))
+        stream.start()
+        deadline = time.monotonic() + 60
+        while _running_sequences(triton) < 1:
+            assert time.monotonic() < deadline, "the stream never started"
+            time.sleep(0.05)  # polling interval, bounded by the deadline
+        os.kill(triton.pid, signal.SIGTERM)
+        stream.join(timeout=120)
+        assert "".join(done["pieces"]) == alone  # not cut: every token of the answer
+        deadline = time.monotonic() + 60
+        while _alive(triton.pid):
+            assert time.monotonic() < deadline, "tritonserver did not exit after SIGTERM"
+            time.sleep(0.1)  # polling interval, bounded by the deadline
+
+
+def _running_sequences(triton: Triton) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{triton.metrics}/metrics", timeout=5) as resp:
+            lines = resp.read().decode().splitlines()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("conch_llm_running_sequences{")
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (an exited child stays a zombie until run_triton reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -28,6 +28,7 @@ class Triton:
     grpc: int
     metrics: int
     log: Path
+    pid: int = 0
 
     @property
     def http_url(self) -> str:
@@ -83,6 +84,7 @@ def run_triton(
     ]
     with server.log.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        server.pid = proc.pid
         try:
             deadline = time.monotonic() + READY_TIMEOUT_S
             while not _ready(server.http):
