@@ -288,3 +288,12 @@ def test_a_generators_scheduler_limits_reach_tritons_environment_and_rebuild_not
     assert _triton_env(base)["CONCH_LLM_MAX_SEQUENCES"] == str(types.Generation().max_sequences)
     assert keys.spec_key(o.spec) == keys.spec_key(base.spec)  # the same build: a serving setting
     assert not [name for name in _triton_env(owner("cpu-digits")) if name.startswith("CONCH_LLM_")]
+
+
+def test_triton_exits_before_the_kubelet_kills_it_and_a_generator_gets_longer() -> None:
+    for example, grace in (("cpu-digits", 30), ("cpu-smollm2", 90)):
+        o = owner(example)
+        pod = deployment.pod_template(o, deployment.Served("1", "bk-1", o.spec.model.name))["spec"]
+        assert pod["terminationGracePeriodSeconds"] == grace
+        (triton,) = [c for c in pod["containers"] if c["name"] == "triton"]
+        assert f"--exit-timeout-secs={grace - deployment.EXIT_MARGIN_SECONDS}" in triton["args"]

@@ -27,6 +27,11 @@ STARTUP_PERIOD = 10
 REPLICASET_HISTORY = 3
 ADMIN_KEY_ENV = "CONCH_TRITON_ADMIN_KEY"
 LABEL_TRACK = "serving.conch.dev/track"
+GRACE_SECONDS = 30
+GENERATION_GRACE_SECONDS = 90
+"""SIGTERM to SIGKILL: Triton finishes the requests in flight first (a stream of a few hundred tokens on a
+busy CPU pod takes tens of seconds) and exits EXIT_MARGIN_SECONDS before the kubelet would kill it."""
+EXIT_MARGIN_SECONDS = 5
 CANARY_SUFFIX = "-canary"
 
 
@@ -51,8 +56,14 @@ def args(owner: Owner, served: Served) -> list[str]:
         "--strict-readiness=true",
         "--exit-on-error=true",
         "--log-verbose=0",
+        f"--exit-timeout-secs={grace_seconds(owner) - EXIT_MARGIN_SECONDS}",
         *secret.hardening_args(f"$({ADMIN_KEY_ENV})"),
     ]
+
+
+def grace_seconds(owner: Owner) -> int:
+    """The pod's termination grace: a generative model's streams get longer to finish than one inference."""
+    return GENERATION_GRACE_SECONDS if owner.spec.generative() else GRACE_SECONDS
 
 
 def resources(owner: Owner) -> Obj:
@@ -158,7 +169,7 @@ def pod_template(owner: Owner, served: Served) -> Obj:
             "affinity": spec.affinity,
             "enableServiceLinks": False,
             "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 30,
+            "terminationGracePeriodSeconds": grace_seconds(owner),
             "initContainers": [verify.init_container(owner, served.build_key)],
             "containers": containers(owner, served),
             "volumes": [
