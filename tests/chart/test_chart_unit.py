@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from conch import kube, metrics
+from conch.api import types
 
 from .helmrun import CHART, ROOT, helm, objects, one, template
 
@@ -156,3 +157,18 @@ def test_dashboard_is_valid_json_with_the_expected_panels() -> None:
     exported = _metric_families()
     for name in re.findall(r"\bconch_[a-z_]+", exprs):
         assert name in exported, name
+
+
+def test_the_adapter_rules_serve_the_metric_names_the_api_defaults_to() -> None:
+    """spec.autoscaling's custom metrics (queueTime, waitingSequences, kvCache) by their default names."""
+    rendered = objects(template("--set", "prometheusAdapter.rules.enabled=true"))
+    (config_map,) = [o for o in rendered if o["kind"] == "ConfigMap" and "config.yaml" in o["data"]]
+    rules = yaml.safe_load(config_map["data"]["config.yaml"])["rules"]
+    served = {rule["name"]["as"] for rule in rules}
+    defaults = {
+        types.QueueTimeTarget.model_fields["metric_name"].default,
+        types.WaitingSequencesTarget.model_fields["metric_name"].default,
+        types.KvCacheTarget.model_fields["metric_name"].default,
+    }
+    assert served == defaults
+    assert all("<<.LabelMatchers>>" in rule["metricsQuery"] for rule in rules)

@@ -262,6 +262,18 @@ MUTATIONS: list[Mutation] = [
             ({"maxReplicas": 2, "queueTime": {"averageMicroseconds": 0}}, "spec.autoscaling.queueTime.averageMicroseconds"),
         ])
     ],
+    Mutation("llm-autoscaling-for-encoders",
+             {"spec.replicas": None, "spec.autoscaling": {"maxReplicas": 2, "waitingSequences": {"average": 2},
+                                                          "kvCache": {"averagePercent": 80}}},
+             "spec.autoscaling", valid_on=("text-generation",)),  # a generator's own scheduler metrics
+    *[
+        Mutation(f"llm-autoscaling-{i}", {"spec.replicas": None, "spec.autoscaling": {"maxReplicas": 2, **a}}, p,
+                 only="text-generation")
+        for i, (a, p) in enumerate([
+            ({"waitingSequences": {"average": 0}}, "spec.autoscaling.waitingSequences.average"),
+            ({"kvCache": {"averagePercent": 101}}, "spec.autoscaling.kvCache.averagePercent"),
+        ])
+    ],
     Mutation("replicas-and-autoscaling",
              {"spec.replicas": 2, "spec.autoscaling": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 50}},
              "spec.replicas", admission_only=True),

@@ -297,3 +297,17 @@ def test_triton_exits_before_the_kubelet_kills_it_and_a_generator_gets_longer() 
         assert pod["terminationGracePeriodSeconds"] == grace
         (triton,) = [c for c in pod["containers"] if c["name"] == "triton"]
         assert f"--exit-timeout-secs={grace - deployment.EXIT_MARGIN_SECONDS}" in triton["args"]
+
+
+def test_a_generator_scales_on_its_waiting_sequences_and_kv_cache_per_pod() -> None:
+    base = owner("cpu-smollm2")
+    scaling = types.Autoscaling.model_validate(
+        {"maxReplicas": 3, "waitingSequences": {"average": 2}, "kvCache": {"averagePercent": 80}}
+    )
+    spec = base.spec.model_copy(update={"replicas": None, "autoscaling": scaling})
+    rendered = hpa.render_hpa(dataclasses.replace(base, spec=spec))
+    assert rendered is not None
+    assert [(m["pods"]["metric"]["name"], m["pods"]["target"]) for m in rendered["spec"]["metrics"]] == [
+        (name, {"type": "AverageValue", "averageValue": value})
+        for name, value in (("conch_llm_waiting_sequences", "2"), ("conch_llm_kv_cache_percent", "80"))
+    ]

@@ -139,8 +139,8 @@ AUTOSCALING: Rules = [
         "fieldPath": ".minReplicas",
     },
     {
-        "rule": _any("targetCPUUtilizationPercentage", "queueTime"),
-        "message": "set targetCPUUtilizationPercentage and/or queueTime",
+        "rule": _any("targetCPUUtilizationPercentage", "queueTime", "waitingSequences", "kvCache"),
+        "message": "set targetCPUUtilizationPercentage, queueTime, waitingSequences and/or kvCache",
     },
 ]
 
@@ -281,6 +281,13 @@ _RECIPE_PREFERRED = (
 
 
 TEXT: Rules = [
+    {
+        "rule": f"{_GENERATIVE} || !({_has('self.autoscaling.waitingSequences')} || "
+        f"{_has('self.autoscaling.kvCache')})",
+        "message": "autoscaling.waitingSequences and autoscaling.kvCache read a "
+        f"'{tasknames.TEXT_GENERATION}' model's scheduler",
+        "fieldPath": ".autoscaling",
+    },
     {
         "rule": f"{_GENERATIVE} || !({_has('self.serving.generation')})",
         "message": f"serving.generation sets the scheduler of a '{tasknames.TEXT_GENERATION}' model only",

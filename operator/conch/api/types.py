@@ -276,8 +276,22 @@ class QueueTimeTarget(Model):
     metric_name: str = Field("triton_queue_time_us", max_length=128)
 
 
+class WaitingSequencesTarget(Model):
+    """Scale a generative model on the requests waiting for a sequence, per pod (its queue depth)."""
+
+    average: int = Field(ge=1, le=100_000, description="Waiting requests per pod the HPA aims at.")
+    metric_name: str = Field("conch_llm_waiting_sequences", max_length=128)
+
+
+class KvCacheTarget(Model):
+    """Scale a generative model on the share of its KV-cache budget in use, per pod."""
+
+    average_percent: int = Field(ge=1, le=100, description="KV-cache use per pod the HPA aims at.")
+    metric_name: str = Field("conch_llm_kv_cache_percent", max_length=128)
+
+
 class Autoscaling(Model):
-    """An HPA: replica bounds and a CPU and/or queue-time target."""
+    """An HPA: replica bounds and a CPU, queue-time, waiting-sequences or KV-cache target (any mix)."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": rules.AUTOSCALING})
     min_replicas: int = Field(1, ge=1, le=1000)
@@ -286,6 +300,12 @@ class Autoscaling(Model):
         None, ge=1, le=100, alias="targetCPUUtilizationPercentage"
     )
     queue_time: QueueTimeTarget | None = None
+    waiting_sequences: WaitingSequencesTarget | None = Field(
+        None, description="text-generation only: requests waiting per pod (conch_llm_waiting_sequences)."
+    )
+    kv_cache: KvCacheTarget | None = Field(
+        None, description="text-generation only: percent of the KV-cache budget in use per pod."
+    )
     scale_up_stabilization_seconds: int | None = Field(
         None, ge=0, le=3600, description="HPA scale-up stabilisation window (Kubernetes default 0)."
     )
@@ -540,6 +560,12 @@ class ModelDeploymentSpec(Model):
         if self.serving.generation is not None and not self.generative():
             raise ValueError(
                 f"serving.generation sets the scheduler of a '{tasknames.TEXT_GENERATION}' model only"
+            )
+        scaling = self.autoscaling
+        if scaling and (scaling.waiting_sequences or scaling.kv_cache) and not self.generative():
+            raise ValueError(
+                "autoscaling.waitingSequences and autoscaling.kvCache read a "
+                f"'{tasknames.TEXT_GENERATION}' model's scheduler"
             )
         return self
 

@@ -1,4 +1,6 @@
-"""The HorizontalPodAutoscaler: CPU utilisation and/or Triton queue time through the custom metrics API."""
+"""The HorizontalPodAutoscaler: CPU utilisation, and through the custom metrics API (the chart's
+prometheus-adapter rules) Triton's queue time or, for a generative model, its waiting sequences and
+KV-cache use per pod."""
 
 from __future__ import annotations
 
@@ -15,16 +17,19 @@ def metrics(autoscaling: types.Autoscaling) -> list[Obj]:
         out.append({"type": "Resource", "resource": {"name": "cpu", "target": target}})
     if autoscaling.queue_time is not None:
         queue = autoscaling.queue_time
-        out.append(
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": queue.metric_name},
-                    "target": {"type": "AverageValue", "averageValue": str(queue.average_microseconds)},
-                },
-            }
-        )
+        out.append(_per_pod(queue.metric_name, queue.average_microseconds))
+    if autoscaling.waiting_sequences is not None:
+        waiting = autoscaling.waiting_sequences
+        out.append(_per_pod(waiting.metric_name, waiting.average))
+    if autoscaling.kv_cache is not None:
+        out.append(_per_pod(autoscaling.kv_cache.metric_name, autoscaling.kv_cache.average_percent))
     return out
+
+
+def _per_pod(metric: str, average: int) -> Obj:
+    """A Pods metric of the custom metrics API with an average-value target."""
+    target = {"type": "AverageValue", "averageValue": str(average)}
+    return {"type": "Pods", "pods": {"metric": {"name": metric}, "target": target}}
 
 
 def behavior(autoscaling: types.Autoscaling) -> Obj | None:
