@@ -29,6 +29,8 @@ QUEUE_FULL = re.compile(r"queue full: .*retry after (\d+) s")
 READY_PROMPT = "Hello"
 READY_SAMPLING = '{"max_tokens": 1, "temperature": 0}'
 """The readiness check's request: one greedy token."""
+PROBE_PARAMETER = "conch_probe"
+"""The request parameter that makes it a probe (genai_model.PROBE_PARAMETER): served ahead of the queue."""
 _FIELD = re.compile(r"sampling_parameters\.(\w+)|\b(messages|text_input)\b|^(the prompt)\b")
 """A field the model's error names: a sampling key, its chat or its prompt input."""
 
@@ -66,7 +68,8 @@ class Triton:
         except InferenceServerException:
             return False
         try:
-            async for piece in self.generate(prompt=READY_PROMPT, chat=None, sampling=READY_SAMPLING):
+            pieces = self.generate(prompt=READY_PROMPT, chat=None, sampling=READY_SAMPLING, probe=True)
+            async for piece in pieces:
                 if piece.finish_reason is not None:
                     return piece.completion_tokens == 1
         except GatewayError as exc:
@@ -84,13 +87,19 @@ class Triton:
             self.context_length = int(value.get("string_value", "0")) or None
         return self.context_length
 
-    async def generate(self, *, prompt: str | None, chat: str | None, sampling: str) -> AsyncIterator[Piece]:
-        """Stream one generation; raises GatewayError for a refused request or an unreachable Triton."""
+    async def generate(
+        self, *, prompt: str | None, chat: str | None, sampling: str, probe: bool = False
+    ) -> AsyncIterator[Piece]:
+        """Stream one generation; raises GatewayError for a refused request or an unreachable Triton.
+        A probe (the readiness check) is one token that the model serves ahead of its queue."""
         inputs = [_bytes("sampling_parameters", sampling), _bool("stream", True)]
         inputs.append(_bytes("messages", chat) if chat is not None else _bytes("text_input", prompt or ""))
+        request: dict[str, Any] = {"model_name": self.model, "inputs": inputs}
+        if probe:
+            request["parameters"] = {PROBE_PARAMETER: True}
 
         async def one() -> AsyncIterator[dict[str, Any]]:
-            yield {"model_name": self.model, "inputs": inputs}
+            yield request
 
         try:
             call = self.client.stream_infer(inputs_iterator=one())

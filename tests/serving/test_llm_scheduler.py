@@ -207,3 +207,21 @@ def test_the_kv_budget_holds_a_request_until_reserved_tokens_are_freed(genai: An
     assert second.pieces[0][0] > first.finished_at  # it started after the first freed its tokens
     assert max(running for running, *_ in tally.loads) == 1  # never both: the budget held the second back
     assert max(kv for _, _, kv, _ in tally.loads) <= first_job.reservation
+
+
+def test_a_probe_is_served_at_once_while_every_slot_is_busy_and_the_queue_full(genai: Any, make: Any) -> None:
+    scheduler, _ = make(llmsched.Limits(max_sequences=1, max_queue=1))
+    busy, queued, probe = Recorder(), Recorder(), Recorder()
+    scheduler.submit(_job(genai, "Tell me a long story about a dragon.", 200), busy)
+    _until(lambda: bool(busy.pieces))
+    scheduler.submit(_job(genai, "What is two plus two?", 4), queued)
+    with pytest.raises(llmsched.QueueFullError):
+        scheduler.submit(_job(genai, "Hello", 4), Recorder())
+    check = _job(genai, "Hello", 1)
+    check.probe = True
+    scheduler.submit(check, probe)  # a readiness check: never refused, never behind the queue
+    probe.wait()
+    assert probe.final is not None and probe.final[3] == 1
+    assert not queued.done.is_set() and not busy.done.is_set()
+    busy.cancel.set()
+    queued.wait()

@@ -255,6 +255,8 @@ def test_over_the_limits_is_429_with_retry_after_and_closed_streams_free_their_s
     waiter.start()
     _until(lambda: _load(triton) == (2, 1), "two running and the third request waiting")
     assert _sample(triton, "conch_llm_kv_cache_tokens") > 0
+    with urllib.request.urlopen(f"{served[0]}/health/ready", timeout=10) as ready:  # busy, not unready
+        assert ready.status == 200
     with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=4)
     assert int(caught.value.response.headers["retry-after"]) >= 1

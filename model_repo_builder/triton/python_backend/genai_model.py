@@ -37,6 +37,9 @@ ROLES = ("system", "user", "assistant", "tool")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 FINALIZE_WAIT_S = 5.0
+PROBE_PARAMETER = "conch_probe"
+"""A request parameter marking a readiness check: one token, served ahead of the queue."""
+PROBE_MAX_PROMPT = 64
 
 
 class RequestError(ValueError):
@@ -118,7 +121,12 @@ class TritonPythonModel:
                 f"sampling_parameters.max_tokens must be an integer from 1 to {left} "
                 f"(the context left after the prompt's {len(ids)} tokens), got {max_tokens!r}"
             )
-        if len(ids) + max_tokens > self.limits.max_tokens_in_flight:
+        probe = bool(_parameters(request).get(PROBE_PARAMETER))
+        if probe and len(ids) > PROBE_MAX_PROMPT:
+            raise RequestError(f"a {PROBE_PARAMETER} request takes at most {PROBE_MAX_PROMPT} prompt tokens")
+        if probe:
+            max_tokens = 1  # a readiness check skips the queue, so it may make no more than that
+        elif len(ids) + max_tokens > self.limits.max_tokens_in_flight:
             raise RequestError(
                 f"the prompt's {len(ids)} tokens and sampling_parameters.max_tokens {max_tokens} "
                 f"are over the model's KV-cache budget of {self.limits.max_tokens_in_flight} tokens"
@@ -129,6 +137,7 @@ class TritonPythonModel:
             stream=_bool(request, "stream", False),
             include_input=not _bool(request, "exclude_input_in_output", True),
             max_tokens=max_tokens,
+            probe=probe,
         )
         _apply_sampling(job, sampling)
         return job
@@ -172,6 +181,15 @@ def _string(request: Any, name: str) -> str | None:
         except UnicodeDecodeError as exc:
             raise RequestError(f"{name} is not valid UTF-8 (byte {exc.start})") from exc
     return str(value)
+
+
+def _parameters(request: Any) -> dict[str, Any]:
+    """The request's own parameters (Triton's request-level `parameters`), {} when it has none."""
+    try:
+        values = json.loads(request.parameters() or "{}")
+    except (AttributeError, json.JSONDecodeError):
+        return {}
+    return values if isinstance(values, dict) else {}
 
 
 def _bool(request: Any, name: str, default: bool) -> bool:

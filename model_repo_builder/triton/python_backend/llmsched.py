@@ -70,6 +70,7 @@ class Job:
     top_k: int = 0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    probe: bool = False  # a readiness check: one token, ahead of the queue and over maxSequences
 
     @property
     def reservation(self) -> int:
@@ -187,6 +188,10 @@ class Scheduler:
         with self.wake:
             if self.closing:
                 raise QueueFullError(len(self.waiting), self.limits.max_queue, 1)
+            if job.probe:  # a busy model is a live one: its readiness never waits behind the queue
+                self.waiting.appendleft(Sequence(job, sink))
+                self.wake.notify()
+                return
             free = max(0, self.limits.max_sequences - len(self.running))
             if len(self.waiting) >= self.limits.max_queue + free:
                 self.observer.rejected_request()
@@ -233,9 +238,10 @@ class Scheduler:
     def _admit(self) -> list[Sequence]:
         """Move waiting sequences to running while the limits allow (first come, first served)."""
         admitted = []
-        while self.waiting and len(self.running) < self.limits.max_sequences:
+        while self.waiting and (self.waiting[0].job.probe or len(self.running) < self.limits.max_sequences):
             need = self.waiting[0].job.reservation
-            if self.running and self.reserved + need > self.limits.max_tokens_in_flight:
+            probe = self.waiting[0].job.probe
+            if not probe and self.running and self.reserved + need > self.limits.max_tokens_in_flight:
                 break
             seq = self.waiting.popleft()
             self.running.append(seq)

@@ -1,0 +1,151 @@
+"""A generative model scales on its own load (issue 21): examples/cpu-smollm2.yaml (a cache hit on the
+session's llm_store when the generation e2e ran first) on the node agent with one sequence per pod and a
+ServiceMonitor every 2 s; the real Prometheus scrapes its Triton's conch_llm_* series, prometheus-adapter
+serves its waiting sequences (the chart's rule) to a real HPA, which goes 1 -> 2 under a bounded
+streaming load on the first pod's own address and back to 1 after it. The second pod is a second real
+tritonserver that loads the model and answers a real token before it is Ready.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openai
+import pytest
+import yaml
+from chart import helmrun
+from conftest import Cluster, running_node_agent, wait_for
+
+from monitoring import release
+from monitoring.scenario import Scenario
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+MD, MODEL = "smollm2-scaling", "smollm2"
+PODS = f"serving.conch.dev/modeldeployment={MD},app.kubernetes.io/component=triton"
+CUSTOM_METRIC = "conch_llm_waiting_sequences"
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"
+STREAMS = 4
+LOAD_S = 240.0
+
+
+def _modeldeployment(agent: Any) -> dict[str, Any]:
+    md = yaml.safe_load((ROOT / "examples" / "cpu-smollm2.yaml").read_text())
+    spec = md["spec"]
+    spec.pop("replicas")
+    for section in ("build", "serving"):
+        spec.setdefault(section, {}).update(agent.scheduling())
+    spec["serving"] |= {
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "startupTimeoutSeconds": 300,
+        "generation": {"maxSequences": 1, "maxQueue": 32},
+    }
+    spec["autoscaling"] = {
+        "minReplicas": 1, "maxReplicas": 2, "waitingSequences": {"average": 1},
+        "scaleUpStabilizationSeconds": 0, "scaleDownStabilizationSeconds": 10,  # test-only: default 300
+    }  # fmt: skip
+    spec["monitoring"] = {"serviceMonitor": {"enabled": True, "interval": "2s"}}
+    spec["rollout"] = {"progressDeadlineSeconds": 300}
+    md["metadata"]["name"] = MD
+    return dict(md)
+
+
+class Load:
+    """STREAMS clients asking for completions back to back on one pod until stopped (or LOAD_S)."""
+
+    def __init__(self, ip: str) -> None:
+        self.client = openai.OpenAI(
+            base_url=f"http://{ip}:9000/v1", api_key="unused", max_retries=0, timeout=120
+        )
+        self.stop = threading.Event()
+        self.done = self.errors = 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(STREAMS)]
+        self.deadline = time.monotonic() + LOAD_S
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            try:
+                self.client.completions.create(model=MODEL, prompt=COUNTING, temperature=0, max_tokens=48)
+                ok = True
+            except openai.APIError:
+                ok = False
+            with self.lock:
+                self.done, self.errors = self.done + ok, self.errors + (not ok)
+
+    def finish(self) -> tuple[int, int]:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=150)
+        return self.done, self.errors
+
+
+def test_hpa_scales_a_generator_on_its_waiting_sequences_and_back(
+    cluster: Cluster, monitoring: Any, llm_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    assert monitoring.custom_metrics, "custom.metrics.k8s.io is not served (see test_metrics_e2e)"
+    workdir = tmp_path_factory.mktemp("llm-scaling")
+    ns = f"t-llm-scaling-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("label", "namespace", ns, "conch.dev/test=true")
+    try:
+        with (
+            running_node_agent(cluster, workdir) as agent,
+            release.operator_release(cluster, ns, workdir) as rel,
+        ):
+            helmrun.model_store(cluster, ns, llm_store)
+            sc = Scenario(cluster, ns, rel, agent, np.zeros(1))
+            sc.apply(_modeldeployment(agent))
+            sc.wait_serving(MD, "1", 900)
+            _scale_up_and_down(sc, monitoring)
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "pv", f"store-{ns}", "--wait=false", check=False)
+
+
+def _hpa(sc: Scenario) -> dict[str, Any]:
+    status: dict[str, Any] = sc.get("hpa", MD).get("status", {})
+    return status
+
+
+def _custom_metric(sc: Scenario) -> list[str]:
+    path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{sc.ns}/pods/*/{CUSTOM_METRIC}"
+    proc = sc.cluster.kubectl("get", "--raw", path, check=False)
+    return [i["value"] for i in json.loads(proc.stdout)["items"]] if proc.returncode == 0 else []
+
+
+def _scale_up_and_down(sc: Scenario, monitoring: Any) -> None:
+    ip = wait_for("a Ready pod", lambda: sc.ready_ips(PODS), 60)[0]
+    monitoring.wait_for_series(f'conch_llm_waiting_sequences{{namespace="{sc.ns}"}}', 60)
+    wait_for("the custom metrics API serving 0 waiting", lambda: _custom_metric(sc) == ["0"], 120)
+    t0 = time.monotonic()
+    load = Load(ip)
+    try:
+        wait_for("the HPA to want 2 pods", lambda: _hpa(sc).get("desiredReplicas", 0) >= 2, 180)
+        decided = time.monotonic() - t0
+        seen = _hpa(sc)["currentMetrics"][0]["pods"]["current"]["averageValue"]
+        wait_for("2 Ready Triton pods", lambda: len(sc.ready_ips(PODS)) >= 2, 300, every=1)
+        ready = time.monotonic() - t0
+    finally:
+        done, errors = load.finish()
+    assert done > 0 and errors == 0, (done, errors)
+    t1 = time.monotonic()
+    wait_for(
+        "the HPA back to 1 pod",
+        lambda: _hpa(sc).get("desiredReplicas") == 1 and sc.get("deployment", MD)["spec"]["replicas"] == 1,
+        240,
+        every=1,
+    )
+    print(
+        f"llm hpa seconds: load start -> scale-up decision {decided:.1f} (waiting sequences seen {seen}, "
+        f"target 1), -> 2 Ready {ready:.1f}; load stop -> back to 1 {time.monotonic() - t1:.1f}; "
+        f"{done} completions, {errors} errors"
+    )
