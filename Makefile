@@ -10,7 +10,7 @@ STATE ?= $(HOME)/.local/state/conch/cluster
 export KUBECONFIG ?= $(STATE)/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(CACHE)/bin:$(PATH)
 
-.PHONY: monitoring-up monitoring-down bench-batching bench-auth
+.PHONY: monitoring-up monitoring-down bench-batching bench-auth bench-llm
 .PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving test-e2e demo bench bench-text bench-distill bench-generation clean
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-distill only the distillation (digits CNN x 5 seeds, MiniLM 6 -> 3 layers) benchmark"
 	@echo "make bench-auth   auth proxy overhead: p50/p99 direct vs through the proxy at concurrency 8"
 	@echo "make bench-scale  N ModelDeployments vs raw applies on the local cluster (BENCH_SCALE_N=1000)"
+	@echo "make bench-llm    SmolLM2 under load (guidellm, concurrency 1/8/32): Conch int4 + gateway vs llama-server"
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -83,6 +84,7 @@ bench: venv
 	$(VPY) -m bench.bench_batching
 	$(VPY) -m bench.bench_generation
 	$(VPY) -m bench.bench_auth
+	$(VPY) -m bench.bench_llm_load
 
 bench-text: venv
 	$(VPY) -m bench.bench_text
@@ -102,6 +104,11 @@ bench-batching: venv tools  ## Triton dynamic batching vs none at concurrency 16
 
 bench-generation: venv  ## SmolLM2 int4/int8 served by Triton vs transformers fp32 (issue 20)
 	$(VPY) -m bench.bench_generation
+
+# issue 21: builds llama-server (hack/build-llama-server.sh) and the guidellm venv (hack/guidellm-venv.sh)
+# into $(CACHE) on first run (about 20 minutes on 2 cores), then about 15 minutes of load
+bench-llm: venv  ## SmolLM2 under load: Conch int4 + OpenAI gateway vs llama.cpp's llama-server (guidellm)
+	HF_HUB_OFFLINE=1 $(VPY) -m bench.bench_llm_load
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache
