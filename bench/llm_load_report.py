@@ -23,6 +23,8 @@ def from_guidellm(raw: dict[str, Any]) -> dict[str, Any]:
     done = groups.get("successful") or []
     errored = groups.get("errored") or []
     errors = [str((r.get("info") or {}).get("error") or "") for r in errored]
+    cut_off = groups.get("incomplete") or []
+    streamed = done + cut_off  # the latencies of a request cut off by the window's end count too
     return {
         "guidellm_version": raw.get("metadata", {}).get("guidellm_version"),
         "seconds": float(bench["duration"]),
@@ -30,17 +32,20 @@ def from_guidellm(raw: dict[str, Any]) -> dict[str, Any]:
         "errors": len(errored),
         "errors_http_429": sum("429" in e for e in errors),
         "error_examples": sorted(set(e[:200] for e in errors))[:3],
-        "incomplete": len(groups.get("incomplete") or []),
+        "incomplete": len(cut_off),
+        "incomplete_before_first_token": sum(not r.get("time_to_first_token_ms") for r in cut_off),
         # tokens streamed by requests that the window's end cut off (or that failed part way)
-        "partial_output_tokens": sum(
-            int(r.get("output_tokens") or 0) for r in (groups.get("incomplete") or []) + errored
-        ),
+        "partial_output_tokens": sum(int(r.get("output_tokens") or 0) for r in cut_off + errored),
         "guidellm_output_tokens_per_s_mean": round(
             float(bench["metrics"]["output_tokens_per_second"]["total"]["mean"]), 2
         ),
         "requests": {
-            "ttft_ms": [float(r["time_to_first_token_ms"]) for r in done if r.get("time_to_first_token_ms")],
-            "itl_ms": [float(r["inter_token_latency_ms"]) for r in done if r.get("inter_token_latency_ms")],
+            "ttft_ms": [
+                float(r["time_to_first_token_ms"]) for r in streamed if r.get("time_to_first_token_ms")
+            ],
+            "itl_ms": [
+                float(r["inter_token_latency_ms"]) for r in streamed if r.get("inter_token_latency_ms")
+            ],
             "output_tokens": [int(r.get("output_tokens") or 0) for r in done],
             "prompts": [_prompt(r) for r in done],
         },
@@ -61,7 +66,8 @@ def _percentile(values: list[float], q: float) -> float | None:
 def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The runs of one (server, concurrency) as one: rates over their summed measured seconds (output
     tokens/s counts every token streamed in the window, the requests cut off at its end included;
-    _completed only those of completed requests), percentiles over all their successful requests."""
+    _completed only those of completed requests), latency percentiles over every request that streamed
+    tokens (completed or cut off; one cut off before its first token has no TTFT and is counted apart)."""
     seconds = sum(r["seconds"] for r in runs)
     ttft = [v for r in runs for v in r["requests"]["ttft_ms"]]
     itl = [v for r in runs for v in r["requests"]["itl_ms"]]
@@ -80,6 +86,7 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": sum(r["errors"] for r in runs),
         "errors_http_429": sum(r["errors_http_429"] for r in runs),
         "incomplete": sum(r["incomplete"] for r in runs),
+        "incomplete_before_first_token": sum(r["incomplete_before_first_token"] for r in runs),
         "output_tokens_mean": round(sum(tokens) / len(tokens), 1) if tokens else None,
         "seconds": round(seconds, 1),
         "loadavg_1m": [[r["loadavg_1m_start"], r["loadavg_1m_end"]] for r in runs],

@@ -79,8 +79,8 @@ def conch(repository: Path, work: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def llama_server(binary: Path, gguf: Path, parallel: int, work: Path) -> Iterator[str]:
-    """llama-server on `gguf` with `parallel` slots sharing an 8192-token context, 2 threads: its base URL."""
+def llama_server(binary: Path, gguf: Path, parallel: int, threads: int, work: Path) -> Iterator[str]:
+    """llama-server on `gguf` with `parallel` slots sharing an 8192-token context: its base URL."""
     port = free_port()
     log = work / f"llama-server-{parallel}.log"
     env = {
@@ -91,7 +91,7 @@ def llama_server(binary: Path, gguf: Path, parallel: int, work: Path) -> Iterato
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(binary), "-m", str(gguf), "-t", "2", "--parallel", str(parallel), "-c", "8192",
+            [str(binary), "-m", str(gguf), "-t", str(threads), "--parallel", str(parallel), "-c", "8192",
              "--host", "127.0.0.1", "--port", str(port), "--alias", MODEL, "--no-webui"],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
