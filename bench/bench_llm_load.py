@@ -18,7 +18,8 @@ mean output tokens per request says whether that made a difference) at a fixed c
 Per (server, concurrency), over ROUNDS runs of SECONDS each: output tokens/s (every token streamed in
 the window, the requests its end cut off included; also of completed requests only), requests/s
 (completed), TTFT p50/p99 and inter-token latency p50/p99 over every request that streamed tokens
-(guidellm's ITL is each request's mean gap between tokens), errors (HTTP 429 counted apart), requests
+(guidellm's ITL is each request's mean gap between tokens; a request cut off before its first token
+counts the time it waited as its TTFT, a lower bound), errors (HTTP 429 counted apart), requests
 cut off at the end of the window (and of those, the ones still without a first token), mean output
 tokens per completed request, and the 1-minute load
 average at the start and end of every run. The servers alternate (the first of a round goes second in
@@ -189,11 +190,8 @@ def _one_run(binary: Path, server: str, url: str, load: servers.Load, out: Path)
 
 
 def _prompts(runs: list[dict[str, Any]]) -> list[str]:
-    """The first REFERENCE_PROMPTS prompts that conch answered (guidellm's synthetic prompts)."""
-    for run in runs:
-        if run["server"] == "conch" and len(run["requests"]["prompts"]) >= REFERENCE_PROMPTS:
-            return list(run["requests"]["prompts"][:REFERENCE_PROMPTS])
-    return [prompt for run in runs for prompt in run["requests"]["prompts"]][:REFERENCE_PROMPTS]
+    """The first REFERENCE_PROMPTS prompts (guidellm's synthetic ones) of the runs, in run order."""
+    return [prompt for run in runs for prompt in run["requests"]["prompts"] if prompt][:REFERENCE_PROMPTS]
 
 
 def _machine() -> dict[str, Any]:

@@ -40,16 +40,22 @@ def from_guidellm(raw: dict[str, Any]) -> dict[str, Any]:
             float(bench["metrics"]["output_tokens_per_second"]["total"]["mean"]), 2
         ),
         "requests": {
-            "ttft_ms": [
-                float(r["time_to_first_token_ms"]) for r in streamed if r.get("time_to_first_token_ms")
-            ],
+            "ttft_ms": [_ttft_ms(r) for r in streamed],
             "itl_ms": [
                 float(r["inter_token_latency_ms"]) for r in streamed if r.get("inter_token_latency_ms")
             ],
             "output_tokens": [int(r.get("output_tokens") or 0) for r in done],
-            "prompts": [_prompt(r) for r in done],
+            "prompts": [_prompt(r) for r in streamed + errored],
         },
     }
+
+
+def _ttft_ms(request: dict[str, Any]) -> float:
+    """The request's time to first token; for one cut off before its first token, the time it waited
+    (a lower bound: leaving it out would make a server that starts few requests look fast)."""
+    if request.get("time_to_first_token_ms"):
+        return float(request["time_to_first_token_ms"])
+    return MS * (float(request["request_end_time"]) - float(request["request_start_time"]))
 
 
 def _prompt(request: dict[str, Any]) -> str:
@@ -67,7 +73,8 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The runs of one (server, concurrency) as one: rates over their summed measured seconds (output
     tokens/s counts every token streamed in the window, the requests cut off at its end included;
     _completed only those of completed requests), latency percentiles over every request that streamed
-    tokens (completed or cut off; one cut off before its first token has no TTFT and is counted apart)."""
+    tokens, completed or cut off (TTFT: one cut off before its first token counts the time it waited, a
+    lower bound, and is counted apart)."""
     seconds = sum(r["seconds"] for r in runs)
     ttft = [v for r in runs for v in r["requests"]["ttft_ms"]]
     itl = [v for r in runs for v in r["requests"]["itl_ms"]]
