@@ -153,7 +153,7 @@ def _load_runs(plan: Plan, repository: Path, phases: dict[str, float]) -> list[d
     runs: list[dict[str, Any]] = []
     work = repository.parent
     mark = time.monotonic()
-    with servers.conch(repository, work) as conch_url:
+    with servers.conch(repository, work, max(plan.concurrencies)) as conch_url:
         phases["conch_start_s"] = time.monotonic() - mark
         for index, concurrency in enumerate(plan.concurrencies):
             mark = time.monotonic()

@@ -59,9 +59,10 @@ def _wait_answering(base: str, proc: subprocess.Popen[bytes], log: Path) -> None
 
 
 @contextlib.contextmanager
-def conch(repository: Path, work: Path) -> Iterator[str]:
-    """tritonserver serving `repository` and the conch_gateway in front of it: the gateway's base URL."""
-    with run_triton(repository, work) as triton:
+def conch(repository: Path, work: Path, sequences: int) -> Iterator[str]:
+    """tritonserver serving `repository` and the conch_gateway in front of it: the gateway's base URL.
+    The model's scheduler runs up to `sequences` at once (llama-server's --parallel slots, the same)."""
+    with run_triton(repository, work, env={"CONCH_LLM_MAX_SEQUENCES": str(sequences)}) as triton:
         port = free_port()
         log = work / "gateway.log"
         with log.open("wb") as out:
