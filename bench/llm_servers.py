@@ -120,8 +120,8 @@ def guidellm(binary: Path, base: str, load: Load, out: Path) -> dict[str, Any]:
     """One guidellm run: streamed /v1/completions at a fixed concurrency for load.seconds; its JSON report."""
     cmd = [
         str(binary), "run",
-        # the gateway's health routes are /health/{ready,live}, guidellm checks /health: both servers are
-        # known to answer before a run starts (conch, llama_server), so the check is off for both
+        # both servers are known to answer a real completion before a run starts (conch, llama_server),
+        # so guidellm's own check of /health is off for both
         "--backend", f"kind=openai_http,target={base},model={MODEL},request_format=/v1/completions,"
                      "validate_backend=false",
         "--tokenizer", f"kind=huggingface_auto,model={load.tokenizer}",

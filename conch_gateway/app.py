@@ -88,6 +88,7 @@ def create_app(triton: Triton) -> Starlette:
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/health/ready", ready, methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
+        Route("/health", live, methods=["GET"]),  # vLLM's path, which OpenAI-style load tools check
     ]
     handlers = {GatewayError: gateway_error, HTTPException: http_error}
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)

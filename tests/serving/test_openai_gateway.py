@@ -170,7 +170,7 @@ def test_an_unknown_model_is_404_and_an_over_long_prompt_400(client: openai.Open
 
 
 def test_ready_means_a_real_token_and_live_answers(gateway: str) -> None:
-    for path, key in (("/health/ready", "ready"), ("/health/live", "live")):
+    for path, key in (("/health/ready", "ready"), ("/health/live", "live"), ("/health", "live")):
         with urllib.request.urlopen(f"{gateway}{path}", timeout=60) as resp:
             assert resp.status == 200 and json.loads(resp.read())[key] is True
 
