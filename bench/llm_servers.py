@@ -59,49 +59,45 @@ def _wait_answering(base: str, proc: subprocess.Popen[bytes], log: Path) -> None
 
 
 @contextlib.contextmanager
-def conch(repository: Path, work: Path, sequences: int) -> Iterator[str]:
-    """tritonserver serving `repository` and the conch_gateway in front of it: the gateway's base URL.
-    The model's scheduler runs up to `sequences` at once (llama-server's --parallel slots, the same)."""
-    with run_triton(repository, work, env={"CONCH_LLM_MAX_SEQUENCES": str(sequences)}) as triton:
-        port = free_port()
-        log = work / "gateway.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "conch_gateway", "--triton-grpc", triton.grpc_url, "--model", MODEL,
-                 "--host", "127.0.0.1", "--port", str(port)],
-                stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            try:
-                base = f"http://127.0.0.1:{port}"
-                _wait_answering(base, proc, log)
-                yield base
-            finally:
-                stop_process(proc, 10)
-
-
-@contextlib.contextmanager
-def llama_server(binary: Path, gguf: Path, parallel: int, threads: int, work: Path) -> Iterator[str]:
-    """llama-server on `gguf` with `parallel` slots sharing an 8192-token context: its base URL."""
-    port = free_port()
-    log = work / f"llama-server-{parallel}.log"
-    env = {
-        **os.environ,
-        "LD_LIBRARY_PATH": os.pathsep.join(
-            filter(None, [str(binary.parent), os.environ.get("LD_LIBRARY_PATH")])
-        ),
-    }
+def _serving(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run a server's `cmd` (listening on 127.0.0.1:`port`), logging to `log`, until it answers a real
+    completion; its base URL while the context lasts, stopped after."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(binary), "-m", str(gguf), "-t", str(threads), "--parallel", str(parallel), "-c", "8192",
-             "--host", "127.0.0.1", "--port", str(port), "--alias", MODEL, "--no-webui"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_answering(base, proc, log)
             yield base
         finally:
             stop_process(proc, 10)
+
+
+@contextlib.contextmanager
+def conch(repository: Path, work: Path, sequences: int) -> Iterator[str]:
+    """tritonserver serving `repository` and the conch_gateway in front of it: the gateway's base URL.
+    The model's scheduler runs up to `sequences` at once (llama-server's --parallel slots, the same)."""
+    with run_triton(repository, work, env={"CONCH_LLM_MAX_SEQUENCES": str(sequences)}) as triton:
+        port = free_port()
+        cmd = [sys.executable, "-m", "conch_gateway", "--triton-grpc", triton.grpc_url, "--model", MODEL,
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        with _serving(cmd, port, work / "gateway.log") as base:
+            yield base
+
+
+@contextlib.contextmanager
+def llama_server(binary: Path, gguf: Path, parallel: int, threads: int, work: Path) -> Iterator[str]:
+    """llama-server on `gguf` with `parallel` slots sharing an 8192-token context: its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            filter(None, [str(binary.parent), os.environ.get("LD_LIBRARY_PATH")])
+        ),
+    }
+    cmd = [str(binary), "-m", str(gguf), "-t", str(threads), "--parallel", str(parallel), "-c", "8192",
+           "--host", "127.0.0.1", "--port", str(port), "--alias", MODEL, "--no-webui"]  # fmt: skip
+    with _serving(cmd, port, work / f"llama-server-{parallel}.log", env) as base:
+        yield base
 
 
 @dataclass(frozen=True)
