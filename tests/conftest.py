@@ -186,8 +186,9 @@ def node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
 
 
 @contextlib.contextmanager
-def running_node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
-    """The node agent of the `node_agent` fixture, for fixtures of a wider scope."""
+def running_node_agent(cluster: Cluster, tmp_path: Path, subnet: int | None = None) -> Iterator[NodeAgent]:
+    """The node agent of the `node_agent` fixture, for fixtures of a wider scope; `subnet` picks another
+    /24 than the session's own (a pod process an earlier agent left behind keeps its address busy)."""
     agent = NodeAgent(name=f"agent-{os.getpid()}", state=tmp_path / "agent", log=tmp_path / "agent.log")
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}  # cwd=ROOT puts testenv on its path
     # One advertised GPU (tests see Triton fail on it: there is no real one) besides the CPU pods.
@@ -204,7 +205,7 @@ def running_node_agent(cluster: Cluster, tmp_path: Path) -> Iterator[NodeAgent]:
         # A /24 of its own: agents of concurrent sessions on one machine would otherwise hand out the
         # same first addresses of 127.65.0.0/16, and a pod's Triton fails on "address already in use".
         "--pod-cidr",
-        f"127.65.{1 + os.getpid() % 254}.0/24",
+        f"127.65.{1 + (os.getpid() if subnet is None else subnet) % 254}.0/24",
     ]
     with agent.log.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -25,6 +25,7 @@ from testenv.nodeagent import probes, runtime, status
 
 Obj = dict[str, Any]
 TICK = 0.5
+STOP_POLL_S = 0.2  # how often a stopping container is checked for having exited (or the pod for vanishing)
 SECRET_SYNC = 2.0  # seconds between re-reads of Secret volumes (a kubelet's period is about a minute)
 BACKOFF_START, BACKOFF_CAP = 10.0, 300.0
 log = logging.getLogger("nodeagent.pod")
@@ -327,20 +328,30 @@ class PodWorker(threading.Thread):
 
     def terminate(self, c: Container, grace: float) -> None:
         """SIGTERM to the container's process group, SIGKILL after `grace` seconds."""
-        if c.proc is None or c.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(c.proc.pid, signal.SIGTERM)
-        try:
-            c.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(c.proc.pid, signal.SIGKILL)
-            c.proc.wait(timeout=30)
+        self.stop_together([c], grace)
 
     def kill_all(self, grace: float) -> None:
-        for c in self.inits + self.containers:
-            self.terminate(c, grace)
+        self.stop_together(self.inits + self.containers, grace)
+
+    def stop_together(self, containers: list[Container], grace: float) -> None:
+        """As a kubelet stops a pod: SIGTERM to every running container's process group at once, then
+        SIGKILL to those still running when the grace ends, or at once when the pod vanishes meanwhile
+        (the agent shutting down: no process may outlive it)."""
+        running = [c for c in containers if c.proc is not None and c.proc.poll() is None]
+        for c in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + grace
+        for c in running:
+            proc = c.proc
+            assert proc is not None
+            while proc.poll() is None and time.monotonic() < deadline and not self.gone:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
 
     def report(self) -> None:
         """Patch the pod's status when what we would report changed."""

@@ -9,6 +9,7 @@ tritonserver that loads the model and answers a real token before it is Ready.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 import time
@@ -98,7 +99,8 @@ def test_hpa_scales_a_generator_on_its_waiting_sequences_and_back(
     cluster.kubectl("label", "namespace", ns, "conch.dev/test=true")
     try:
         with (
-            running_node_agent(cluster, workdir) as agent,
+            # a /24 of its own: the generation e2e's gateway can outlive its agent on the session's /24
+            running_node_agent(cluster, workdir, subnet=os.getpid() + 127) as agent,
             release.operator_release(cluster, ns, workdir) as rel,
         ):
             helmrun.model_store(cluster, ns, llm_store)
