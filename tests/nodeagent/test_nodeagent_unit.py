@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+import types
 from pathlib import Path
 
 import pytest
 
-from testenv.nodeagent import node, probes, runtime, status
+from testenv.nodeagent import node, pod, probes, runtime, status
 
 pytestmark = pytest.mark.unit
 
@@ -263,3 +266,36 @@ def test_pod_cidr_must_be_loopback(cidr: str) -> None:
 def test_ip_pool_never_repeats_and_skips_the_node_address() -> None:
     pool = node.IpPool("127.65.0.0/29")
     assert [pool.take() for _ in range(3)] == ["127.65.0.2", "127.65.0.3", "127.65.0.4"]
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return bool(int(fields["SigIgn"].strip(), 16) & (1 << (15 - 1)))
+
+
+def _stubborn() -> pod.Container:
+    """A container whose process ignores SIGTERM (a server still draining), in its own process group."""
+    proc = subprocess.Popen(
+        ["bash", "-c", "trap '' TERM; sleep 60"], start_new_session=True, stdin=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while not _ignores_sigterm(proc.pid):  # bash sets its trap before a signal may arrive
+        assert time.monotonic() < deadline, "bash never ignored SIGTERM"
+        time.sleep(0.01)
+    return pod.Container(spec={"name": "c"}, view=status.ContainerView("c", "stub"), proc=proc)
+
+
+def test_a_pods_containers_stop_together_within_one_grace_and_at_once_when_it_vanishes() -> None:
+    worker = types.SimpleNamespace(gone=False)
+    containers = [_stubborn(), _stubborn()]
+    start = time.monotonic()
+    pod.PodWorker.stop_together(worker, containers, 1.0)  # type: ignore[arg-type]
+    took = time.monotonic() - start
+    assert all(c.proc is not None and c.proc.returncode == -9 for c in containers)
+    assert 1.0 <= took < 1.9, took  # one grace for both, not one each
+    worker.gone = True  # the agent shutting down: no waiting out a grace
+    containers = [_stubborn()]
+    start = time.monotonic()
+    pod.PodWorker.stop_together(worker, containers, 90.0)  # type: ignore[arg-type]
+    assert time.monotonic() - start < 1.0 and containers[0].proc is not None
+    assert containers[0].proc.returncode == -9
