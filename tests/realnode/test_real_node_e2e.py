@@ -110,9 +110,11 @@ def why_nothing_started(realnode: Cluster, ns: str) -> str:
     return f"node conditions: {wrong or 'all as expected'}\npods:\n{pods}\nevents:\n{events}"
 
 
-def memory_cgroup(pod: dict[str, Any]) -> Path:
-    """The memory cgroup of the pod's first container (cgroup v1, the kubelet's cgroupfs driver)."""
-    cid = pod["status"]["containerStatuses"][0]["containerID"].split("//", 1)[1]
+def memory_cgroup(pod: dict[str, Any], container: str = "triton") -> Path:
+    """The memory cgroup of the pod's container `container` (cgroup v1, the kubelet's cgroupfs driver);
+    by name: with auth on (the chart's default) the auth proxy's status comes first."""
+    (state,) = [c for c in pod["status"]["containerStatuses"] if c["name"] == container]
+    cid = state["containerID"].split("//", 1)[1]
     found = list(Path("/sys/fs/cgroup/memory/kubepods").glob(f"**/pod{pod['metadata']['uid']}/{cid}"))
     assert found, f"no memory cgroup for container {cid}"
     return found[0]
