@@ -61,8 +61,9 @@ class TritonSink:
             return
         self.sender.send(_response(text, reason, prompt_tokens, completion_tokens), flags=FINAL)
 
-    def fail(self, message: str) -> None:
-        error = pb_utils.TritonError(message)
+    def fail(self, message: str, code: Any = None) -> None:
+        """The request's error response (Triton's INTERNAL unless `code` says otherwise), final."""
+        error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
         self.sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
 
     def cancelled(self) -> bool:
@@ -90,11 +91,9 @@ class TritonPythonModel:
             try:
                 self.scheduler.submit(self._parse(request), sink)
             except RequestError as exc:
-                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
-                sink.sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+                sink.fail(str(exc), pb_utils.TritonError.INVALID_ARG)
             except llmsched.QueueFullError as exc:
-                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.UNAVAILABLE)
-                sink.sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+                sink.fail(str(exc), pb_utils.TritonError.UNAVAILABLE)
 
     def finalize(self) -> None:
         """Finish running generations within a few seconds; waiting ones are refused."""

@@ -10,7 +10,7 @@ onnxruntime-genai's shared-buffer cache allocates for it), then advances every r
 token. So a new request joins at the next iteration and a finished or cancelled one leaves at once,
 freeing its reservation for the next in the queue. A full queue refuses at once (QueueFullError, with a
 Retry-After estimate) instead of hanging. The prompt of a new sequence is read in one step (its
-prefill): the other sequences wait for that one step, whose length the prefill metric shows. It is not
+prefill): the other sequences wait for that one step, which their inter-token latency shows. It is not
 split into chunks because onnxruntime-genai's int4 decoder gives other greedy tokens for a prompt
 appended in chunks (measured), and batching must change no token.
 
@@ -289,11 +289,9 @@ class Scheduler:
         self.observer.finished(reason, len(seq.job.ids), seq.tokens, seconds, queued)
         if error is not None:
             seq.sink.fail(error)
-        elif reason != "cancelled":
+        else:  # a cancelled one's sink sends no text: nobody reads it
             piece = seq.text[seq.sent :] if seq.job.stream else seq.text
             seq.sink.finish(piece, reason, len(seq.job.ids), seq.tokens)
-        else:
-            seq.sink.finish("", reason, len(seq.job.ids), seq.tokens)
 
     def _report(self) -> None:
         """The load gauges: when the counts change, else at most every REPORT_EVERY_S."""
