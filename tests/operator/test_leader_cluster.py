@@ -10,7 +10,6 @@ a new version; the old leader thawed writes nothing (audit log, by its identity 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -26,6 +25,7 @@ from conftest import SESSION, wait_for
 from opharness import ROOT, Kube, md_object, serving
 
 from conch import kube, leader
+from tests.support import audit
 from tests.support.processes import free_port, stop_process
 
 pytestmark = pytest.mark.cluster
@@ -129,12 +129,9 @@ def replicas(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[list[Repl
 
 def writes_by(audit_log: Path, identity: str, offset: int) -> list[str]:
     out = []
-    with audit_log.open() as f:
-        f.seek(offset)
-        for line in f:
-            e = json.loads(line)
-            if identity in e.get("userAgent", "") and e["verb"] in {"create", "update", "patch", "delete"}:
-                out.append(f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}")
+    for e in audit.events_since(audit_log, offset):
+        if identity in e.get("userAgent", "") and e["verb"] in {"create", "update", "patch", "delete"}:
+            out.append(f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}")
     return out
 
 

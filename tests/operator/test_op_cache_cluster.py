@@ -5,7 +5,6 @@ watched, are remembered from the last read or write for a few minutes)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +12,25 @@ import pytest
 from opharness import Kube, Operator, kube_fixture, md_object, operator_fixture, serving, wait_for  # noqa: F401
 
 from conch import cache
+from tests.support import audit
 
 pytestmark = pytest.mark.cluster
 
 
 def operator_reads(audit_log: Path, namespace: str, offset: int) -> list[str]:
     reads = []
-    with audit_log.open() as f:
-        f.seek(offset)
-        for line in f:
-            e = json.loads(line)
-            ref = e.get("objectRef", {})
-            if (
-                e.get("userAgent", "").startswith("conch-operator")
-                and e["verb"] in {"get", "list"}
-                and ref.get("namespace") == namespace
-                and e.get("stage") == "ResponseComplete"
-            ):
-                group = ref.get("apiGroup", "")
-                reads.append(
-                    f"{e['verb']} {(group + '/') if group else ''}{ref.get('resource')}/{ref.get('name', '')}"
-                )
+    for e in audit.events_since(audit_log, offset):
+        ref = e.get("objectRef", {})
+        if (
+            e.get("userAgent", "").startswith("conch-operator")
+            and e["verb"] in {"get", "list"}
+            and ref.get("namespace") == namespace
+            and e.get("stage") == "ResponseComplete"
+        ):
+            group = ref.get("apiGroup", "")
+            reads.append(
+                f"{e['verb']} {(group + '/') if group else ''}{ref.get('resource')}/{ref.get('name', '')}"
+            )
     return reads
 
 

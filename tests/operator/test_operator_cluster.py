@@ -25,6 +25,8 @@ from opharness import (  # noqa: F401  (fixtures)
     wait_for,
 )
 
+from tests.support import audit
+
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,15 +162,12 @@ def test_op_failed_rollout_rolls_back_and_next_version_is_fresh(kube: Kube) -> N
 
 def operator_writes(audit_log: Path, namespace: str, offset: int) -> list[str]:
     writes = []
-    with audit_log.open() as f:
-        f.seek(offset)
-        for line in f:
-            e = json.loads(line)
-            agent = e.get("userAgent", "")
-            if (agent.startswith("conch-operator") or agent.startswith("kopf")) and e["verb"] in {
-                "create", "update", "patch", "delete"
-            } and e.get("objectRef", {}).get("namespace") == namespace:  # fmt: skip
-                writes.append(f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}")
+    for e in audit.events_since(audit_log, offset):
+        agent = e.get("userAgent", "")
+        if (agent.startswith("conch-operator") or agent.startswith("kopf")) and e["verb"] in {
+            "create", "update", "patch", "delete"
+        } and e.get("objectRef", {}).get("namespace") == namespace:  # fmt: skip
+            writes.append(f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}")
     return writes
 
 

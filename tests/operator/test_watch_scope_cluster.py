@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from opharness import ROOT, Operator, wait_for
 
+from tests.support import audit
+
 pytestmark = pytest.mark.cluster
 LABEL = "serving.conch.dev/modeldeployment"
 CHILD_PLURALS = {
@@ -35,19 +37,16 @@ CHILD_PLURALS = {
 def operator_reads(audit_log: Path, namespace: str, offset: int) -> list[dict[str, Any]]:
     """The operator's list/watch requests for child kinds in `namespace` since `offset`."""
     reads = []
-    with audit_log.open() as f:
-        f.seek(offset)
-        for line in f:
-            e = json.loads(line)
-            agent = e.get("userAgent", "")
-            ref = e.get("objectRef", {})
-            if (
-                (agent.startswith("kopf") or agent.startswith("conch-operator"))
-                and e["verb"] in {"list", "watch"}
-                and ref.get("resource") in CHILD_PLURALS
-                and ref.get("namespace") == namespace
-            ):
-                reads.append(e)
+    for e in audit.events_since(audit_log, offset):
+        agent = e.get("userAgent", "")
+        ref = e.get("objectRef", {})
+        if (
+            (agent.startswith("kopf") or agent.startswith("conch-operator"))
+            and e["verb"] in {"list", "watch"}
+            and ref.get("resource") in CHILD_PLURALS
+            and ref.get("namespace") == namespace
+        ):
+            reads.append(e)
     return reads
 
 
