@@ -404,6 +404,17 @@ MUTATIONS: list[Mutation] = [
     ],
     Mutation("quality-canary-for-generation", {"spec.rollout.canary.analysis": {"quality": {"minCosine": 0.99}}},
              "spec.rollout.canary.analysis.quality", only="text-generation"),
+    *[
+        Mutation(f"llm-ratio-for-encoders-{k}", {"spec.rollout": {"strategy": "canary", "canary": {
+            "steps": [{"weight": 50}], "analysis": {k: 1.5}}}, "spec.monitoring.serviceMonitor.enabled": True},
+            f"spec.rollout.canary.analysis.{k}", valid_on=("text-generation",))  # a generator's own histograms
+        for k in ("maxTimeToFirstTokenRatio", "maxInterTokenLatencyRatio")
+    ],
+    *[
+        Mutation(f"llm-ratio-{k}-{v}", {f"spec.rollout.canary.analysis.{k}": v}, f"spec.rollout.canary.analysis.{k}",
+                 only="text-generation")
+        for k in ("maxTimeToFirstTokenRatio", "maxInterTokenLatencyRatio") for v in (0, -1)
+    ],
     _m("text-without-task", "spec.model.text", {"maxLength": 64},
        valid_on=("text-task", "text-recipe")),  # these bases have a text task, so model.text is theirs
     _m("text-max-length", "spec.model.text.maxLength", 4),

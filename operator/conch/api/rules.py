@@ -63,10 +63,25 @@ def _store_folder(field: str) -> JsonValue:
     }
 
 
+# The canary analysis' bounds on a generator's own histograms (types.CanaryAnalysis.llm_ratios), and
+# the series each reads: an encoder exports neither, so the spec refuses them there (LLM_ANALYSIS).
+LLM_RATIO_FIELDS = ("maxTimeToFirstTokenRatio", "maxInterTokenLatencyRatio")
+_LLM_RATIO_SERIES = ("conch_llm_time_to_first_token_seconds", "conch_llm_inter_token_latency_seconds")
+
+
+def llm_ratio_message(field: str) -> str:
+    """Why a non-generative spec may not set `field` (one of LLM_RATIO_FIELDS); the pydantic twin's too."""
+    series = dict(zip(LLM_RATIO_FIELDS, _LLM_RATIO_SERIES, strict=True))[field]
+    return (
+        f"rollout.canary.analysis.{field} applies to '{tasknames.TEXT_GENERATION}' models only "
+        f"(it reads their {series})"
+    )
+
+
 def _prometheus_checks(of: str) -> str:
     """CEL: the canary analysis at `of` has a check that reads Prometheus (as
     types.CanaryAnalysis.prometheus_checks says)."""
-    latency = _any("minSuccessRate", "maxLatencyMs", "maxLatencyRatio", of=of)
+    latency = _any("minSuccessRate", "maxLatencyMs", "maxLatencyRatio", *LLM_RATIO_FIELDS, of=of)
     return f"{latency} || (has({of}.queries) && {of}.queries.size() > 0)"
 
 
@@ -169,12 +184,12 @@ CANARY: Rules = [
     },
 ]
 
+ANALYSIS_MESSAGE = (
+    "canary.analysis needs a check: minSuccessRate, maxLatencyMs, maxLatencyRatio, "
+    f"{', '.join(LLM_RATIO_FIELDS)}, queries or quality"
+)
 ANALYSIS: Rules = [
-    {
-        "rule": f"{_prometheus_checks('self')} || has(self.quality)",
-        "message": "canary.analysis needs a check: minSuccessRate, maxLatencyMs, maxLatencyRatio, queries "
-        "or quality",
-    },
+    {"rule": f"{_prometheus_checks('self')} || has(self.quality)", "message": ANALYSIS_MESSAGE},
 ]
 
 METRIC_QUERY: Rules = [
@@ -279,6 +294,15 @@ _RECIPE_PREFERRED = (
     "self.compression.triton.dynamicBatching.preferredBatchSizes : [])"
 )
 
+# The canary's TTFT and ITL bounds read the generator's own series: refused on any other model.
+LLM_ANALYSIS: Rules = [
+    {
+        "rule": f"{_GENERATIVE} || !({_has(f'self.rollout.canary.analysis.{field}')})",
+        "message": llm_ratio_message(field),
+        "fieldPath": f".rollout.canary.analysis.{field}",
+    }
+    for field in LLM_RATIO_FIELDS
+]
 
 TEXT: Rules = [
     {
@@ -419,6 +443,7 @@ SPEC: Rules = [
     },
     *TEXT,
     *CANARY_SPEC,
+    *LLM_ANALYSIS,
 ]
 
 

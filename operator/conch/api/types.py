@@ -380,6 +380,18 @@ class CanaryAnalysis(Model):
     max_latency_ratio: float | None = Field(
         None, gt=0, description="Canary's mean request duration at most this times the stable's."
     )
+    max_time_to_first_token_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="text-generation only: the canary's mean TTFT over the window at most this times "
+        "the stable's.",
+    )
+    max_inter_token_latency_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="text-generation only: the canary's mean ITL over the window at most this times "
+        "the stable's.",
+    )
     min_requests: int = Field(
         1, ge=1, le=1_000_000, description="Requests the canary must have had in the window to be judged."
     )
@@ -390,17 +402,19 @@ class CanaryAnalysis(Model):
     @model_validator(mode="after")
     def _some_check(self) -> CanaryAnalysis:
         if not self.prometheus_checks() and self.quality is None:
-            raise ValueError(
-                "canary.analysis needs a check: minSuccessRate, maxLatencyMs, maxLatencyRatio, queries "
-                "or quality"
-            )
+            raise ValueError(rules.ANALYSIS_MESSAGE)
         return self
 
     def prometheus_checks(self) -> bool:
         """Whether any check reads Prometheus."""
         return any(
-            v is not None for v in (self.min_success_rate, self.max_latency_ms, self.max_latency_ratio)
+            v is not None
+            for v in (self.min_success_rate, self.max_latency_ms, self.max_latency_ratio, *self.llm_ratios())
         ) or bool(self.queries)
+
+    def llm_ratios(self) -> tuple[float | None, float | None]:
+        """The bounds on the generator's own series (TTFT, ITL): they need the stable's too."""
+        return self.max_time_to_first_token_ratio, self.max_inter_token_latency_ratio
 
 
 class Canary(Model):
@@ -567,6 +581,18 @@ class ModelDeploymentSpec(Model):
                 "autoscaling.waitingSequences and autoscaling.kvCache read a "
                 f"'{tasknames.TEXT_GENERATION}' model's scheduler"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _llm_ratios_for_generators(self) -> ModelDeploymentSpec:
+        """The twin of rules.LLM_ANALYSIS: an encoder exports no TTFT or ITL series, so its canary
+        would wait for data forever (Inconclusive) instead of being refused here."""
+        analysis = self.rollout.canary_analysis()
+        if analysis is None or self.generative():
+            return self
+        for field, value in zip(rules.LLM_RATIO_FIELDS, analysis.llm_ratios(), strict=True):
+            if value is not None:
+                raise ValueError(rules.llm_ratio_message(field))
         return self
 
     def text_task(self) -> str | None:
