@@ -6,8 +6,11 @@ on every series (serving_conch_dev_version), so the canary's series are told fro
 label. Checks: success rate = success / (success + failure) over the window; mean latency = request
 duration / successful requests (Triton 2.51 exports no latency histogram or summary unless started
 with --metrics-config summary_latencies=true, so the mean of the window is what every pod has);
-custom queries with $placeholders and min/max bounds. Too few requests in the window is inconclusive:
-the step waits for traffic rather than promote on no evidence.
+custom queries with $placeholders and min/max bounds. A text-generation model also exports its own
+histograms (llmmetrics: time to first token, inter-token latency); their _sum / _count over the
+window is the mean, bounded as a ratio to the stable's, since an absolute bound would depend on the
+prompt and output lengths of whatever traffic the window saw. Too few requests in the window is
+inconclusive: the step waits for traffic rather than promote on no evidence.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from conch.render import common
 VERSION_LABEL = "serving_conch_dev_version"
 _DURATION = re.compile(r"^([0-9]+)(ms|s|m|h)$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# A generator's histograms (model_repo_builder/triton/python_backend/llmmetrics.py), by query prefix.
+LLM_SERIES = {"ttft": "conch_llm_time_to_first_token_seconds", "itl": "conch_llm_inter_token_latency_seconds"}
+# Their checks' names, in the order of types.CanaryAnalysis.llm_ratios.
+_LLM_CHECKS = {"ttft": "timeToFirstTokenRatio", "itl": "interTokenLatencyRatio"}
 
 
 def seconds(duration: str) -> float:
@@ -54,13 +61,16 @@ def queries(
 ) -> dict[str, str]:
     """Name -> PromQL for every number the analysis needs."""
     out: dict[str, str] = {}
+    llm = any(bound is not None for bound in analysis.llm_ratios())
     for who, ver in (("canary", version), ("stable", stable)):
-        if who == "stable" and analysis.max_latency_ratio is None:
-            continue
         sel = selector(owner, ver)
-        out[f"{who}_success"] = _increase("nv_inference_request_success", sel, window)
-        out[f"{who}_failure"] = _increase("nv_inference_request_failure", sel, window)
-        out[f"{who}_duration_us"] = _increase("nv_inference_request_duration_us", sel, window)
+        if who == "canary" or analysis.max_latency_ratio is not None:
+            out[f"{who}_success"] = _increase("nv_inference_request_success", sel, window)
+            out[f"{who}_failure"] = _increase("nv_inference_request_failure", sel, window)
+            out[f"{who}_duration_us"] = _increase("nv_inference_request_duration_us", sel, window)
+        for short, metric in LLM_SERIES.items() if llm else ():
+            out[f"{who}_{short}_sum"] = _increase(f"{metric}_sum", sel, window)
+            out[f"{who}_{short}_count"] = _increase(f"{metric}_count", sel, window)
     names = {
         "namespace": owner.namespace, "name": owner.name, "model": owner.spec.model.name,
         "version": version, "stable": stable, "window": f"{window}s",
@@ -86,6 +96,17 @@ def _mean_ms(values: dict[str, float | None], who: str) -> float | None:
     return duration / success / 1000.0
 
 
+def _mean(values: dict[str, float | None], who: str, short: str) -> float | None:
+    """A histogram's mean over the window: _sum / _count (None: no observation, or no series)."""
+    count, total = values.get(f"{who}_{short}_count"), values.get(f"{who}_{short}_sum")
+    return total / count if count and total is not None else None
+
+
+def _llm_ratio(values: dict[str, float | None], short: str) -> float | None:
+    canary_mean, stable_mean = _mean(values, "canary", short), _mean(values, "stable", short)
+    return canary_mean / stable_mean if canary_mean is not None and stable_mean else None
+
+
 def judge(analysis: types.CanaryAnalysis, values: dict[str, float | None], window: int) -> canary.Measurement:
     """The analysis' verdict from the queried numbers (None: no sample)."""
     requests = (values.get("canary_success") or 0.0) + (values.get("canary_failure") or 0.0)
@@ -101,6 +122,9 @@ def judge(analysis: types.CanaryAnalysis, values: dict[str, float | None], windo
         stable = _mean_ms(values, "stable")
         ratio = mean / stable if mean is not None and stable else None
         checks.append(_check("latencyRatio", ratio, None, analysis.max_latency_ratio))
+    for (short, name), bound in zip(_LLM_CHECKS.items(), analysis.llm_ratios(), strict=True):
+        if bound is not None:
+            checks.append(_check(name, _llm_ratio(values, short) if enough else None, None, bound))
     for custom in analysis.queries or []:
         checks.append(_check(custom.name, values.get(f"query_{custom.name}"), custom.min, custom.max))
     return _verdict(checks, requests, analysis.min_requests, window)
