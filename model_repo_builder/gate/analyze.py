@@ -7,7 +7,9 @@ canary pod and to a stable pod, and compares the answers with the build gate's m
 (`verify.compare`): mean per-sample cosine, top-1 agreement (argmax of the first output, or equal
 labels for text classifiers) and max/mean absolute error. With several canary pods the worst value
 of each metric counts. When the probe set carries the original model's answers, canary and stable
-are each compared with them too (reported, not enforced).
+are each compared with them too (reported, not enforced). A generative model's probes are prompts:
+each version answers them greedily and the answers are compared by greedy agreement
+(`generationprobes`; bound ``--min-greedy-agreement``).
 
 Bounded (`tritonhttp`): one client per pod with per-request timeouts, at most ``--max-requests``
 inference requests, nothing sent after ``--deadline-seconds`` (a run ends within deadline + one
@@ -18,7 +20,8 @@ CLI (the operator's analysis Job runs it; conch.render.analysis documents the ot
 
     model-repo-builder analyze --probes PATH --canary HOST:PORT [--canary ...] --stable HOST:PORT
         [--stable ...] [--model-name M] [--canary-model-name M] [--min-cosine F]
-        [--min-top1-agreement F] [--max-abs-error F] [--batch-size N] [--timeout-seconds S]
+        [--min-top1-agreement F] [--max-abs-error F] [--min-greedy-agreement F] [--batch-size N]
+        [--timeout-seconds S]
         [--deadline-seconds S] [--max-requests N] [--summary-file /dev/termination-log]
 
 Exit codes: 0 passed, 4 quality failed (EXIT_QUALITY_FAILED), 5 could not analyse
@@ -27,13 +30,15 @@ message names the address or file), 1 internal error. The last stdout line, also
 --summary-file, is one JSON object (<= 4096 bytes)::
 
     {"result": "passed" | "failed" | "error", "passed": bool,
-     "metrics": {"cosine": F, "top1Agreement": F, "maxAbsError": F, "meanAbsError": F},
-     "bounds": {"minCosine": F | null, "minTop1Agreement": F | null, "maxAbsError": F | null},
+     "metrics": {"cosine": F, "top1Agreement": F, "maxAbsError": F, "meanAbsError": F}
+                | {"greedyAgreement": F, "identicalAnswers": F},    # a generative model's
+     "bounds": {"minCosine": F | null, "minTop1Agreement": F | null, "maxAbsError": F | null,
+                "minGreedyAgreement": F | null},
      "failing": {"metric": "cosine", "value": F, "bound": "minCosine", "threshold": F} | null,
      "skipped": ["minTop1Agreement"],            # bounds whose metric this model cannot give
      "reason": "one line for people",
      "reference": {"canary": {...}, "stable": {...}},   # vs the original model, when known
-     "probes": {"count": N, "file": PATH, "origin": TEXT}, "model": M,
+     "probes": {"count": N, "file": PATH, "origin": TEXT, "unit": "tokens" | "words"}, "model": M,
      "canary": [ADDRESS...], "stable": ADDRESS, "requests": N, "seconds": F, "analyzerVersion": V}
 """
 
@@ -43,6 +48,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +58,7 @@ from numpy.typing import NDArray
 
 from .. import BUILDER_VERSION
 from ..errors import BuilderError
-from . import probes, tritonhttp, verify
+from . import generationprobes, probes, tritonhttp, verify
 
 EXIT_PASSED = 0
 EXIT_QUALITY_FAILED = 4
@@ -61,6 +67,7 @@ MAX_LINE = 4096
 DEFAULT_MIN_COSINE = 0.99
 DEFAULT_MIN_TOP1_AGREEMENT = 0.95
 Arrays = dict[str, NDArray[Any]]
+Comparer = Callable[[Arrays, Arrays], dict[str, float]]
 
 
 class CannotAnalyse(Exception):  # noqa: N818 - reads as the outcome it reports
@@ -78,6 +85,7 @@ class Thresholds:
     min_cosine: float | None = DEFAULT_MIN_COSINE
     min_top1_agreement: float | None = DEFAULT_MIN_TOP1_AGREEMENT
     max_abs_error: float | None = None
+    min_greedy_agreement: float | None = None
 
     def checks(self) -> list[tuple[str, str, float | None, bool]]:
         """(metric, bound name, threshold, metric must stay <= threshold)."""
@@ -85,6 +93,7 @@ class Thresholds:
             ("cosine", "minCosine", self.min_cosine, False),
             ("top1Agreement", "minTop1Agreement", self.min_top1_agreement, False),
             ("maxAbsError", "maxAbsError", self.max_abs_error, True),
+            ("greedyAgreement", "minGreedyAgreement", self.min_greedy_agreement, False),
         ]
 
 
@@ -163,20 +172,21 @@ def analyse(req: Request) -> dict[str, Any]:
         model = req.model or probe_set.model
         if not model:
             raise CannotAnalyse(f"probe file {req.probes} names no model: give --model-name")
-        out |= {"model": model, "probes": _probe_info(req.probes, probe_set)}
+        compare, unit = _comparer(req.probes, probe_set)
+        out |= {"model": model, "probes": {**_probe_info(req.probes, probe_set), "unit": unit}}
         batch = req.limits.batch_size
         stable, out["stable"] = _stable_answers(req, model, probe_set, budget, batch)
         per_pod, vs_reference = [], []
         for address in req.canary:
             target = tritonhttp.Target("canary", address, req.canary_model or model, req.token)
             answers = _canary_answers(target, probe_set, budget, batch)
-            per_pod.append(compare_answers(stable, answers))
-            vs_reference.append(_vs_reference(probe_set.reference, answers))
+            per_pod.append(compare(stable, answers))
+            vs_reference.append(_vs_reference(compare, probe_set.reference, answers))
         out |= _verdict(worst(per_pod), req.thresholds, req, out["stable"])
         if probe_set.reference:
             out["reference"] = {
                 "canary": worst([r for r in vs_reference if r]) if any(vs_reference) else {},
-                "stable": _vs_reference(probe_set.reference, stable),
+                "stable": _vs_reference(compare, probe_set.reference, stable),
             }
     except QualityFailed as exc:
         failing = {"metric": "answers", "value": None, "bound": None, "threshold": None}
@@ -192,12 +202,28 @@ def analyse(req: Request) -> dict[str, Any]:
     return {"analyzerVersion": BUILDER_VERSION, **out}
 
 
+def _comparer(path: Path, probe_set: probes.ProbeSet) -> tuple[Comparer, str]:
+    """How two versions' answers are compared, and in what unit (generative answers: tokens or words)."""
+    if probe_set.kind != probes.GENERATION_KIND:
+        return compare_answers, "answers"
+    split, unit = generationprobes.splitter(path)
+    return (lambda expected, got: generationprobes.compare(expected, got, split)), unit
+
+
+def _ask(
+    target: tritonhttp.Target, probe_set: probes.ProbeSet, budget: tritonhttp.Budget, batch: int | None
+) -> Arrays:
+    if probe_set.kind == probes.GENERATION_KIND:
+        return generationprobes.ask(target, probe_set, budget)
+    return tritonhttp.ask(target, probe_set, budget, batch)
+
+
 def _canary_answers(
     target: tritonhttp.Target, probe_set: probes.ProbeSet, budget: tritonhttp.Budget, batch: int | None
 ) -> Arrays:
     """A canary that answers probes with errors fails; one that cannot be asked is not judged."""
     try:
-        return tritonhttp.ask(target, probe_set, budget, batch)
+        return _ask(target, probe_set, budget, batch)
     except tritonhttp.RefusedError as exc:
         raise QualityFailed(str(exc)) from exc
 
@@ -214,17 +240,16 @@ def _stable_answers(
     unreachable = []
     for address in req.stable:
         try:
-            return tritonhttp.ask(
-                tritonhttp.Target("stable", address, model, req.token), probe_set, budget, batch
-            ), address
+            target = tritonhttp.Target("stable", address, model, req.token)
+            return _ask(target, probe_set, budget, batch), address
         except tritonhttp.UnreachableError as exc:
             unreachable.append(str(exc))
     raise CannotAnalyse("; ".join(unreachable) or "no stable address given")
 
 
-def _vs_reference(reference: Arrays, answers: Arrays) -> dict[str, float]:
+def _vs_reference(compare: Comparer, reference: Arrays, answers: Arrays) -> dict[str, float]:
     try:
-        return compare_answers(reference, answers) if reference else {}
+        return compare(reference, answers) if reference else {}
     except QualityFailed:
         return {}
 
@@ -280,6 +305,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--min-cosine", type=_bound, default=DEFAULT_MIN_COSINE, help="'none' disables")
     add("--min-top1-agreement", type=_bound, default=DEFAULT_MIN_TOP1_AGREEMENT, help="'none' disables")
     add("--max-abs-error", type=_bound, default=None, help="default: not enforced")
+    add("--min-greedy-agreement", type=_bound, default=None, help="generative models; default: not enforced")
     add("--batch-size", type=int, default=None, help="items per request (default: the model's max batch)")
     limits = tritonhttp.Limits()
     add("--timeout-seconds", type=float, default=limits.timeout, help="per request")
@@ -299,7 +325,9 @@ def run(args: argparse.Namespace) -> int:
         probes=args.probes,
         canary=list(args.canary),
         stable=list(args.stable),
-        thresholds=Thresholds(args.min_cosine, args.min_top1_agreement, args.max_abs_error),
+        thresholds=Thresholds(
+            args.min_cosine, args.min_top1_agreement, args.max_abs_error, args.min_greedy_agreement
+        ),
         limits=tritonhttp.Limits(
             args.timeout_seconds, args.deadline_seconds, args.max_requests, args.batch_size
         ),

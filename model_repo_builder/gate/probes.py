@@ -14,13 +14,19 @@ validation text or the built-in sentences), so the probes are what the gate judg
 
 File format (numpy .npz without pickles; fixed zip timestamps, so equal probes give equal bytes):
 
-- ``meta``: 0-d unicode array holding JSON ``{"format": 1, "model": NAME, "kind": "tensor"|"text",
+- ``meta``: 0-d unicode array holding JSON ``{"format": 1, "model": NAME, "kind": "tensor"|"text"|
+  "generation",
   "count": N, "origin": where the inputs came from, "maxBatchSize": B, "inputs": [names],
   "outputs": [names]}``
 - ``input:<name>``: ``[N, ...]``, what Triton's input ``<name>`` receives (text: unicode ``[N, 1]``,
   sent as BYTES). Names are the served ones (``INPUT__0`` for the pytorch backend).
 - ``reference:<name>``: ``[N, ...]``, the original model's answer for output ``<name>`` in the form
   Triton answers it (text classification: ``label`` unicode ``[N, 1]`` and ``score`` ``[N, 1]``).
+
+A generative model's set (kind ``generation``) holds the gate's chat prompts rendered with the
+checkpoint's chat template (``input:text_input``, unicode ``[N, 1]``, sent as a raw prompt so both
+versions see the same tokens) and the original model's greedy continuation of each, decoded
+(``reference:text_output``); `analyze` asks each version for GREEDY_TOKENS greedy tokens of them.
 
 A user's probe file (`read`) is either this format, a plain .npz (one array per model input, batch
 first; ``labels`` is ignored) or, for text models, a .txt (one text per line) or .jsonl (objects
@@ -48,6 +54,9 @@ MAX_BYTES = 4 * 2**20
 FORMAT = 1
 TEXT_KIND = "text"  # meta kind of a text model's probes (a tensor model's: tasknames.TENSOR)
 TEXT_INPUT = "text"  # the text ensemble's input (ensemble.TEXT_INPUT; not imported: that pulls tritonclient)
+GENERATION_KIND = "generation"  # meta kind of a generative model's probes
+PROMPT_INPUT = "text_input"  # the generative model's prompt input (triton.generation's name)
+ANSWER_OUTPUT = "text_output"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 Arrays = dict[str, NDArray[Any]]
@@ -110,6 +119,13 @@ def text_probes(model: str, texts: list[str], answers: Arrays, origin: str, max_
     answers them (the task entry's `probe_answers`)."""
     inputs = {TEXT_INPUT: np.array(texts, dtype=np.str_).reshape(-1, 1)}
     return _bounded(ProbeSet(model, TEXT_KIND, inputs, dict(answers), origin, max_batch_size))
+
+
+def generation_probes(model: str, prompts: list[str], answers: list[str], origin: str) -> ProbeSet:
+    """The probe set of a generative model: rendered prompts and the original's greedy answers."""
+    inputs = {PROMPT_INPUT: np.array(prompts, dtype=np.str_).reshape(-1, 1)}
+    reference = {ANSWER_OUTPUT: np.array(answers, dtype=np.str_).reshape(-1, 1)}
+    return _bounded(ProbeSet(model, GENERATION_KIND, inputs, reference, origin, 0))
 
 
 def write(folder: Path, probes: ProbeSet) -> dict[str, Any]:

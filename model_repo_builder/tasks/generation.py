@@ -5,7 +5,8 @@ Steps, each timed: load (a Hugging Face directory, or a .gguf file dequantized t
 perplexity and greedy continuations in `transformers`) -> the precision ladder: export (onnxruntime-
 genai's builder at int4-weight, int8-weight or fp32: `export.genai`) and gate (perplexity ratio and
 greedy agreement: `gate.generation`) per rung, the first that passes is published -> publish (the
-decoupled python-backend model with the exported folder: `triton.generation`, and build.json).
+decoupled python-backend model with the exported folder: `triton.generation`, build.json, and the probe
+set a canary analysis replays: the chat prompts as rendered text and the original's greedy answers).
 Pruning and distillation do not apply to generative models yet; a recipe asking for them is refused.
 """
 
@@ -20,6 +21,7 @@ from ..data import prompts
 from ..errors import BadInput
 from ..export import genai
 from ..gate import generation as gengate
+from ..gate import probes
 from ..recipe import Gate, QuantizeMode, Recipe
 from ..request import BuildRequest, BuildResult, Steps
 from ..sources import causal
@@ -84,6 +86,7 @@ class TextGeneration:
                 size_after=genai.weight_bytes(published.artifact),
             )
             record |= _generation_record(model, recipe, data, published, gate)
+            record["probes"] = probes.write(tmp, _probes(req.model_name, model, data, reference))
             record = repository.write_build_json(tmp, record)
             won = repository.publish(tmp, final)
         return BuildResult(key, final, record if won else repository.read_build_json(final), cached=not won)
@@ -97,6 +100,18 @@ def _check_recipe(recipe: Recipe) -> None:
         )
     if recipe.distill is not None:
         raise BadInput(f"distill does not apply to {tasknames.TEXT_GENERATION} models yet (remove distill)")
+
+
+def _probes(
+    name: str, model: causal.CausalModel, data: prompts.GateData, reference: gengate.Reference
+) -> probes.ProbeSet:
+    """The gate's chat prompts rendered as the served model sees a raw prompt, and the original's
+    greedy answers decoded (what `analyze` compares a canary's and the stable's answers by)."""
+    tokenizer = model.tokenizer
+    render = lambda m: str(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False))  # noqa: E731
+    rendered = [render(m) for m in data.prompts]
+    answers = [str(tokenizer.decode(ids, skip_special_tokens=True)) for ids in reference.greedy]
+    return probes.generation_probes(name, rendered, answers, f"gate chat prompts ({data.origin})")
 
 
 def _eos_ids(model: causal.CausalModel) -> set[int]:

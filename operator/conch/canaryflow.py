@@ -197,7 +197,7 @@ def _quality(
         return None, [], [], []
     wanted = ctx.wanted
     thresholds = analysis.QualityThresholds(
-        quality.min_cosine, quality.min_top1_agreement, quality.max_abs_error
+        quality.min_cosine, quality.min_top1_agreement, quality.max_abs_error, quality.min_greedy_agreement
     )
     req = analysis.AnalysisRequest(
         canary_version=wanted, step=before.step, canary_addresses=tuple(ips["canary"]),

@@ -112,3 +112,22 @@ def test_the_budget_stops_at_its_count_and_its_deadline() -> None:
     with pytest.raises(tritonhttp.OutOfBudgetError, match="deadline of 5s passed before b:2"):
         late.spend("b:2")
     assert late.requests == 0
+
+
+def test_greedy_answers_agree_position_by_position() -> None:
+    from model_repo_builder.gate import generationprobes, probes
+
+    def answers(*texts: str) -> dict[str, np.ndarray]:
+        return {probes.ANSWER_OUTPUT: np.array(texts).reshape(-1, 1)}
+
+    stable = answers("Paris is the capital", "two plus two is four")
+    twin = answers("Paris is the capital", "two plus two is four")
+    same = generationprobes.compare(stable, twin, str.split)
+    assert same == {"greedyAgreement": 1.0, "identicalAnswers": 1.0}
+    # 4 + 5 positions: the first answer agrees on "Paris" only ("was" differs, two words are missing)
+    other = generationprobes.compare(stable, answers("Paris was", "two plus two is four"), str.split)
+    assert other == {"greedyAgreement": round(6 / 9, 6), "identicalAnswers": 0.5}
+    failing, skipped = analyze.judge(other, analyze.Thresholds(min_greedy_agreement=0.9))
+    assert failing == {"metric": "greedyAgreement", "value": round(6 / 9, 6), "bound": "minGreedyAgreement",
+                       "threshold": 0.9}  # fmt: skip
+    assert skipped == ["minCosine", "minTop1Agreement"]  # a generator has no tensors to compare

@@ -14,6 +14,7 @@ import pytest
 from model_repo_builder import recipe as recipe_mod
 from model_repo_builder.errors import BadInput
 from model_repo_builder.gate import generation as gengate
+from model_repo_builder.gate import probes
 from model_repo_builder.recipe import Recipe, Text
 from model_repo_builder.sources import causal
 from model_repo_builder.store.repository import verify_repository
@@ -133,6 +134,13 @@ def test_the_repository_is_a_decoupled_python_model_with_the_genai_folder(
     genai_dir = repo / "smol" / "1" / "genai"
     assert (genai_dir / "genai_config.json").is_file() and (genai_dir / "tokenizer.json").is_file()
     assert (repo / "smol" / "1" / "model.py").is_file()
+    # the probe set a canary analysis replays: the gate's chat prompts, rendered, and the original's answers
+    kept = probes.read(repo)
+    assert (kept.kind, kept.model, kept.count) == (probes.GENERATION_KIND, "smol", 6)  # validation.samples
+    first = str(kept.inputs[probes.PROMPT_INPUT][0, 0])
+    assert "What is the capital of France?" in first and first.rstrip().endswith("assistant")
+    assert "Paris" in str(kept.reference[probes.ANSWER_OUTPUT][0, 0])
+    assert json.loads((repo / "build.json").read_text())["probes"]["count"] == kept.count
 
 
 def test_the_same_build_again_is_a_cache_hit(ladder_build: tuple[Path, dict[str, Any]], run_cli: Run) -> None:

@@ -136,3 +136,12 @@ def test_bad_probe_files_are_named(tmp_path: Path, name: str, content: str | Non
 def test_a_build_without_probes_is_named(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=rf"{tmp_path} has no probes\.npz"):
         probes.read(tmp_path)
+
+
+def test_a_generators_probes_are_prompts_and_greedy_answers(tmp_path: Path) -> None:
+    prompts = ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\nHi"]
+    probes.write(tmp_path, probes.generation_probes("smol", prompts, ["4", "Hello!"], "gate chat prompts"))
+    back = probes.read(tmp_path)
+    assert (back.model, back.kind, back.count) == ("smol", probes.GENERATION_KIND, 2)
+    assert back.inputs[probes.PROMPT_INPUT].reshape(-1).tolist() == prompts
+    assert back.reference[probes.ANSWER_OUTPUT].reshape(-1).tolist() == ["4", "Hello!"]

@@ -393,7 +393,8 @@ MUTATIONS: list[Mutation] = [
             "steps": [{"weight": 50}], "analysis": {"quality": {k: v}}}}},
             f"spec.rollout.canary.analysis.quality.{k}")
         for k, v in [("minCosine", -1), ("minCosine", -0.5), ("minCosine", 1.5), ("minTop1Agreement", -0.1),
-                     ("minTop1Agreement", 2), ("maxAbsError", -0.1)]
+                     ("minTop1Agreement", 2), ("maxAbsError", -0.1), ("minGreedyAgreement", 1.5),
+                     ("minGreedyAgreement", -0.1)]
     ],
     _m("generation-limits-for-encoders", "spec.serving.generation", {"maxSequences": 4},
        valid_on=("text-generation",)),  # a generator's scheduler
@@ -404,6 +405,12 @@ MUTATIONS: list[Mutation] = [
     ],
     Mutation("quality-canary-for-generation", {"spec.rollout.canary.analysis": {"quality": {"minCosine": 0.99}}},
              "spec.rollout.canary.analysis.quality", only="text-generation"),
+    Mutation("greedy-quality-with-a-probe-file", {"spec.rollout.canary.analysis": {"quality": {
+        "minGreedyAgreement": 0.9, "probePath": "probes/chat.txt"}}}, "spec.rollout.canary.analysis.quality",
+             only="text-generation"),  # a generator's probes are its build's prompts
+    Mutation("greedy-quality-for-encoders", {"spec.rollout": {"strategy": "canary", "canary": {
+        "steps": [{"weight": 50}], "analysis": {"quality": {"minGreedyAgreement": 0.9}}}}},
+        "spec.rollout.canary.analysis.quality.minGreedyAgreement", valid_on=("text-generation",)),
     *[
         Mutation(f"llm-ratio-for-encoders-{k}", {"spec.rollout": {"strategy": "canary", "canary": {
             "steps": [{"weight": 50}], "analysis": {k: 1.5}}}, "spec.monitoring.serviceMonitor.enabled": True},

@@ -66,6 +66,32 @@ def test_the_command_is_what_the_builder_parses() -> None:
     assert cli._parser().parse_args(user_file[1:]).probes == Path("/store/probes/digits.npz")
 
 
+def test_a_generators_analysis_asks_for_greedy_agreement_with_a_longer_timeout() -> None:
+    o = owner("cpu-digits")
+    tensor = cli._parser().parse_args(analysis.command(o, REQUEST)[1:])
+    assert tensor.min_greedy_agreement is None
+    assert "--min-greedy-agreement" not in analysis.command(o, REQUEST)
+    assert tensor.timeout_seconds == analysis.REQUEST_TIMEOUT_SECONDS
+    greedy = analysis.QualityThresholds(min_greedy_agreement=0.85)
+    cmd = analysis.command(o, dataclasses.replace(REQUEST, thresholds=greedy))
+    args = cli._parser().parse_args(cmd[1:])
+    assert (args.min_cosine, args.min_top1_agreement, args.max_abs_error) == (None, None, None)
+    assert args.min_greedy_agreement == 0.85
+    assert args.timeout_seconds == analysis.GENERATION_REQUEST_TIMEOUT_SECONDS
+    line = {"result": "failed", "passed": False,
+            "metrics": {"greedyAgreement": 0.12, "identicalAnswers": 0.0},
+            "bounds": {"minCosine": None, "minTop1Agreement": None, "maxAbsError": None,
+                       "minGreedyAgreement": 0.85},
+            "failing": {"metric": "greedyAgreement", "value": 0.12, "bound": "minGreedyAgreement",
+                        "threshold": 0.85},
+            "reason": "quality analysis failed: greedyAgreement 0.12 < minGreedyAgreement 0.85"}  # fmt: skip
+    result = analysis.observe(_job(("Failed", "")), _pods(json.dumps(line)))
+    assert result.state == "Failed" and "greedyAgreement 0.12" in result.reason
+    assert [(v.name, v.value, v.bound, v.passed) for v in result.values()] == [
+        ("greedyAgreement", 0.12, ">= 0.85", False)
+    ]
+
+
 def test_the_job_is_bounded_read_only_and_restricted() -> None:
     job = analysis.render_analysis_job(owner("cpu-digits"), REQUEST)
     spec, pod = job["spec"], job["spec"]["template"]["spec"]

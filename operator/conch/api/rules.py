@@ -203,8 +203,9 @@ METRIC_QUERY: Rules = [
 
 QUALITY: Rules = [
     {
-        "rule": _any("minCosine", "minTop1Agreement", "maxAbsError"),
-        "message": "quality needs a threshold: minCosine, minTop1Agreement and/or maxAbsError",
+        "rule": _any("minCosine", "minTop1Agreement", "maxAbsError", "minGreedyAgreement"),
+        "message": "quality needs a threshold: minCosine, minTop1Agreement, maxAbsError and/or "
+        "minGreedyAgreement",
     },
     _inside_store("probePath"),
 ]
@@ -304,6 +305,17 @@ LLM_ANALYSIS: Rules = [
     for field in LLM_RATIO_FIELDS
 ]
 
+_Q = "self.rollout.canary.analysis.quality"
+GENERATIVE_QUALITY = (
+    f"a '{tasknames.TEXT_GENERATION}' model's canary quality is its greedy agreement with the stable on "
+    "the build's probe prompts: set quality.minGreedyAgreement only (minCosine, minTop1Agreement, "
+    "maxAbsError and probePath compare tensor answers)"
+)
+GREEDY_AGREEMENT_FOR_GENERATORS = (
+    f"quality.minGreedyAgreement compares the greedy answers of a '{tasknames.TEXT_GENERATION}' model "
+    "(use minCosine, minTop1Agreement or maxAbsError)"
+)
+
 TEXT: Rules = [
     {
         "rule": f"{_GENERATIVE} || !({_has('self.autoscaling.waitingSequences')} || "
@@ -317,12 +329,16 @@ TEXT: Rules = [
         "message": f"serving.generation sets the scheduler of a '{tasknames.TEXT_GENERATION}' model only",
         "fieldPath": ".serving.generation",
     },
-    {  # the quality analysis replays tensor probes, which a generative build does not write
-        "rule": f"!{_GENERATIVE} || !({_has('self.rollout.canary.analysis.quality')})",
-        "message": "rollout.canary.analysis.quality compares tensor answers; a "
-        f"'{tasknames.TEXT_GENERATION}' model's canary is analysed by the metric checks "
-        "(minSuccessRate, maxLatencyMs, maxLatencyRatio, queries)",
+    {  # a generator's probes are the build's chat prompts, answered greedily: no tensors to compare
+        "rule": f"!{_GENERATIVE} || !({_has(_Q)}) || ({_any('minGreedyAgreement', of=_Q)}) && "
+        f"!({_any('minCosine', 'minTop1Agreement', 'maxAbsError', 'probePath', of=_Q)})",
+        "message": GENERATIVE_QUALITY,
         "fieldPath": ".rollout.canary.analysis.quality",
+    },
+    {
+        "rule": f"{_GENERATIVE} || !({_has(_Q + '.minGreedyAgreement')})",
+        "message": GREEDY_AGREEMENT_FOR_GENERATORS,
+        "fieldPath": ".rollout.canary.analysis.quality.minGreedyAgreement",
     },
     {  # the recipe alone cannot tell a tensor model (no task anywhere) from one whose task is in spec.model
         "rule": f"{_GENERATIVE} || !({_SPEC_MODE} in {_WEIGHT_ONLY} || "

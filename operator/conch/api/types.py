@@ -349,14 +349,25 @@ class QualityAnalysis(Model):
     min_cosine: float | None = Field(None, ge=0, le=1)
     min_top1_agreement: float | None = Field(None, ge=0, le=1, alias="minTop1Agreement")
     max_abs_error: float | None = Field(None, ge=0)
+    min_greedy_agreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="text-generation only: the share of the first 32 greedy tokens the canary answers "
+        "the build's probe prompts with that equal the stable's (the only quality bound of a generator).",
+    )
     probe_path: str | None = Field(
         None, max_length=1024, pattern=r"^[^/]", description="Probe file on the store (else the gate's data)."
     )
 
     @model_validator(mode="after")
     def _thresholds(self) -> QualityAnalysis:
-        if self.min_cosine is None and self.min_top1_agreement is None and self.max_abs_error is None:
-            raise ValueError("quality needs a threshold: minCosine, minTop1Agreement and/or maxAbsError")
+        bounds = (self.min_cosine, self.min_top1_agreement, self.max_abs_error, self.min_greedy_agreement)
+        if all(b is None for b in bounds):
+            raise ValueError(
+                "quality needs a threshold: minCosine, minTop1Agreement, maxAbsError and/or "
+                "minGreedyAgreement"
+            )
         if self.probe_path is not None and ".." in self.probe_path:
             raise ValueError("probePath must stay inside the model store (no '..')")
         return self
@@ -528,6 +539,16 @@ class Storage(Model):
         return path
 
 
+def _check_quality_for_task(quality: QualityAnalysis, generative: bool) -> None:
+    """The quality bounds a model's task can be judged by (rules.TEXT's twin)."""
+    q = quality
+    tensor_bounds = (q.min_cosine, q.min_top1_agreement, q.max_abs_error, q.probe_path)
+    if generative and (q.min_greedy_agreement is None or any(b is not None for b in tensor_bounds)):
+        raise ValueError(rules.GENERATIVE_QUALITY)
+    if not generative and q.min_greedy_agreement is not None:
+        raise ValueError(rules.GREEDY_AGREEMENT_FOR_GENERATORS)
+
+
 class ModelDeploymentSpec(Model):
     """What to serve and how. Editing `version` rolls forward, or back to a version in history."""
 
@@ -557,16 +578,8 @@ class ModelDeploymentSpec(Model):
                 "canary analysis reads the canary's Triton series from Prometheus: set "
                 "monitoring.serviceMonitor.enabled: true"
             )
-        if (
-            analysis is not None
-            and analysis.quality is not None
-            and self.text_task() == tasknames.TEXT_GENERATION
-        ):
-            raise ValueError(
-                f"rollout.canary.analysis.quality compares tensor answers; a '{tasknames.TEXT_GENERATION}' "
-                "model's canary is analysed by the metric checks (minSuccessRate, maxLatencyMs, "
-                "maxLatencyRatio, queries)"
-            )
+        if analysis is not None and analysis.quality is not None:
+            _check_quality_for_task(analysis.quality, self.text_task() == tasknames.TEXT_GENERATION)
         return self
 
     @model_validator(mode="after")

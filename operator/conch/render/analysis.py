@@ -8,7 +8,8 @@ answers with the build gate's metrics and ends with the verdict in its terminati
 
 Use from the canary step (pure; the caller applies the Job and lists its pods)::
 
-    thresholds = analysis.QualityThresholds(q.min_cosine, q.min_top1_agreement, q.max_abs_error)
+    thresholds = analysis.QualityThresholds(
+        q.min_cosine, q.min_top1_agreement, q.max_abs_error, q.min_greedy_agreement)
     req = analysis.AnalysisRequest(
         canary_version=..., step=..., canary_addresses=(pod IPs...), stable_addresses=(pod IPs...),
         stable_build_key=..., model_name=stable model, canary_model_name=canary model,
@@ -26,8 +27,13 @@ The contract with the builder is JSON only (this module imports no builder code;
 model_repo_builder/gate/analyze.py documents the same): exit 0 passed, 4 quality failed, 5 could not
 analyse, 1 internal; the termination message is one JSON line with ``result`` ("passed" | "failed" |
 "error"), ``passed``, ``metrics`` (cosine, top1Agreement, maxAbsError, meanAbsError: canary vs
-stable, worst over canary pods), ``bounds`` (minCosine, minTop1Agreement, maxAbsError; null = not
-enforced), ``failing`` ({metric, value, bound, threshold} or null), ``skipped`` and ``reason``.
+stable, worst over canary pods; a generator's: greedyAgreement, identicalAnswers), ``bounds``
+(minCosine, minTop1Agreement, maxAbsError, minGreedyAgreement; null = not enforced), ``failing``
+({metric, value, bound, threshold} or null), ``skipped`` and ``reason``.
+
+A generator's canary (minGreedyAgreement set) answers the build's probe prompts greedily, 32 tokens
+each, so its requests get GENERATION_REQUEST_TIMEOUT_SECONDS (a busy CPU pod interleaves them with
+its traffic).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ EXIT_CANNOT_ANALYSE = 5
 DEADLINE_SECONDS = 120  # for the requests; the Job gets START_SLACK more to start and import
 START_SLACK = 60
 REQUEST_TIMEOUT_SECONDS = 10
+GENERATION_REQUEST_TIMEOUT_SECONDS = 60
 TTL_SECONDS = 3600
 NAME_KEY_CHARS = 10
 RESOURCES: Obj = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
@@ -63,18 +70,26 @@ class QualityThresholds:
     min_cosine: float | None = None
     min_top1_agreement: float | None = None
     max_abs_error: float | None = None
+    min_greedy_agreement: float | None = None  # a generator's only bound
 
     def flags(self) -> list[str]:
-        """As `analyze` flags; every bound is passed, so the builder's defaults never apply."""
+        """As `analyze` flags; every bound is passed, so the builder's defaults never apply (the greedy
+        bound only when set: a flag more would rename the Jobs of analyses already running)."""
 
         def text(value: float | None) -> str:
             return "none" if value is None else repr(float(value))
 
+        greedy = self.min_greedy_agreement
         return [
             "--min-cosine", text(self.min_cosine),
             "--min-top1-agreement", text(self.min_top1_agreement),
             "--max-abs-error", text(self.max_abs_error),
+            *(["--min-greedy-agreement", text(greedy)] if greedy is not None else []),
         ]  # fmt: skip
+
+    def generative(self) -> bool:
+        """Whether these bounds judge a generator (its probes are answered by generation)."""
+        return self.min_greedy_agreement is not None
 
 
 @dataclass(frozen=True)
@@ -119,7 +134,12 @@ class AnalysisResult:
         return tuple(out)
 
 
-_METRICS = {"minCosine": "cosine", "minTop1Agreement": "top1Agreement", "maxAbsError": "maxAbsError"}
+_METRICS = {
+    "minCosine": "cosine",
+    "minTop1Agreement": "top1Agreement",
+    "maxAbsError": "maxAbsError",
+    "minGreedyAgreement": "greedyAgreement",
+}
 
 
 def address(value: str) -> str:
@@ -148,7 +168,8 @@ def command(owner: Owner, req: AnalysisRequest) -> list[str]:
         cmd += ["--canary-model-name", req.canary_model_name]
     cmd += req.thresholds.flags()
     cmd += [
-        "--timeout-seconds", str(REQUEST_TIMEOUT_SECONDS),
+        "--timeout-seconds",
+        str(GENERATION_REQUEST_TIMEOUT_SECONDS if req.thresholds.generative() else REQUEST_TIMEOUT_SECONDS),
         "--deadline-seconds", str(req.deadline_seconds),
         "--summary-file", oneshot.SUMMARY_FILE,
     ]  # fmt: skip
