@@ -27,10 +27,16 @@ def main() -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument(
+        "--drain-seconds", type=int, default=5, help="after SIGTERM, how long streams in flight may go on"
+    )
     args = parser.parse_args()
     app = create_app(Triton(args.triton_grpc, args.model))
-    # open keep-alive connections must not hold a pod's shutdown: streams get a few seconds to finish
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    # SIGTERM: no new connections, idle keep-alive ones close at once, requests in flight (streams) get
+    # up to --drain-seconds to end (the operator passes Triton's exit timeout: a rollout cuts no stream)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.drain_seconds
+    )
 
 
 if __name__ == "__main__":

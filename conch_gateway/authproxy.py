@@ -202,12 +202,18 @@ async def refresh_until(tokenset: tokens.TokenSet, stop: asyncio.Event) -> None:
         TOKENS.set(len(tokenset))
 
 
-async def serve(host: str, http: list[Route], grpc_routes: list[Route], tokenset: tokens.TokenSet) -> None:
-    """Run every listener until cancelled."""
+async def serve(
+    host: str,
+    http: list[Route],
+    grpc_routes: list[Route],
+    tokenset: tokens.TokenSet,
+    drain_seconds: float = DRAIN_SECONDS,
+) -> None:
+    """Run every listener until SIGTERM, then drain: requests in flight get `drain_seconds` to end."""
     TOKENS.set(len(tokenset))
     runners = []
     for route in http:
-        runner = web.AppRunner(http_app(route, tokenset), access_log=None, shutdown_timeout=DRAIN_SECONDS)
+        runner = web.AppRunner(http_app(route, tokenset), access_log=None, shutdown_timeout=drain_seconds)
         await runner.setup()
         await web.TCPSite(runner, host, route.port, backlog=1024).start()
         runners.append(runner)
@@ -228,12 +234,13 @@ async def serve(host: str, http: list[Route], grpc_routes: list[Route], tokenset
     try:
         await refresh_until(tokenset, stop)
         # SIGTERM: the pod is leaving the Service's endpoints meanwhile; requests still arriving are
-        # served for DRAIN_SECONDS, then the listeners close, letting requests in flight finish
-        log.warning("SIGTERM: serving %g s more, then draining", DRAIN_SECONDS)
+        # served for DRAIN_SECONDS, then the listeners close, letting requests in flight (a generator's
+        # streams: the operator passes its Triton's exit timeout) finish for up to drain_seconds
+        log.warning("SIGTERM: serving %g s more, then draining for up to %g s", DRAIN_SECONDS, drain_seconds)
         await asyncio.sleep(DRAIN_SECONDS)
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.gather(*(s.stop(DRAIN_SECONDS) for s in servers))
+            await asyncio.gather(*(s.stop(drain_seconds) for s in servers))
             await asyncio.gather(*(r.cleanup() for r in runners))
             await asyncio.gather(*(c.close() for c in channels))
 
@@ -246,6 +253,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--openai", action="append", default=[], type=lambda t: Route.parse("openai", t))
     parser.add_argument("--grpc", action="append", default=[], type=lambda t: Route.parse("grpc", t))
     parser.add_argument("--metrics-port", type=int, default=8003)
+    parser.add_argument(
+        "--drain-seconds", type=float, default=DRAIN_SECONDS, help="in-flight time after SIGTERM"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     tokenset = tokens.TokenSet(args.tokens)
@@ -253,4 +263,4 @@ def main(argv: list[str]) -> None:
         log.warning("no inference token in %s: every request is refused until one appears", args.tokens)
     prometheus_client.start_http_server(args.metrics_port, addr=args.host)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.http + args.openai, args.grpc, tokenset))
+        asyncio.run(serve(args.host, args.http + args.openai, args.grpc, tokenset, args.drain_seconds))

@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 from .schema import GatewayError
 
 MODEL_FAILURE = "generation failed"
-QUEUE_FULL = re.compile(r"queue full: .*retry after (\d+) s")
+QUEUE_FULL = re.compile(r"(queue|memory) full: .*retry after (\d+) s")
 """The model's refusal when its queue is full (llmsched.QueueFullError), with its retry estimate."""
 READY_PROMPT = "Hello"
 READY_SAMPLING = '{"max_tokens": 1, "temperature": 0}'
@@ -131,8 +131,9 @@ def _refusal(message: str) -> GatewayError:
     text = message.split("] ", 1)[-1] if message.startswith("[") else message
     busy = QUEUE_FULL.search(text)
     if busy:  # OpenAI's answer to too many requests, which its clients retry after Retry-After
-        headers = {"Retry-After": busy.group(1)}
-        return GatewayError(429, text, kind="rate_limit_exceeded", code="queue_full", headers=headers)
+        headers = {"Retry-After": busy.group(2)}
+        code = f"{busy.group(1)}_full"  # queue_full, or memory_full: the pod is near its memory limit
+        return GatewayError(429, text, kind="rate_limit_exceeded", code=code, headers=headers)
     if MODEL_FAILURE in text:
         return GatewayError(500, text, kind="server_error")
     if "unknown model" in text.lower():

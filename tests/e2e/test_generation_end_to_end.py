@@ -2,7 +2,8 @@
 builds SmolLM2-135M-Instruct from its GGUF file (int4 weight-only, gated on perplexity and greedy
 agreement) -> on the node agent a real tritonserver loads the decoupled model and the OpenAI gateway runs
 beside it -> Ready (a real one-token generation) -> the `openai` client chats, streamed and whole -> an
-int8-weight version rolls out -> editing the version back rolls back with no rebuild.
+int8-weight version rolls out -> editing the version back rolls back with no rebuild, while streams
+run on the int8 pod: none is cut when that pod is deleted (each that began ends with its finish reason).
 
 The store is the session's `llm_store`, shared with the examples test: the same (source, recipe) is built
 once per session. Traffic goes only to the pod's own 127.65.x.y address.
@@ -11,6 +12,9 @@ once per session. Traffic goes only to the pod's own 127.65.x.y address.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,37 @@ def _chat(ip: str) -> str:
     return answer
 
 
+STORY = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
+STREAMERS = 3
+
+
+@dataclass
+class Streams:
+    """Streams sent one after another by STREAMERS threads to one pod until told to stop."""
+
+    ip: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    done: list[tuple[float, float, str | None, int, str]] = field(default_factory=list)  # start, end, ...
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        client = _client(self.ip)
+        while not self.stop.is_set():
+            start, finish, pieces, error = time.monotonic(), None, 0, ""
+            try:
+                stream = client.chat.completions.create(
+                    model=MODEL, messages=STORY, temperature=0, max_tokens=96, stream=True
+                )
+                for chunk in stream:
+                    if chunk.choices:
+                        pieces += 1 if chunk.choices[0].delta.content else 0
+                        finish = chunk.choices[0].finish_reason or finish
+            except Exception as exc:  # recorded: a stream that had begun must not end this way
+                error = repr(exc)[:300]
+            with self.lock:
+                self.done.append((start, time.monotonic(), finish, pieces, error))
+
+
 def test_generation_apply_chat_rollout_rollback(
     cluster: Cluster, namespace: str, node_agent: NodeAgent, llm_store: Path, tmp_path: Path
 ) -> None:
@@ -98,7 +133,28 @@ def _serve_roll_out_and_back(k: Ns, node_agent: NodeAgent, store: Path, operator
     ip2 = wait_for("a Ready int8 pod", lambda: e2e.ready_pod_ips(k, "2-int8", MD), 60)[0]
     assert "Paris" in _chat(ip2)
 
+    streams = Streams(ip2)
+    threads = [threading.Thread(target=streams.run, daemon=True) for _ in range(STREAMERS)]
+    for t in threads:
+        t.start()
+    wait_for("streams flowing from the int8 pod", lambda: len(streams.done) >= STREAMERS, 120)
     k.apply(_spec(node_agent, "1", None))
+    (old,) = [p for p in k.items("pods", LABEL) if p["status"].get("podIP") == ip2]
+
+    def old_pod_leaving() -> bool:
+        pods = [p for p in k.items("pods", LABEL) if p["metadata"]["name"] == old["metadata"]["name"]]
+        return not pods or bool(pods[0]["metadata"].get("deletionTimestamp"))
+
+    wait_for("the int8 pod deleted by the rollback", old_pod_leaving, 300, every=0.2)
+    deleted = time.monotonic()
+    streams.stop.set()  # no stream starts after this; the ones in flight must end whole
+    for t in threads:
+        t.join(timeout=120)
+    begun = [s for s in streams.done if s[3] > 0]
+    cut = [s for s in begun if s[2] not in ("stop", "length") or s[4]]
+    assert cut == [], f"streams cut by the rollback: {cut}"
+    straddling = [s for s in begun if s[0] < deleted < s[1]]
+    assert straddling, f"no stream was in flight when the pod was deleted: {streams.done[-STREAMERS:]}"
     back = wait_serving("1")
     assert back["history"][0] == v1
     assert len(k.items("jobs", LABEL)) == 2, "rolling back rebuilt version 1"

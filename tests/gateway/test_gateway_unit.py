@@ -126,6 +126,20 @@ def test_triton_refusals_map_to_http_statuses(message: str, status: int) -> None
 
 
 @pytest.mark.parametrize(
+    ("message", "code", "retry"),
+    [
+        ("[StatusCode.UNAVAILABLE] queue full: 3 requests waiting (maxQueue 3); retry after 4 s",
+         "queue_full", "4"),
+        ("memory full: 2801 MiB in use of the pod's 3072 MiB memory limit (over 90%); retry after 2 s",
+         "memory_full", "2"),
+    ],
+)  # fmt: skip
+def test_a_busy_model_is_http_429_with_retry_after(message: str, code: str, retry: str) -> None:
+    refusal = triton._refusal(message)
+    assert (refusal.status, refusal.code, refusal.headers) == (429, code, {"Retry-After": retry})
+
+
+@pytest.mark.parametrize(
     ("message", "chat_param", "completion_param"),
     [
         ("sampling_parameters.top_k must be an integer >= 0, got -3", "top_k", "top_k"),

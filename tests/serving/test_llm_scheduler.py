@@ -196,6 +196,29 @@ def test_a_full_queue_refuses_at_once_with_a_retry_time(genai: Any, make: Any) -
         assert out.final is not None and out.final[1] in ("stop", "length")
 
 
+def test_a_pod_near_its_memory_limit_refuses_new_sequences_and_keeps_serving(genai: Any, make: Any) -> None:
+    """The guard reads this process's real resident memory (and its parent's): a limit below it refuses
+    at once with a retry time (HTTP 429 at the gateway); a limit well above it admits."""
+    in_use = llmsched.memory_in_use()
+    assert in_use > 100 * 2**20  # the model is loaded in this process
+    tight, tally = make(llmsched.Limits(memory_limit_bytes=in_use))
+    with pytest.raises(
+        llmsched.QueueFullError, match=r"memory full: \d+ MiB in use of the pod's \d+ MiB"
+    ) as caught:
+        tight.submit(_job(genai, "Hello", 4), Recorder())
+    assert 1 <= caught.value.retry_after <= 60 and tally.rejected == 1
+    check = _job(genai, "Hello", 1)
+    check.probe = True  # a readiness check is still answered: the pod is alive, only full
+    probe = Recorder()
+    tight.submit(check, probe)
+    probe.wait()
+    roomy, _ = make(llmsched.Limits(memory_limit_bytes=4 * in_use))
+    out = Recorder()
+    roomy.submit(_job(genai, "What is two plus two?", 4), out)
+    out.wait()
+    assert out.final is not None and out.final[1] in ("stop", "length")
+
+
 def test_the_kv_budget_holds_a_request_until_reserved_tokens_are_freed(genai: Any, make: Any) -> None:
     first_job = _job(genai, "Tell me a long story about a dragon.", 48)
     scheduler, tally = make(llmsched.Limits(max_sequences=4, max_tokens_in_flight=first_job.reservation + 10))
@@ -210,7 +233,7 @@ def test_the_kv_budget_holds_a_request_until_reserved_tokens_are_freed(genai: An
 
 
 def test_a_probe_is_served_at_once_while_every_slot_is_busy_and_the_queue_full(genai: Any, make: Any) -> None:
-    scheduler, _ = make(llmsched.Limits(max_sequences=1, max_queue=1))
+    scheduler, tally = make(llmsched.Limits(max_sequences=1, max_queue=1))
     busy, queued, probe = Recorder(), Recorder(), Recorder()
     scheduler.submit(_job(genai, "Tell me a long story about a dragon.", 200), busy)
     _until(lambda: bool(busy.pieces))
@@ -223,5 +246,7 @@ def test_a_probe_is_served_at_once_while_every_slot_is_busy_and_the_queue_full(g
     probe.wait()
     assert probe.final is not None and probe.final[3] == 1
     assert not queued.done.is_set() and not busy.done.is_set()
+    # a readiness check is not traffic: its token is in no latency and its end in no request count
+    assert len(tally.ttft) == 1 and tally.finishes == []
     busy.cancel.set()
     queued.wait()

@@ -9,10 +9,13 @@ sequences, and the KV-cache budget: a sequence reserves its prompt plus max_toke
 onnxruntime-genai's shared-buffer cache allocates for it), then advances every running sequence by one
 token. So a new request joins at the next iteration and a finished or cancelled one leaves at once,
 freeing its reservation for the next in the queue. A full queue refuses at once (QueueFullError, with a
-Retry-After estimate) instead of hanging. The prompt of a new sequence is read in one step (its
-prefill): the other sequences wait for that one step, which their inter-token latency shows. It is not
-split into chunks because onnxruntime-genai's int4 decoder gives other greedy tokens for a prompt
-appended in chunks (measured), and batching must change no token.
+Retry-After estimate) instead of hanging, and so does a pod near its memory limit (MemoryGuard: the
+resident memory of the stub and tritonserver above MEMORY_HIGH_WATER of CONCH_LLM_MEMORY_LIMIT_BYTES,
+the container's limit the operator passes in): a sequence more would risk the OOM killer, which would
+end every stream of the pod at once. The prompt of a new sequence is
+read in one step (its prefill): the other sequences wait for that one step, which their inter-token
+latency shows. It is not split into chunks because onnxruntime-genai's int4 decoder gives other greedy
+tokens for a prompt appended in chunks (measured), and batching must change no token.
 
 On CPU onnxruntime-genai's batched Engine is static (its continuous-batching path needs the
 PagedAttention operator, which ONNX Runtime implements for CUDA only), and a step over B rows costs about
@@ -23,6 +26,7 @@ another within an iteration: the gain over a thread per request is bounded, fair
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -33,6 +37,10 @@ FINISH_REASONS = ("stop", "length", "cancelled", "error")
 REPORT_EVERY_S = 0.5
 ABORT_WAIT_S = 2.0
 
+
+MEMORY_ENV = "CONCH_LLM_MEMORY_LIMIT_BYTES"
+MEMORY_HIGH_WATER = 0.9
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 LIMIT_ENV = {
     "max_sequences": "CONCH_LLM_MAX_SEQUENCES",
@@ -49,11 +57,49 @@ class Limits:
     max_sequences: int = 16
     max_tokens_in_flight: int = 16384
     max_queue: int = 64
+    memory_limit_bytes: int = 0  # the container's memory limit; 0: none known, nothing refused for memory
 
     @classmethod
     def from_env(cls, environ: dict[str, str]) -> Limits:
         """The limits the environment sets, the defaults elsewhere."""
-        return cls(**{name: int(environ[var]) for name, var in LIMIT_ENV.items() if var in environ})
+        limits = {name: int(environ[var]) for name, var in LIMIT_ENV.items() if var in environ}
+        memory = environ.get(MEMORY_ENV, "")
+        return cls(**limits, memory_limit_bytes=int(memory) if memory.isdigit() else 0)
+
+
+def memory_in_use() -> int:
+    """Resident bytes of this process (Triton's python stub: the model and its KV caches) and of its
+    parent (tritonserver), the container's two big processes. Not the cgroup's charge: under the test
+    node agent a process's cgroup is the host's, whose charge is every process there."""
+    return sum(_resident_bytes(pid) for pid in ("self", str(os.getppid())))
+
+
+def _resident_bytes(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass
+class MemoryGuard:
+    """Whether a new sequence would push the pod past MEMORY_HIGH_WATER of its memory limit."""
+
+    limit_bytes: int
+    usage: Any = memory_in_use  # () -> bytes in use
+
+    def refusal(self) -> str | None:
+        """Why a new sequence is refused now, or None."""
+        if self.limit_bytes <= 0:
+            return None
+        used = int(self.usage())
+        if used <= MEMORY_HIGH_WATER * self.limit_bytes:
+            return None
+        return (
+            f"{used / 2**20:.0f} MiB in use of the pod's {self.limit_bytes / 2**20:.0f} MiB memory limit "
+            f"(over {MEMORY_HIGH_WATER:.0%})"
+        )
 
 
 @dataclass
@@ -102,10 +148,10 @@ class Observer(Protocol):
 class QueueFullError(Exception):
     """The queue holds max_queue requests: refuse now, with how long to wait before trying again."""
 
-    def __init__(self, waiting: int, limit: int, retry_after: int) -> None:
-        super().__init__(
-            f"queue full: {waiting} requests waiting (maxQueue {limit}); retry after {retry_after} s"
-        )
+    def __init__(self, waiting: int, limit: int, retry_after: int, memory: str | None = None) -> None:
+        queue = f"queue full: {waiting} requests waiting (maxQueue {limit})"
+        why = f"memory full: {memory}" if memory else queue
+        super().__init__(f"{why}; retry after {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -173,6 +219,7 @@ class Scheduler:
 
     def __init__(self, model: Any, tokenizer: Any, limits: Limits, observer: Observer) -> None:
         self.model, self.tokenizer, self.limits, self.observer = model, tokenizer, limits, observer
+        self.memory = MemoryGuard(limits.memory_limit_bytes)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.reserved = 0
@@ -193,10 +240,11 @@ class Scheduler:
                 self.wake.notify()
                 return
             free = max(0, self.limits.max_sequences - len(self.running))
-            if len(self.waiting) >= self.limits.max_queue + free:
+            memory = self.memory.refusal()
+            if memory is not None or len(self.waiting) >= self.limits.max_queue + free:
                 self.observer.rejected_request()
                 retry = self._retry_after()
-                raise QueueFullError(len(self.waiting), self.limits.max_queue, retry)
+                raise QueueFullError(len(self.waiting), self.limits.max_queue, retry, memory)
             self.waiting.append(Sequence(job, sink))
             self.wake.notify()
 
@@ -269,7 +317,9 @@ class Scheduler:
             self._retire(seq, "error", f"generation failed: {exc}")
             return
         now = time.monotonic()
-        if seq.tokens == 1:
+        if seq.job.probe:  # a readiness check is not traffic: it stays out of the latency metrics
+            pass
+        elif seq.tokens == 1:
             self.observer.first_token(now - seq.arrived)
         elif seq.tokens > 1:
             self.observer.token_gap(now - seq.last)
@@ -285,8 +335,9 @@ class Scheduler:
         seq.release()
         seconds = time.monotonic() - seq.arrived
         queued = (seq.started or time.monotonic()) - seq.arrived
-        self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
-        self.observer.finished(reason, len(seq.job.ids), seq.tokens, seconds, queued)
+        if not seq.job.probe:  # nor in the request counts and the Retry-After estimate
+            self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
+            self.observer.finished(reason, len(seq.job.ids), seq.tokens, seconds, queued)
         if error is not None:
             seq.sink.fail(error)
         else:  # a cancelled one's sink sends no text: nobody reads it

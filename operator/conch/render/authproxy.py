@@ -92,8 +92,13 @@ def _probe_ports(container: Obj, moved: dict[str, int]) -> None:
             get["port"] = moved[get["port"]]
 
 
-def front(owner: Owner, containers: list[Obj]) -> list[Obj]:
-    """The pod's containers with the proxy in front of their exposed ports (unchanged with auth off)."""
+SERVE_AFTER_SIGTERM_SECONDS = 5
+"""The proxy answers new requests this long after SIGTERM (conch_gateway.authproxy.DRAIN_SECONDS)."""
+
+
+def front(owner: Owner, containers: list[Obj], drain_seconds: int | None = None) -> list[Obj]:
+    """The pod's containers with the proxy in front of their exposed ports (unchanged with auth off);
+    `drain_seconds`: how long requests in flight may go on after SIGTERM (default: the proxy's own)."""
     if not enabled(owner):
         return containers
     out, exposed = [], []
@@ -104,11 +109,11 @@ def front(owner: Owner, containers: list[Obj]) -> list[Obj]:
         _probe_ports(c, moved)
         exposed += list(moved.items())
         out.append(c)
-    out.append(proxy_container(owner, exposed))
+    out.append(proxy_container(owner, exposed, drain_seconds))
     return out
 
 
-def proxy_container(owner: Owner, exposed: list[tuple[str, int]]) -> Obj:
+def proxy_container(owner: Owner, exposed: list[tuple[str, int]], drain_seconds: int | None = None) -> Obj:
     """The proxy: one listener per exposed (name, port), relaying to its loopback twin."""
     listeners = [f"--{FRONTED[name]}={port}={LOOPBACK}:{port + UPSTREAM_OFFSET}" for name, port in exposed]
     ports = [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in exposed]
@@ -117,7 +122,13 @@ def proxy_container(owner: Owner, exposed: list[tuple[str, int]]) -> Obj:
         "name": CONTAINER,
         "image": owner.spec.serving.image,
         "command": list(COMMAND),
-        "args": [f"--tokens={TOKENS_MOUNT}", "--host=0.0.0.0", *listeners, f"--metrics-port={METRICS_PORT}"],
+        "args": [
+            f"--tokens={TOKENS_MOUNT}",
+            "--host=0.0.0.0",
+            *listeners,
+            f"--metrics-port={METRICS_PORT}",
+            *([f"--drain-seconds={drain_seconds}"] if drain_seconds is not None else []),
+        ],
         "ports": ports,
         "resources": RESOURCES,
         "securityContext": common.restricted_container_security(),

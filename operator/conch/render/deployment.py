@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conch.api import types
+from conch.api import quantity, types
 from conch.render import authproxy, common, gateway, secret, verify
 from conch.render.common import Obj, Owner
 
@@ -131,24 +131,36 @@ def container(owner: Owner, served: Served) -> Obj:
     }
 
 
+MEMORY_LIMIT_ENV = "CONCH_LLM_MEMORY_LIMIT_BYTES"
+"""The triton container's memory limit in bytes: the scheduler refuses new sequences (HTTP 429) near it."""
+
+
 def generation_env(owner: Owner) -> list[Obj]:
-    """A generative model's scheduler limits (spec.serving.generation, else the API's defaults)."""
+    """A generative model's scheduler limits (spec.serving.generation, else the API's defaults) and,
+    when the container has a memory limit, that limit in bytes (llmsched.MemoryGuard)."""
     if not owner.spec.generative():
         return []
     limits = owner.spec.serving.generation or types.Generation()
-    return [{"name": name, "value": value} for name, value in limits.environment().items()]
+    env = [{"name": name, "value": value} for name, value in limits.environment().items()]
+    memory = resources(owner).get("limits", {}).get("memory")
+    if memory is not None:
+        env.append({"name": MEMORY_LIMIT_ENV, "value": str(int(quantity.parse(memory)))})
+    return env
 
 
 def containers(owner: Owner, served: Served) -> list[Obj]:
     """Triton, for a generative model the OpenAI-compatible gateway beside it, and with spec.auth the
     auth proxy in front of both (render/authproxy.py)."""
     out = [container(owner, served)]
+    drain = None
     if gateway.wanted(owner):
         grpc_port, port = authproxy.inner_port(owner, GRPC_PORT), authproxy.inner_port(owner, gateway.PORT)
-        out.append(
-            gateway.container(owner, served.model_name, grpc_port, port, authproxy.gateway_host(owner))
-        )
-    return authproxy.front(owner, out)
+        drain = grace_seconds(owner) - EXIT_MARGIN_SECONDS  # as long as Triton's own exit timeout
+        host = authproxy.gateway_host(owner)
+        gw = gateway.container(owner, served.model_name, grpc_port, port, host=host, drain_seconds=drain)
+        out.append(gw)
+        drain -= authproxy.SERVE_AFTER_SIGTERM_SECONDS  # the proxy serves new requests that long first
+    return authproxy.front(owner, out, drain)
 
 
 def pod_template(owner: Owner, served: Served) -> Obj:

@@ -30,9 +30,18 @@ def wanted(owner: Owner) -> bool:
     return owner.spec.generative()
 
 
-def container(owner: Owner, model_name: str, grpc_port: int, port: int = PORT, host: str = "0.0.0.0") -> Obj:
+def container(
+    owner: Owner,
+    model_name: str,
+    grpc_port: int,
+    port: int = PORT,
+    *,
+    host: str = "0.0.0.0",
+    drain_seconds: int = 5,
+) -> Obj:
     """The gateway container: Triton's model `model_name` over gRPC on the pod's loopback, OpenAI out
-    on `host:port` (the loopback when the auth proxy fronts it)."""
+    on `host:port` (the loopback when the auth proxy fronts it). After SIGTERM its streams in flight get
+    `drain_seconds` to end (Triton's own exit timeout, so a rollout cuts no stream of the old pods)."""
     return {
         "name": CONTAINER,
         "image": owner.spec.serving.image,
@@ -42,6 +51,7 @@ def container(owner: Owner, model_name: str, grpc_port: int, port: int = PORT, h
             f"--triton-grpc=127.0.0.1:{grpc_port}",
             f"--host={host}",
             f"--port={port}",
+            f"--drain-seconds={drain_seconds}",
         ],
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {
