@@ -108,8 +108,10 @@ def _probes(
     """The gate's chat prompts rendered as the served model sees a raw prompt, and the original's
     greedy answers decoded (what `analyze` compares a canary's and the stable's answers by)."""
     tokenizer = model.tokenizer
-    render = lambda m: str(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False))  # noqa: E731
-    rendered = [render(m) for m in data.prompts]
+    rendered = [
+        str(tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False))
+        for chat in data.prompts
+    ]
     answers = [str(tokenizer.decode(ids, skip_special_tokens=True)) for ids in reference.greedy]
     return probes.generation_probes(name, rendered, answers, f"gate chat prompts ({data.origin})")
 
