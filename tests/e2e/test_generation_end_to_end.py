@@ -3,7 +3,10 @@ builds SmolLM2-135M-Instruct from its GGUF file (int4 weight-only, gated on perp
 agreement) -> on the node agent a real tritonserver loads the decoupled model and the OpenAI gateway runs
 beside it -> Ready (a real one-token generation) -> the `openai` client chats, streamed and whole -> an
 int8-weight version rolls out -> editing the version back rolls back with no rebuild, while streams
-run on the int8 pod: none is cut when that pod is deleted (each that began ends with its finish reason).
+run on the int8 pod: none is cut when that pod is deleted (each that began ends with its finish reason)
+-> a canary with another model's weights (SmolLM2's architecture with fresh weights, fp32: it passes its
+own build gate) is aborted by the quality analysis, its greedy agreement with version 1 in the condition,
+while version 1 keeps serving.
 
 The store is the session's `llm_store`, shared with the examples test: the same (source, recipe) is built
 once per session. Traffic goes only to the pod's own 127.65.x.y address.
@@ -24,6 +27,8 @@ import yaml
 from chart import helmrun
 from conftest import Cluster, NodeAgent, wait_for
 
+from tests.support import llm
+
 from . import test_end_to_end as e2e
 from .test_end_to_end import Ns
 
@@ -32,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cpu-smollm2.yaml"
 MD, MODEL = "smollm2-cpu", "smollm2"
 LABEL = f"serving.conch.dev/modeldeployment={MD}"
+OTHER_WEIGHTS = "models/smollm2-other-weights"
 FRANCE = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
@@ -99,12 +105,49 @@ class Streams:
                 self.done.append((start, time.monotonic(), finish, pieces, error))
 
 
+@pytest.fixture
+def store(llm_store: Path, smollm2_model: Any) -> Path:
+    """The session's LLM store, with another model's weights beside SmolLM2's GGUF file."""
+    llm.other_weights(smollm2_model, llm_store / OTHER_WEIGHTS)
+    return llm_store
+
+
 def test_generation_apply_chat_rollout_rollback(
-    cluster: Cluster, namespace: str, node_agent: NodeAgent, llm_store: Path, tmp_path: Path
+    cluster: Cluster, namespace: str, node_agent: NodeAgent, store: Path, tmp_path: Path
 ) -> None:
+    llm_store = store
     with helmrun.operator_as_release(cluster, namespace, tmp_path, chart_crds=True) as operator_log:
         helmrun.model_store(cluster, namespace, llm_store)
         _serve_roll_out_and_back(Ns(cluster, namespace), node_agent, llm_store, operator_log)
+        _other_weights_canary_is_aborted(Ns(cluster, namespace), node_agent)
+
+
+def _other_weights_canary_is_aborted(k: Ns, node_agent: NodeAgent) -> None:
+    md = _spec(node_agent, "3-other", "none")
+    md["spec"]["model"]["source"] = {"path": OTHER_WEIGHTS}
+    md["spec"]["rollout"] |= {"strategy": "canary", "canary": {
+        "steps": [{"weight": 50}], "analysis": {"quality": {"minGreedyAgreement": 0.8}}}}  # fmt: skip
+    k.apply(md)
+
+    def status() -> dict[str, Any]:
+        return dict(k.get("modeldeployment", MD).get("status") or {})
+
+    def aborted() -> dict[str, Any] | None:
+        cond = next((c for c in status().get("conditions", []) if c["type"] == "Degraded"), {})
+        ok = cond.get("reason") == "AnalysisFailed" and "canary 3-other " in cond.get("message", "")
+        return cond if ok else None
+
+    degraded = wait_for("the other weights' canary aborted by quality", aborted, 900, every=1)
+    assert "greedyAgreement" in degraded["message"], degraded
+    st = status()
+    assert st["currentVersion"] == "1" and st["failedVersion"] == "3-other", st
+    built = next(h for h in st["history"] if h["version"] == "3-other")
+    assert built["summary"]["gate"]["passed"] is True  # its own gate could not tell
+    (greedy,) = [v for v in st["canary"]["analysis"] if v["name"] == "greedyAgreement"]
+    assert greedy["passed"] is False and greedy["value"] < 0.8, st["canary"]
+    print(f"other weights' canary: greedyAgreement {greedy['value']} ({degraded['message'][:200]})")
+    ip = wait_for("version 1 still Ready", lambda: e2e.ready_pod_ips(k, "1", MD), 60)[0]
+    assert "Paris" in _chat(ip)
 
 
 def _serve_roll_out_and_back(k: Ns, node_agent: NodeAgent, store: Path, operator: Path) -> None:

@@ -3,7 +3,9 @@ session's llm_store when the generation e2e ran first) on the node agent with on
 ServiceMonitor every 2 s; the real Prometheus scrapes its Triton's conch_llm_* series, prometheus-adapter
 serves its waiting sequences (the chart's rule) to a real HPA, which goes 1 -> 2 under a bounded
 streaming load on the first pod's own address and back to 1 after it. The second pod is a second real
-tritonserver that loads the model and answers a real token before it is Ready.
+tritonserver that loads the model and answers a real token before it is Ready. After the load, the canary
+analysis' own TTFT and ITL queries (conch.promql, as the operator sends them) are asked of the real
+Prometheus with the serving version on both sides: each finds the scraped histograms and the ratios are 1.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import yaml
 from chart import helmrun
 from conftest import Cluster, running_node_agent, wait_for
 
+from conch import promql
+from conch.api import types
+from conch.render import common
 from monitoring import release
 from monitoring.scenario import Scenario
 
@@ -139,6 +144,7 @@ def _scale_up_and_down(sc: Scenario, monitoring: Any) -> None:
     finally:
         done, errors = load.finish()
     assert done > 0 and errors == 0, (done, errors)
+    ratios = _llm_ratios_of_one_version(sc, monitoring)
     t1 = time.monotonic()
     wait_for(
         "the HPA back to 1 pod",
@@ -149,5 +155,26 @@ def _scale_up_and_down(sc: Scenario, monitoring: Any) -> None:
     print(
         f"llm hpa seconds: load start -> scale-up decision {decided:.1f} (waiting sequences seen {seen}, "
         f"target 1), -> 2 Ready {ready:.1f}; load stop -> back to 1 {time.monotonic() - t1:.1f}; "
-        f"{done} completions, {errors} errors"
+        f"{done} completions, {errors} errors; canary TTFT/ITL ratio queries on one version: {ratios}"
     )
+
+
+def _llm_ratios_of_one_version(sc: Scenario, monitoring: Any) -> dict[str, float | None]:
+    """The canary analysis' TTFT/ITL queries and verdict on the real series, version 1 against itself."""
+    spec = types.ModelDeploymentSpec.model_validate(_modeldeployment(sc.agent)["spec"])
+    owner = common.Owner(MD, sc.ns, "uid", spec)
+    analysis = types.CanaryAnalysis(maxTimeToFirstTokenRatio=1.5, maxInterTokenLatencyRatio=1.5)
+    window = int(LOAD_S)
+    values: dict[str, float | None] = {}
+    for name, query in promql.queries(owner, analysis, "1", "1", window).items():
+        series = monitoring.query(query)
+        values[name] = float(series[0]["value"][1]) if series else None
+    for part in ("ttft", "itl"):
+        assert (values[f"canary_{part}_count"] or 0) > 0, (part, values)
+    verdict = promql.judge(analysis, values, window)
+    got = {c.name: c.value for c in verdict.values}
+    assert verdict.result == "Passed", verdict
+    # both sides are one series, asked a moment apart (a scrape may land in between)
+    assert got["timeToFirstTokenRatio"] == pytest.approx(1.0, rel=0.05), got
+    assert got["interTokenLatencyRatio"] == pytest.approx(1.0, rel=0.05), got
+    return {k: got[k] for k in ("timeToFirstTokenRatio", "interTokenLatencyRatio")}

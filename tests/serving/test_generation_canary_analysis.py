@@ -10,7 +10,6 @@ agreement; the second fails with its greedy agreement, the number, in the reason
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,16 +34,7 @@ PROBE_PROMPTS = 4
 
 def _other_weights(model: causal.CausalModel, work: Path) -> Path:
     """SmolLM2's architecture and tokenizer with freshly initialised weights, exported at fp32."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    other = AutoModelForCausalLM.from_config(model.module.config)
-    hf_dir = work / "other-hf"
-    other.save_pretrained(hf_dir)
-    for file in model.hf_dir.iterdir():
-        if file.name.startswith(("tokenizer", "special_tokens")) or file.name == "chat_template.jinja":
-            shutil.copy(file, hf_dir / file.name)
+    hf_dir = llm.other_weights(model, work / "other-hf")
     return genai.export(hf_dir, work / "genai-other", "none", block_size=None, cache=work / "cache")
 
 

@@ -46,3 +46,19 @@ def serve_repository(model: causal.CausalModel, work: Path, name: str, mode: Qua
         repo, name, folder, context_length=CONTEXT, max_tokens_default=64, instances=1
     )
     return repo
+
+
+def other_weights(model: causal.CausalModel, hf_dir: Path) -> Path:
+    """`hf_dir`: a Hugging Face directory of SmolLM2's architecture and tokenizer with freshly initialised
+    weights (seed 0): another model for the canary tests, which no gate of its own would catch."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if (hf_dir / "config.json").is_file():
+        return hf_dir
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(model.module.config).save_pretrained(hf_dir)
+    for file in model.hf_dir.iterdir():
+        if file.name.startswith(("tokenizer", "special_tokens")) or file.name == "chat_template.jinja":
+            shutil.copy(file, hf_dir / file.name)
+    return hf_dir
