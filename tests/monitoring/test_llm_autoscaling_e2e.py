@@ -6,6 +6,11 @@ streaming load on the first pod's own address and back to 1 after it. The second
 tritonserver that loads the model and answers a real token before it is Ready. After the load, the canary
 analysis' own TTFT and ITL queries (conch.promql, as the operator sends them) are asked of the real
 Prometheus with the serving version on both sides: each finds the scraped histograms and the ratios are 1.
+
+A second test rolls out a canary with a slower decoder: the same checkpoint exported unquantized (fp32,
+about 2.3x the int8 decoder's time per token on this machine, measured with onnxruntime-genai alone).
+Under the same load on both versions' pods the analysis' interTokenLatencyRatio (the generators' own
+histograms in the real Prometheus) is over its bound of 1.5 and the canary is aborted with the number.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ CUSTOM_METRIC = "conch_llm_waiting_sequences"
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"
 STREAMS = 4
 LOAD_S = 240.0
+MAX_ITL_RATIO = 1.5
 
 
 def _modeldeployment(agent: Any) -> dict[str, Any]:
@@ -116,6 +122,77 @@ def test_hpa_scales_a_generator_on_its_waiting_sequences_and_back(
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
         cluster.kubectl("delete", "pv", f"store-{ns}", "--wait=false", check=False)
+
+
+def test_a_canary_with_a_slower_decoder_is_aborted_on_its_inter_token_latency(
+    cluster: Cluster, monitoring: Any, llm_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    workdir = tmp_path_factory.mktemp("llm-canary")
+    ns = f"t-llm-canary-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("label", "namespace", ns, "conch.dev/test=true")
+    try:
+        with (
+            running_node_agent(cluster, workdir, subnet=os.getpid() + 127) as agent,
+            release.operator_release(cluster, ns, workdir) as rel,
+        ):
+            helmrun.model_store(cluster, ns, llm_store)
+            sc = Scenario(cluster, ns, rel, agent, np.zeros(1))
+            sc.apply(_canary_md(agent, "1", monitoring.url))
+            sc.wait_serving(MD, "1", 900)
+            _slow_canary_is_aborted(sc, monitoring.url)
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "pv", f"store-{ns}", "--wait=false", check=False)
+
+
+def _canary_md(agent: Any, version: str, prometheus_url: str) -> dict[str, Any]:
+    """The scaling test's model at a fixed single replica, rolling out by canary on the ITL ratio;
+    version "2-fp32" is the same checkpoint exported unquantized."""
+    md = _modeldeployment(agent)
+    spec = md["spec"]
+    spec.pop("autoscaling")
+    spec["replicas"] = 1
+    spec["version"] = version
+    if version != "1":
+        spec["compression"]["quantize"] = {"mode": "none"}
+        spec["compression"].pop("fallback", None)
+    analysis = {"prometheusUrl": prometheus_url, "intervalSeconds": 10, "minRequests": 3,
+                "maxInterTokenLatencyRatio": MAX_ITL_RATIO}  # fmt: skip
+    spec["rollout"] |= {"strategy": "canary", "canary": {"steps": [{"weight": 50}], "analysis": analysis}}
+    return md
+
+
+def _slow_canary_is_aborted(sc: Scenario, prometheus_url: str) -> None:
+    stable = Load(sc.ready_ips(PODS)[0])
+    canary_load: Load | None = None
+    try:
+        sc.apply(_canary_md(sc.agent, "2-fp32", prometheus_url))
+        t0 = time.monotonic()
+        canary_pods = f"{PODS},serving.conch.dev/version=2-fp32"
+        canary_ip = wait_for("a Ready fp32 canary pod", lambda: sc.ready_ips(canary_pods), 600, every=1)[0]
+        canary_load = Load(canary_ip)
+        degraded = wait_for("the slow canary aborted", lambda: _aborted(sc, "2-fp32"), 300, every=1)
+        took = time.monotonic() - t0
+    finally:
+        for load in (stable, canary_load):
+            if load is not None:
+                load.finish()
+    status = sc.get("md", MD)["status"]
+    assert status["currentVersion"] == "1" and status["failedVersion"] == "2-fp32", status
+    (itl,) = [v for v in status["canary"]["analysis"] if v["name"] == "interTokenLatencyRatio"]
+    assert itl["passed"] is False and itl["value"] > MAX_ITL_RATIO, status["canary"]
+    said = f"interTokenLatencyRatio {itl['value']:g} not <= {MAX_ITL_RATIO:g}"
+    assert said in degraded["message"], degraded
+    print(f"slow decoder canary: interTokenLatencyRatio {itl['value']} (bound {MAX_ITL_RATIO}); aborted "
+          f"{took:.1f} s after its apply (build included): {degraded['message'][:200]}")  # fmt: skip
+
+
+def _aborted(sc: Scenario, version: str) -> dict[str, Any] | None:
+    conditions = sc.get("md", MD).get("status", {}).get("conditions", [])
+    cond = next((c for c in conditions if c["type"] == "Degraded"), {})
+    ok = cond.get("reason") == "AnalysisFailed" and f"canary {version} " in cond.get("message", "")
+    return cond if ok else None
 
 
 def _hpa(sc: Scenario) -> dict[str, Any]:
