@@ -38,7 +38,8 @@ message names the address or file), 1 internal error. The last stdout line, also
      "skipped": ["minTop1Agreement"],            # bounds whose metric this model cannot give
      "reason": "one line for people",
      "reference": {"canary": {...}, "stable": {...}},   # vs the original model, when known
-     "probes": {"count": N, "file": PATH, "origin": TEXT, "unit": "tokens" | "words"}, "model": M,
+     "probes": {"count": N, "file": PATH, "origin": TEXT[, "unit": "tokens" | "words" (a generator's)]},
+     "model": M,
      "canary": [ADDRESS...], "stable": ADDRESS, "requests": N, "seconds": F, "analyzerVersion": V}
 """
 
@@ -173,7 +174,8 @@ def analyse(req: Request) -> dict[str, Any]:
         if not model:
             raise CannotAnalyse(f"probe file {req.probes} names no model: give --model-name")
         compare, unit = _comparer(req.probes, probe_set)
-        out |= {"model": model, "probes": {**_probe_info(req.probes, probe_set), "unit": unit}}
+        unit_info = {"unit": unit} if probe_set.kind == probes.GENERATION_KIND else {}
+        out |= {"model": model, "probes": {**_probe_info(req.probes, probe_set), **unit_info}}
         batch = req.limits.batch_size
         stable, out["stable"] = _stable_answers(req, model, probe_set, budget, batch)
         per_pod, vs_reference = [], []

@@ -106,7 +106,9 @@ def test_the_same_build_passes(fleet: Fleet, tmp_path: Path) -> None:
     assert metrics["cosine"] == pytest.approx(1.0, abs=1e-6) and metrics["top1Agreement"] == 1.0
     assert metrics["maxAbsError"] == 0.0
     assert result["probes"]["count"] == 64 and result["requests"] == 8  # 64 probes in batches of 16, x 2
-    assert result["bounds"] == {"minCosine": 0.99, "minTop1Agreement": 0.95, "maxAbsError": None}
+    assert result["bounds"] == {
+        "minCosine": 0.99, "minTop1Agreement": 0.95, "maxAbsError": None, "minGreedyAgreement": None
+    }  # fmt: skip
     # both answer like the original model did at build time (fp16 on a python backend: close, not equal)
     for side in ("canary", "stable"):
         assert (
