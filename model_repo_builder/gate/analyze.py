@@ -174,8 +174,7 @@ def analyse(req: Request) -> dict[str, Any]:
         if not model:
             raise CannotAnalyse(f"probe file {req.probes} names no model: give --model-name")
         compare, unit = _comparer(req.probes, probe_set)
-        unit_info = {"unit": unit} if probe_set.kind == probes.GENERATION_KIND else {}
-        out |= {"model": model, "probes": {**_probe_info(req.probes, probe_set), **unit_info}}
+        out |= {"model": model, "probes": {**_probe_info(req.probes, probe_set), **unit}}
         batch = req.limits.batch_size
         stable, out["stable"] = _stable_answers(req, model, probe_set, budget, batch)
         per_pod, vs_reference = [], []
@@ -204,12 +203,13 @@ def analyse(req: Request) -> dict[str, Any]:
     return {"analyzerVersion": BUILDER_VERSION, **out}
 
 
-def _comparer(path: Path, probe_set: probes.ProbeSet) -> tuple[Comparer, str]:
-    """How two versions' answers are compared, and in what unit (generative answers: tokens or words)."""
+def _comparer(path: Path, probe_set: probes.ProbeSet) -> tuple[Comparer, dict[str, str]]:
+    """How two versions' answers are compared, and the probes' ``unit`` entry (a generator's answers:
+    tokens or words; none for tensors)."""
     if probe_set.kind != probes.GENERATION_KIND:
-        return compare_answers, "answers"
+        return compare_answers, {}
     split, unit = generationprobes.splitter(path)
-    return (lambda expected, got: generationprobes.compare(expected, got, split)), unit
+    return (lambda expected, got: generationprobes.compare(expected, got, split)), {"unit": unit}
 
 
 def _ask(

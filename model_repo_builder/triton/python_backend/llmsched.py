@@ -12,10 +12,10 @@ freeing its reservation for the next in the queue. A full queue refuses at once 
 Retry-After estimate) instead of hanging, and so does a pod near its memory limit (MemoryGuard: the
 resident memory of the stub and tritonserver above MEMORY_HIGH_WATER of CONCH_LLM_MEMORY_LIMIT_BYTES,
 the container's limit the operator passes in): a sequence more would risk the OOM killer, which would
-end every stream of the pod at once. The prompt of a new sequence is
-read in one step (its prefill): the other sequences wait for that one step, which their inter-token
-latency shows. It is not split into chunks because onnxruntime-genai's int4 decoder gives other greedy
-tokens for a prompt appended in chunks (measured), and batching must change no token.
+end every stream of the pod at once. The prompt of a new sequence is read in one step (its prefill):
+the other sequences wait for that one step, which their inter-token latency shows. It is not split
+into chunks because onnxruntime-genai's int4 decoder gives other greedy tokens for a prompt appended
+in chunks (measured), and batching must change no token.
 
 On CPU onnxruntime-genai's batched Engine is static (its continuous-batching path needs the
 PagedAttention operator, which ONNX Runtime implements for CUDA only), and a step over B rows costs about
@@ -317,11 +317,10 @@ class Scheduler:
             self._retire(seq, "error", f"generation failed: {exc}")
             return
         now = time.monotonic()
-        if seq.job.probe:  # a readiness check is not traffic: it stays out of the latency metrics
-            pass
-        elif seq.tokens == 1:
+        traffic = not seq.job.probe  # a readiness check stays out of the latency metrics
+        if traffic and seq.tokens == 1:
             self.observer.first_token(now - seq.arrived)
-        elif seq.tokens > 1:
+        elif traffic and seq.tokens > 1:
             self.observer.token_gap(now - seq.last)
         seq.last = now
         if reason is not None:

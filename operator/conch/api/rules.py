@@ -201,11 +201,13 @@ METRIC_QUERY: Rules = [
     },
 ]
 
+QUALITY_MESSAGE = (
+    "quality needs a threshold: minCosine, minTop1Agreement, maxAbsError and/or minGreedyAgreement"
+)
 QUALITY: Rules = [
     {
         "rule": _any("minCosine", "minTop1Agreement", "maxAbsError", "minGreedyAgreement"),
-        "message": "quality needs a threshold: minCosine, minTop1Agreement, maxAbsError and/or "
-        "minGreedyAgreement",
+        "message": QUALITY_MESSAGE,
     },
     _inside_store("probePath"),
 ]

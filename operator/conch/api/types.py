@@ -364,10 +364,7 @@ class QualityAnalysis(Model):
     def _thresholds(self) -> QualityAnalysis:
         bounds = (self.min_cosine, self.min_top1_agreement, self.max_abs_error, self.min_greedy_agreement)
         if all(b is None for b in bounds):
-            raise ValueError(
-                "quality needs a threshold: minCosine, minTop1Agreement, maxAbsError and/or "
-                "minGreedyAgreement"
-            )
+            raise ValueError(rules.QUALITY_MESSAGE)
         if self.probe_path is not None and ".." in self.probe_path:
             raise ValueError("probePath must stay inside the model store (no '..')")
         return self
