@@ -15,11 +15,13 @@ histograms in the real Prometheus) is over its bound of 1.5 and the canary is ab
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +106,30 @@ def test_hpa_scales_a_generator_on_its_waiting_sequences_and_back(
     cluster: Cluster, monitoring: Any, llm_store: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     assert monitoring.custom_metrics, "custom.metrics.k8s.io is not served (see test_metrics_e2e)"
-    workdir = tmp_path_factory.mktemp("llm-scaling")
-    ns = f"t-llm-scaling-{secrets.token_hex(3)}"
+    with _serving(cluster, llm_store, tmp_path_factory, "llm-scaling", _modeldeployment) as sc:
+        _scale_up_and_down(sc, monitoring)
+
+
+def test_a_canary_with_a_slower_decoder_is_aborted_on_its_inter_token_latency(
+    cluster: Cluster, monitoring: Any, llm_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    version_1 = lambda agent: _canary_md(agent, "1", monitoring.url)  # noqa: E731
+    with _serving(cluster, llm_store, tmp_path_factory, "llm-canary", version_1) as sc:
+        _slow_canary_is_aborted(sc, monitoring.url)
+
+
+@contextlib.contextmanager
+def _serving(
+    cluster: Cluster,
+    llm_store: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    modeldeployment: Callable[[Any], dict[str, Any]],
+) -> Iterator[Scenario]:
+    """A namespace of its own with a node agent, an operator release and the store; the ModelDeployment
+    `modeldeployment(agent)` applied and serving version 1. Everything is removed afterwards."""
+    workdir = tmp_path_factory.mktemp(name)
+    ns = f"t-{name}-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("label", "namespace", ns, "conch.dev/test=true")
     try:
@@ -116,31 +140,9 @@ def test_hpa_scales_a_generator_on_its_waiting_sequences_and_back(
         ):
             helmrun.model_store(cluster, ns, llm_store)
             sc = Scenario(cluster, ns, rel, agent, np.zeros(1))
-            sc.apply(_modeldeployment(agent))
+            sc.apply(modeldeployment(agent))
             sc.wait_serving(MD, "1", 900)
-            _scale_up_and_down(sc, monitoring)
-    finally:
-        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-        cluster.kubectl("delete", "pv", f"store-{ns}", "--wait=false", check=False)
-
-
-def test_a_canary_with_a_slower_decoder_is_aborted_on_its_inter_token_latency(
-    cluster: Cluster, monitoring: Any, llm_store: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    workdir = tmp_path_factory.mktemp("llm-canary")
-    ns = f"t-llm-canary-{secrets.token_hex(3)}"
-    cluster.kubectl("create", "namespace", ns)
-    cluster.kubectl("label", "namespace", ns, "conch.dev/test=true")
-    try:
-        with (
-            running_node_agent(cluster, workdir, subnet=os.getpid() + 127) as agent,
-            release.operator_release(cluster, ns, workdir) as rel,
-        ):
-            helmrun.model_store(cluster, ns, llm_store)
-            sc = Scenario(cluster, ns, rel, agent, np.zeros(1))
-            sc.apply(_canary_md(agent, "1", monitoring.url))
-            sc.wait_serving(MD, "1", 900)
-            _slow_canary_is_aborted(sc, monitoring.url)
+            yield sc
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
         cluster.kubectl("delete", "pv", f"store-{ns}", "--wait=false", check=False)
