@@ -9,6 +9,11 @@ CACHE ?= $(HOME)/.cache/conch
 STATE ?= $(HOME)/.local/state/conch/cluster
 export KUBECONFIG ?= $(STATE)/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(CACHE)/bin:$(PATH)
+# A passed test's tmp_path goes at once, and the base directory at the end of a passing run: the suite's
+# builds and stores are GBs, and the real node after `make test` needs the disk (CI once failed on
+# "only 1670 MiB free" with pytest keeping three runs of them). Here, not in pyproject.toml, whose
+# every edit rebuilds the images' dependency layers.
+PYTEST := $(VPY) -m pytest -o tmp_path_retention_policy=failed
 
 .PHONY: monitoring-up monitoring-down bench-batching bench-auth bench-llm
 .PHONY: help venv tools cluster-up cluster-down lint typecheck test test-unit test-cluster test-serving test-e2e demo bench bench-text bench-distill bench-generation clean
@@ -60,19 +65,19 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 test: venv tools lint typecheck
-	$(VPY) -m pytest
+	$(PYTEST)
 
 test-unit: venv
-	$(VPY) -m pytest -m unit
+	$(PYTEST) -m unit
 
 test-cluster: venv tools
-	$(VPY) -m pytest -m cluster
+	$(PYTEST) -m cluster
 
 test-serving: venv
-	$(VPY) -m pytest -m serving
+	$(PYTEST) -m serving
 
 test-e2e: venv tools
-	$(VPY) -m pytest -m e2e
+	$(PYTEST) -m e2e
 
 demo: venv cluster-up
 	$(VPY) -m hack.demo
@@ -138,5 +143,5 @@ realnode-down:
 	testenv/realnode.sh down
 
 test-realnode: realnode-up  ## the real-node e2e, run inside the node's network namespace
-	testenv/realnode.sh exec $(VPY) -m pytest tests/realnode
+	testenv/realnode.sh exec $(PYTEST) tests/realnode
 # ---- end images block ------------------------------------------------------------------------------
