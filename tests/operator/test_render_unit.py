@@ -28,6 +28,7 @@ from conch.render import (
 )
 from model_repo_builder import cli
 from model_repo_builder.sources import limits
+from model_repo_builder.triton.python_backend import llmsched
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,6 +289,18 @@ def test_a_generators_scheduler_limits_reach_tritons_environment_and_rebuild_not
     assert _triton_env(base)["CONCH_LLM_MAX_SEQUENCES"] == str(types.Generation().max_sequences)
     assert keys.spec_key(o.spec) == keys.spec_key(base.spec)  # the same build: a serving setting
     assert not [name for name in _triton_env(owner("cpu-digits")) if name.startswith("CONCH_LLM_")]
+
+
+def test_a_generators_decoder_threads_are_its_cpu_limit_in_whole_cpus() -> None:
+    base = owner("cpu-smollm2")
+    for limit, threads in (("2", "2"), ("1500m", "2"), ("250m", "1"), (None, None)):
+        resources = {"requests": {"cpu": "100m"}, **({"limits": {"cpu": limit}} if limit else {})}
+        serving = base.spec.serving.model_copy(update={"resources": resources})
+        env = _triton_env(dataclasses.replace(base, spec=base.spec.model_copy(update={"serving": serving})))
+        assert env.get("CONCH_LLM_THREADS") == threads, limit
+    limits = llmsched.Limits.from_env({"CONCH_LLM_THREADS": "3"})
+    assert limits.decoder_threads() == 3
+    assert llmsched.Limits.from_env({}).decoder_threads() == len(os.sched_getaffinity(0))
 
 
 def test_triton_exits_before_the_kubelet_kills_it_and_a_generator_gets_longer() -> None:

@@ -18,7 +18,8 @@ naming the field; a full queue an UNAVAILABLE error starting "queue full" with a
 gateway answers it 429 with Retry-After); the model keeps serving.
 
 Limits come from the pod's environment (the operator sets them from spec.serving.generation):
-CONCH_LLM_MAX_SEQUENCES, CONCH_LLM_MAX_TOKENS_IN_FLIGHT and CONCH_LLM_MAX_QUEUE.
+CONCH_LLM_MAX_SEQUENCES, CONCH_LLM_MAX_TOKENS_IN_FLIGHT and CONCH_LLM_MAX_QUEUE; the decoder's threads
+from CONCH_LLM_THREADS (the container's CPU limit), else every CPU the process may run on.
 """
 
 from __future__ import annotations
@@ -79,9 +80,9 @@ class TritonPythonModel:
         self.context_length = int(params["context_length"])
         self.max_tokens_default = int(params["max_tokens_default"])
         folder = os.path.join(args["model_repository"], args["model_version"], "genai")
-        self.model = og.Model(folder)
-        self.tokenizer = og.Tokenizer(self.model)
         self.limits = llmsched.Limits.from_env(dict(os.environ))
+        self.model = og.Model(_config(folder, self.limits.decoder_threads()))
+        self.tokenizer = og.Tokenizer(self.model)
         metrics = llmmetrics.LlmMetrics(args["model_name"], args["model_version"])
         self.scheduler = llmsched.Scheduler(self.model, self.tokenizer, self.limits, metrics)
 
@@ -153,6 +154,14 @@ class TritonPythonModel:
         assert messages is not None
         chat = _messages(messages)
         return str(self.tokenizer.apply_chat_template(json.dumps(chat), add_generation_prompt=True))
+
+
+def _config(folder: str, threads: int) -> Any:
+    """The exported model's config with the decoder's intra-op threads set (the export leaves them unset)."""
+    config = og.Config(folder)
+    options = {"intra_op_num_threads": threads}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    return config
 
 
 def _response(piece: str, finish: str | None = None, prompt_tokens: int = 0, completion: int = 0) -> Any:

@@ -39,6 +39,8 @@ ABORT_WAIT_S = 2.0
 
 
 MEMORY_ENV = "CONCH_LLM_MEMORY_LIMIT_BYTES"
+THREADS_ENV = "CONCH_LLM_THREADS"
+"""The decoder's intra-op threads: the container's whole CPUs (its CPU limit), set by the operator."""
 MEMORY_HIGH_WATER = 0.9
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
@@ -58,13 +60,23 @@ class Limits:
     max_tokens_in_flight: int = 16384
     max_queue: int = 64
     memory_limit_bytes: int = 0  # the container's memory limit; 0: none known, nothing refused for memory
+    threads: int = 0  # the decoder's intra-op threads; 0: as many as the CPUs this process may run on
 
     @classmethod
     def from_env(cls, environ: dict[str, str]) -> Limits:
         """The limits the environment sets, the defaults elsewhere."""
         limits = {name: int(environ[var]) for name, var in LIMIT_ENV.items() if var in environ}
-        memory = environ.get(MEMORY_ENV, "")
-        return cls(**limits, memory_limit_bytes=int(memory) if memory.isdigit() else 0)
+        memory, threads = environ.get(MEMORY_ENV, ""), environ.get(THREADS_ENV, "")
+        return cls(
+            **limits,
+            memory_limit_bytes=int(memory) if memory.isdigit() else 0,
+            threads=int(threads) if threads.isdigit() else 0,
+        )
+
+    def decoder_threads(self) -> int:
+        """The decoder's intra-op threads. onnxruntime-genai's own default is one, and a token of the
+        int4 SmolLM2 took 7.7 ms on one thread, 4.9 ms on two, with the same greedy tokens (measured)."""
+        return self.threads or max(1, len(os.sched_getaffinity(0)))
 
 
 def memory_in_use() -> int:

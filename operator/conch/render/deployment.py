@@ -12,6 +12,7 @@ selector and template stay as they are (an immutable selector, and no re-roll of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from conch.api import quantity, types
@@ -135,9 +136,14 @@ MEMORY_LIMIT_ENV = "CONCH_LLM_MEMORY_LIMIT_BYTES"
 """The triton container's memory limit in bytes: the scheduler refuses new sequences (HTTP 429) near it."""
 
 
+THREADS_ENV = "CONCH_LLM_THREADS"
+"""The decoder's intra-op threads: the triton container's CPU limit in whole CPUs, at least one."""
+
+
 def generation_env(owner: Owner) -> list[Obj]:
-    """A generative model's scheduler limits (spec.serving.generation, else the API's defaults) and,
-    when the container has a memory limit, that limit in bytes (llmsched.MemoryGuard)."""
+    """A generative model's scheduler limits (spec.serving.generation, else the API's defaults); when
+    the container has a memory limit, that limit in bytes (llmsched.MemoryGuard); when it has a CPU
+    limit, that many decoder threads (more would only be throttled by the CFS quota)."""
     if not owner.spec.generative():
         return []
     limits = owner.spec.serving.generation or types.Generation()
@@ -145,6 +151,9 @@ def generation_env(owner: Owner) -> list[Obj]:
     memory = resources(owner).get("limits", {}).get("memory")
     if memory is not None:
         env.append({"name": MEMORY_LIMIT_ENV, "value": str(int(quantity.parse(memory)))})
+    cpu = resources(owner).get("limits", {}).get("cpu")
+    if cpu is not None:
+        env.append({"name": THREADS_ENV, "value": str(max(1, math.ceil(quantity.parse(cpu))))})
     return env
 
 
