@@ -206,7 +206,14 @@ def test_builder_extra_provides_what_the_builder_imports() -> None:
     dists = _closure(wanted, set())
     owners = metadata.packages_distributions()
     # ours (the python-backend siblings too) and Triton's own
-    own = {"model_repo_builder", "triton_python_backend_utils", "textproc", "llmsched", "llmmetrics"}
+    own = {
+        "model_repo_builder",
+        "triton_python_backend_utils",
+        "textproc",
+        "llmsched",
+        "llmbatch",
+        "llmmetrics",
+    }
     missing = {
         m: owners.get(m, [])
         for m in _imports(ROOT / "model_repo_builder") - own

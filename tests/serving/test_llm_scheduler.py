@@ -16,10 +16,11 @@ from typing import Any
 import onnxruntime_genai as og
 import pytest
 
-from model_repo_builder.triton.python_backend import llmsched
+from model_repo_builder.triton.python_backend import llmbatch, llmsched
 
 pytestmark = pytest.mark.serving
 WAIT_S = 120.0
+CONTEXT = 2048
 PROMPTS = (
     "Write a haiku about the sea.",
     "Name three colours of the rainbow.",
@@ -89,19 +90,21 @@ class Tally:
 
 
 @pytest.fixture(scope="module")
-def genai(smollm2_repository: tuple[Path, Any]) -> tuple[Any, Any]:
+def genai(smollm2_repository: tuple[Path, Any]) -> tuple[str, Any]:
+    """The exported model's folder and its tokenizer."""
     repo, _ = smollm2_repository
-    model = og.Model(str(repo / "smol" / "1" / "genai"))
-    return model, og.Tokenizer(model)
+    folder = str(repo / "smol" / "1" / "genai")
+    return folder, og.Tokenizer(og.Model(folder))
 
 
 @pytest.fixture
-def make(genai: tuple[Any, Any]) -> Iterator[Any]:
+def make(genai: tuple[str, Any]) -> Iterator[Any]:
     made: list[llmsched.Scheduler] = []
 
     def scheduler(limits: llmsched.Limits) -> tuple[llmsched.Scheduler, Tally]:
         tally = Tally()
-        made.append(llmsched.Scheduler(genai[0], genai[1], limits, tally))
+        decoder = llmbatch.BatchDecoder(genai[0], limits.decoder_threads(), limits.max_sequences, CONTEXT)
+        made.append(llmsched.Scheduler(decoder, genai[1], limits, tally))
         return made[-1], tally
 
     yield scheduler

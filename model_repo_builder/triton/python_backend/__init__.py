@@ -3,7 +3,8 @@
 model.py serves an ONNX file through onnxruntime (``python`` backend builds); tokenizer_model.py and
 post_model.py are the first and last steps of a text model's ensemble, and textproc.py is the code
 both share with the builder's accuracy gate; genai_model.py streams a generative model's tokens
-(onnxruntime-genai, decoupled) with its scheduler (llmsched.py) and metrics (llmmetrics.py) beside it.
+(decoupled) with its scheduler (llmsched.py), batched decoder (llmbatch.py) and metrics (llmmetrics.py)
+beside it.
 """
 
 from pathlib import Path
@@ -14,4 +15,4 @@ TOKENIZER_PY = HERE / "tokenizer_model.py"
 POST_PY = HERE / "post_model.py"
 TEXTPROC_PY = HERE / "textproc.py"
 GENAI_PY = HERE / "genai_model.py"
-GENAI_SIBLINGS = (HERE / "llmsched.py", HERE / "llmmetrics.py")
+GENAI_SIBLINGS = (HERE / "llmsched.py", HERE / "llmbatch.py", HERE / "llmmetrics.py")

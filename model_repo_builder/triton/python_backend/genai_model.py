@@ -1,14 +1,15 @@
-"""The streaming Triton model of a generative LLM: onnxruntime-genai in Triton's python backend.
+"""The streaming Triton model of a generative LLM: an onnxruntime-genai export in Triton's python backend.
 
-Copied into a text-generation repository as ``<model>/1/model.py`` (`triton.generation`) with its two
-siblings, llmsched.py (the scheduler) and llmmetrics.py (the metrics); the exported onnxruntime-genai
-folder sits beside them in ``1/genai``. It runs inside Triton's python stub without the builder's
-package, so it imports only the standard library, numpy, onnxruntime_genai and Triton's utils.
+Copied into a text-generation repository as ``<model>/1/model.py`` (`triton.generation`) with its three
+siblings, llmsched.py (the scheduler), llmbatch.py (the batched decoder) and llmmetrics.py (the
+metrics); the exported onnxruntime-genai folder sits beside them in ``1/genai``. It runs inside Triton's
+python stub without the builder's package, so it imports only the standard library, numpy,
+onnxruntime(-genai) and Triton's utils; onnxruntime-genai gives the tokenizer and the chat template.
 
 The model is decoupled: execute() parses each request and hands it to the scheduler, which runs every
-sequence on one thread, a token per sequence per iteration (continuous, iteration-level scheduling:
-llmsched's docstring says why not batched), so requests are served at the same time and tokens go back
-as they are made. The tensor names follow Triton's vLLM backend, so Triton's ``generate`` /
+sequence on one thread, one decoder run per iteration for all of them (continuous batching: requests
+join and leave between iterations), so requests are served together and tokens go back as they are
+made. The tensor names follow Triton's vLLM backend, so Triton's ``generate`` /
 ``generate_stream`` endpoints and gRPC streaming work unchanged: ``text_input`` (a prompt) or
 ``messages`` (a JSON chat, rendered with the checkpoint's own chat template), optional ``stream``,
 ``sampling_parameters`` (JSON: max_tokens, temperature, top_p, top_k, seed, stop) and
@@ -28,7 +29,8 @@ import json
 import os
 from typing import Any
 
-import llmmetrics  # type: ignore[import-not-found]  # next to this file in the version folder
+import llmbatch  # type: ignore[import-not-found]  # next to this file in the version folder
+import llmmetrics  # type: ignore[import-not-found]
 import llmsched  # type: ignore[import-not-found]
 import numpy as np
 import onnxruntime_genai as og
@@ -81,10 +83,13 @@ class TritonPythonModel:
         self.max_tokens_default = int(params["max_tokens_default"])
         folder = os.path.join(args["model_repository"], args["model_version"], "genai")
         self.limits = llmsched.Limits.from_env(dict(os.environ))
-        self.model = og.Model(_config(folder, self.limits.decoder_threads()))
-        self.tokenizer = og.Tokenizer(self.model)
+        # onnxruntime-genai for the tokenizer and the chat template; llmbatch runs the model, batched
+        self.tokenizer = og.Tokenizer(og.Model(_config(folder, 1)))
+        decoder = llmbatch.BatchDecoder(
+            folder, self.limits.decoder_threads(), self.limits.max_sequences, self.context_length
+        )
         metrics = llmmetrics.LlmMetrics(args["model_name"], args["model_version"])
-        self.scheduler = llmsched.Scheduler(self.model, self.tokenizer, self.limits, metrics)
+        self.scheduler = llmsched.Scheduler(decoder, self.tokenizer, self.limits, metrics)
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -157,7 +162,7 @@ class TritonPythonModel:
 
 
 def _config(folder: str, threads: int) -> Any:
-    """The exported model's config with the decoder's intra-op threads set (the export leaves them unset)."""
+    """The exported model's config with the session's intra-op threads set (the export leaves them unset)."""
     config = og.Config(folder)
     options = {"intra_op_num_threads": threads}
     config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))

@@ -1,26 +1,21 @@
-"""The generative model's scheduler: iteration-level (continuous) scheduling of onnxruntime-genai sequences.
+"""The generative model's scheduler: iteration-level (continuous) batching of the decoder's sequences.
 
 Copied beside genai_model.py into a text-generation repository's version folder (Triton's python stub puts
-that folder on sys.path); it imports only the standard library and onnxruntime_genai, so the builder's
-tests drive it in-process without Triton.
+that folder on sys.path); it imports only the standard library (the decoder and tokenizer come in), so
+the operator reads its Limits and the builder's tests drive it in-process without Triton.
 
-One thread owns every generator. Each iteration it admits waiting requests while the limits allow (running
-sequences, and the KV-cache budget: a sequence reserves its prompt plus max_tokens, which is what
-onnxruntime-genai's shared-buffer cache allocates for it), then advances every running sequence by one
-token. So a new request joins at the next iteration and a finished or cancelled one leaves at once,
-freeing its reservation for the next in the queue. A full queue refuses at once (QueueFullError, with a
-Retry-After estimate) instead of hanging, and so does a pod near its memory limit (MemoryGuard: the
-resident memory of the stub and tritonserver above MEMORY_HIGH_WATER of CONCH_LLM_MEMORY_LIMIT_BYTES,
-the container's limit the operator passes in): a sequence more would risk the OOM killer, which would
-end every stream of the pod at once. The prompt of a new sequence is read in one step (its prefill):
-the other sequences wait for that one step, which their inter-token latency shows. It is not split
-into chunks because onnxruntime-genai's int4 decoder gives other greedy tokens for a prompt appended
-in chunks (measured), and batching must change no token.
-
-On CPU onnxruntime-genai's batched Engine is static (its continuous-batching path needs the
-PagedAttention operator, which ONNX Runtime implements for CUDA only), and a step over B rows costs about
-B single steps for a model of this size on two cores (measured), so sequences are stepped one after
-another within an iteration: the gain over a thread per request is bounded, fair, observable load.
+One thread owns every sequence. Each iteration it admits waiting requests while the limits allow (running
+sequences, and the KV-cache budget: a sequence reserves its prompt plus max_tokens), samples the next
+token of every running sequence and sends it, then advances them all by one decoder run over the whole
+batch (llmbatch.BatchDecoder). So a new request joins at the next iteration and a finished or cancelled
+one leaves at once, freeing its row and its reservation for the next in the queue. A full queue refuses
+at once (QueueFullError, with a Retry-After estimate) instead of hanging, and so does a pod near its
+memory limit (MemoryGuard: the resident memory of the stub and tritonserver above MEMORY_HIGH_WATER of
+CONCH_LLM_MEMORY_LIMIT_BYTES, the container's limit the operator passes in): a sequence more would risk
+the OOM killer, which would end every stream of the pod at once. The prompt of a new sequence is read
+in one run of its own (its prefill): the other sequences wait for that one run, which their
+inter-token latency shows. It is not split into chunks because the int4 decoder gives other greedy
+tokens for a prompt appended in chunks (measured), and batching must change no token.
 """
 
 from __future__ import annotations
@@ -168,45 +163,34 @@ class QueueFullError(Exception):
 
 
 class Sequence:
-    """One request in the scheduler: its generator once admitted, the text made so far, its timings."""
+    """One request in the scheduler: its row of the cache once admitted, the text made so far, its timings."""
 
     def __init__(self, job: Job, sink: Sink) -> None:
         self.job, self.sink = job, sink
         self.arrived = time.monotonic()
         self.started = self.last = 0.0
-        self.generator: Any = None
-        self.decoder: Any = None
+        self.slot: Any = None  # its llmbatch.Slot: a row of the KV cache
+        self.detokenizer: Any = None
+        self.eos: frozenset[int] = frozenset()
         self.tokens = self.sent = 0
         # a whole answer may start with the prompt; stop strings are looked for after it
         self.text = job.prompt if job.include_input and not job.stream else ""
         self.completion_start = len(self.text)
         self.hold = max((len(s) for s in job.stop), default=1) - 1  # a piece that may start a stop string
 
-    def start(self, model: Any, tokenizer: Any) -> None:
-        """Make the generator and read the prompt (the prefill)."""
-        import onnxruntime_genai as og  # here, not on top: the operator reads Limits without it
-
-        job = self.job
-        params = og.GeneratorParams(model)
-        options: dict[str, Any] = {"max_length": job.reservation, "do_sample": job.temperature > 0}
-        if job.temperature > 0:
-            options |= {"temperature": job.temperature, "top_p": job.top_p, "top_k": job.top_k}
-            if job.seed is not None:
-                options["random_seed"] = job.seed
-        params.set_search_options(**options)
+    def start(self, decoder: Any, tokenizer: Any) -> None:
+        """Take a row of the cache and read the prompt into it (the prefill)."""
         self.started = time.monotonic()
-        self.generator = og.Generator(model, params)
-        self.generator.append_tokens(job.ids)
-        self.decoder = tokenizer.create_stream()
+        self.slot = decoder.prefill(self.job.ids, self.job.seed)
+        self.detokenizer = tokenizer.create_stream()
+        self.eos = decoder.shape.eos
 
     def advance(self) -> str | None:
-        """Make one token and send what can be sent; the finish reason when the sequence is done."""
-        generator, job = self.generator, self.job
-        if generator.is_done():
-            return "stop"  # the model ended it (an end-of-sequence token)
-        generator.generate_next_token()
+        """Sample one token and send what can be sent; the finish reason when the sequence is done."""
+        job = self.job
+        token = self.slot.sample(job.temperature, job.top_p, job.top_k)
         self.tokens += 1
-        self.text += self.decoder.decode(int(generator.get_next_tokens()[0]))
+        self.text += self.detokenizer.decode(token)
         found = [i for i in (self.text.find(s, self.completion_start) for s in job.stop) if i >= 0]
         if found:
             self.text = self.text[: min(found)]
@@ -216,21 +200,24 @@ class Sequence:
             self.sent = len(self.text) - self.hold
         if self.tokens >= job.max_tokens:
             return "length"
-        return "stop" if generator.is_done() else None
+        return "stop" if token in self.eos else None  # the model ended it (an end-of-sequence token)
 
     def kv_tokens(self) -> int:
-        return len(self.job.ids) + self.tokens if self.generator is not None else 0
+        return len(self.job.ids) + self.tokens if self.slot is not None else 0
 
-    def release(self) -> None:
-        """Free the generator (and its KV cache) now, not at the next garbage collection."""
-        self.generator = self.decoder = None
+    def release(self, decoder: Any) -> None:
+        """Give its row of the cache back now."""
+        if self.slot is not None:
+            decoder.free(self.slot)
+        self.slot = self.detokenizer = None
 
 
 class Scheduler:
     """Admits, steps and retires sequences on one thread; submit() is safe from any thread."""
 
-    def __init__(self, model: Any, tokenizer: Any, limits: Limits, observer: Observer) -> None:
-        self.model, self.tokenizer, self.limits, self.observer = model, tokenizer, limits, observer
+    def __init__(self, decoder: Any, tokenizer: Any, limits: Limits, observer: Observer) -> None:
+        """`decoder` is an llmbatch.BatchDecoder, used on the scheduler's thread only."""
+        self.decoder, self.tokenizer, self.limits, self.observer = decoder, tokenizer, limits, observer
         self.memory = MemoryGuard(limits.memory_limit_bytes)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -293,6 +280,7 @@ class Scheduler:
                     self._retire(seq, "error", "the model was unloaded before the answer was finished")
                 else:
                     self._step(seq)
+            self._decode()
             self._report()
 
     def _admit(self) -> list[Sequence]:
@@ -314,7 +302,7 @@ class Scheduler:
             self._retire(seq, "cancelled")
             return
         try:
-            seq.start(self.model, self.tokenizer)
+            seq.start(self.decoder, self.tokenizer)
         except Exception as exc:  # a failure of the model: this request only
             self._retire(seq, "error", f"generation failed: {exc}")
         seq.last = time.monotonic()
@@ -338,12 +326,20 @@ class Scheduler:
         if reason is not None:
             self._retire(seq, reason)
 
+    def _decode(self) -> None:
+        """One decoder run for every running sequence: each gets the logits of its next token."""
+        try:
+            self.decoder.step()
+        except Exception as exc:  # a failure of the model: every sequence of the batch
+            for seq in list(self.running):
+                self._retire(seq, "error", f"generation failed: {exc}")
+
     def _retire(self, seq: Sequence, reason: str, error: str | None = None) -> None:
         if seq in self.running:
             self.running.remove(seq)
             with self.wake:
                 self.reserved -= seq.job.reservation
-        seq.release()
+        seq.release(self.decoder)
         seconds = time.monotonic() - seq.arrived
         queued = (seq.started or time.monotonic()) - seq.arrived
         if not seq.job.probe:  # nor in the request counts and the Retry-After estimate
