@@ -235,6 +235,26 @@ def test_the_kv_budget_holds_a_request_until_reserved_tokens_are_freed(genai: An
     assert max(kv for _, _, kv, _ in tally.loads) <= first_job.reservation
 
 
+def test_an_iteration_reads_at_most_its_prefill_budget_of_new_prompts(genai: Any, make: Any) -> None:
+    """Three prompts of ~300 tokens arrive together: they are read one per iteration, not all in one
+    (the running sequences would wait for all three prefills), and each still gets its answer."""
+    _, tokenizer = genai
+    prompt = "The quick brown fox jumps over the lazy dog. " * 30
+    ids = tokenizer.encode(prompt)
+    assert llmsched.PREFILL_TOKENS / 2 < len(ids) <= llmsched.PREFILL_TOKENS
+    scheduler, tally = make(llmsched.Limits(max_sequences=4))
+    outs = [Recorder() for _ in range(3)]
+    with scheduler.wake:  # all three wait before the scheduler's next admission
+        for out in outs:
+            job = llmsched.Job(prompt=prompt, ids=ids, stream=True, include_input=False, max_tokens=4)
+            scheduler.submit(job, out)
+    for out in outs:
+        out.wait()
+    seen = [(running, waiting) for running, waiting, *_ in tally.loads]
+    assert seen[:3] == [(1, 2), (2, 1), (3, 0)], seen
+    assert len({out.text() for out in outs}) == 1  # the same prompt, the same greedy answer
+
+
 def test_a_probe_is_served_at_once_while_every_slot_is_busy_and_the_queue_full(genai: Any, make: Any) -> None:
     scheduler, tally = make(llmsched.Limits(max_sequences=1, max_queue=1))
     busy, queued, probe = Recorder(), Recorder(), Recorder()

@@ -5,17 +5,18 @@ that folder on sys.path); it imports only the standard library (the decoder and 
 the operator reads its Limits and the builder's tests drive it in-process without Triton.
 
 One thread owns every sequence. Each iteration it admits waiting requests while the limits allow (running
-sequences, and the KV-cache budget: a sequence reserves its prompt plus max_tokens), samples the next
-token of every running sequence and sends it, then advances them all by one decoder run over the whole
-batch (llmbatch.BatchDecoder). So a new request joins at the next iteration and a finished or cancelled
-one leaves at once, freeing its row and its reservation for the next in the queue. A full queue refuses
-at once (QueueFullError, with a Retry-After estimate) instead of hanging, and so does a pod near its
-memory limit (MemoryGuard: the resident memory of the stub and tritonserver above MEMORY_HIGH_WATER of
-CONCH_LLM_MEMORY_LIMIT_BYTES, the container's limit the operator passes in): a sequence more would risk
-the OOM killer, which would end every stream of the pod at once. The prompt of a new sequence is read
-in one run of its own (its prefill): the other sequences wait for that one run, which their
-inter-token latency shows. It is not split into chunks because the int4 decoder gives other greedy
-tokens for a prompt appended in chunks (measured), and batching must change no token.
+sequences, and the KV-cache budget: a sequence reserves its prompt plus max_tokens), samples the next token of
+every running sequence and sends it, then advances them all by one decoder run over the whole batch
+(llmbatch.BatchDecoder). So a new request joins at the next iteration and a finished or cancelled one leaves
+at once, freeing its row and its reservation for the next in the queue. A full queue refuses at once
+(QueueFullError, with a Retry-After estimate) instead of hanging, and so does a pod near its memory limit
+(MemoryGuard: the resident memory of the stub and tritonserver above MEMORY_HIGH_WATER of
+CONCH_LLM_MEMORY_LIMIT_BYTES, the container's limit the operator passes in): a sequence more would risk the
+OOM killer, which would end every stream of the pod at once. The prompt of a new sequence is read in one run
+of its own (its prefill): the other sequences wait for that run, which their inter-token latency shows, and an
+iteration reads at most PREFILL_TOKENS of new prompts (or one longer prompt). It is not split into chunks
+because the int4 decoder gives other greedy tokens for a prompt appended in chunks (measured), and batching
+must change no token.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any, Protocol
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
 REPORT_EVERY_S = 0.5
+PREFILL_TOKENS = 512
+"""Prompt tokens read in one iteration: the bound on how long new prompts hold up running sequences."""
 ABORT_WAIT_S = 2.0
 
 
@@ -284,13 +287,18 @@ class Scheduler:
             self._report()
 
     def _admit(self) -> list[Sequence]:
-        """Move waiting sequences to running while the limits allow (first come, first served)."""
-        admitted = []
+        """Move waiting sequences to running while the limits allow (first come, first served), and
+        while this iteration's prompts hold at most PREFILL_TOKENS (the first one whatever its size)."""
+        admitted: list[Sequence] = []
+        prompts = 0
         while self.waiting and (self.waiting[0].job.probe or len(self.running) < self.limits.max_sequences):
             need = self.waiting[0].job.reservation
             probe = self.waiting[0].job.probe
             if not probe and self.running and self.reserved + need > self.limits.max_tokens_in_flight:
                 break
+            prompts += len(self.waiting[0].job.ids)
+            if not probe and admitted and prompts > PREFILL_TOKENS:
+                break  # the running sequences wait for these prefills: bound that wait
             seq = self.waiting.popleft()
             self.running.append(seq)
             self.reserved += need
