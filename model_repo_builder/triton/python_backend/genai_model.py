@@ -84,7 +84,7 @@ class TritonPythonModel:
         folder = os.path.join(args["model_repository"], args["model_version"], "genai")
         self.limits = llmsched.Limits.from_env(dict(os.environ))
         # onnxruntime-genai for the tokenizer and the chat template; llmbatch runs the model, batched
-        self.tokenizer = og.Tokenizer(og.Model(_config(folder, 1)))
+        self.tokenizer = og.Tokenizer(og.Model(folder))
         decoder = llmbatch.BatchDecoder(
             folder, self.limits.decoder_threads(), self.limits.max_sequences, self.context_length
         )
@@ -159,14 +159,6 @@ class TritonPythonModel:
         assert messages is not None
         chat = _messages(messages)
         return str(self.tokenizer.apply_chat_template(json.dumps(chat), add_generation_prompt=True))
-
-
-def _config(folder: str, threads: int) -> Any:
-    """The exported model's config with the session's intra-op threads set (the export leaves them unset)."""
-    config = og.Config(folder)
-    options = {"intra_op_num_threads": threads}
-    config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
-    return config
 
 
 def _response(piece: str, finish: str | None = None, prompt_tokens: int = 0, completion: int = 0) -> Any:

@@ -148,10 +148,10 @@ def generation_env(owner: Owner) -> list[Obj]:
         return []
     limits = owner.spec.serving.generation or types.Generation()
     env = [{"name": name, "value": value} for name, value in limits.environment().items()]
-    memory = resources(owner).get("limits", {}).get("memory")
+    container_limits = resources(owner).get("limits", {})
+    memory, cpu = container_limits.get("memory"), container_limits.get("cpu")
     if memory is not None:
         env.append({"name": MEMORY_LIMIT_ENV, "value": str(int(quantity.parse(memory)))})
-    cpu = resources(owner).get("limits", {}).get("cpu")
     if cpu is not None:
         env.append({"name": THREADS_ENV, "value": str(max(1, math.ceil(quantity.parse(cpu))))})
     return env
